@@ -1,0 +1,536 @@
+"""run_tuning(): hyperopt ``fmin`` with ``SparkTrials`` on a given SparkSession, usable without Airflow.
+
+Three things are added around hyperopt's own loop:
+
+* a watcher thread on the driver that reports each finished trial (task log, MLflow) as it lands,
+  applies early stopping and carries out cancellation. Early stopping never goes through hyperopt's
+  ``early_stop_fn``, whose SparkTrials path can crash the dispatcher thread and hang ``fmin``;
+* ``fmin`` runs in a worker thread, so a task timeout or SIGTERM landing in the main thread cancels
+  the Spark job group first instead of waiting in SparkTrials' thread joins for running trials;
+* suggestions are seeded per trial id, so ``seed`` reproduces the same points however the trials
+  were batched by timing (adaptive TPE rounds still depend on which trials had finished).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from airflow_provider_sparktune.exceptions import (
+    AllTrialsFailedError,
+    TuningCancelledError,
+    TuningConfigError,
+)
+from airflow_provider_sparktune.objective import build_trial_objective
+from airflow_provider_sparktune.results import json_native
+from airflow_provider_sparktune.space import SpaceFacts, build_space, space_facts
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("tpe", "rand", "anneal", "atpe")
+MAX_PARALLELISM = 128  # SparkTrials' hard cap on concurrent trials
+StopReason = Literal["max_evals", "timeout", "loss_threshold", "early_stop"]
+TrialStatus = Literal["ok", "failed", "cancelled"]
+
+
+@dataclass(frozen=True)
+class TuningSpec:
+    """Validated budget and search settings of one run."""
+
+    max_evals: int | Literal["auto"] = "auto"
+    parallelism: int | Literal["auto"] = "auto"
+    algo: str = "tpe"
+    seed: int | None = None
+    timeout: float | None = None
+    loss_threshold: float | None = None
+    early_stop_after: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_count("max_evals", self.max_evals, allow_auto=True)
+        _check_count("parallelism", self.parallelism, allow_auto=True, upper=MAX_PARALLELISM)
+        if self.algo not in ALGORITHMS:
+            raise TuningConfigError(
+                f"algo: unknown algorithm {self.algo!r}; use one of {', '.join(ALGORITHMS)}"
+            )
+        if self.seed is not None and (not _is_int(self.seed) or self.seed < 0):
+            raise TuningConfigError(f"seed: {self.seed!r} must be a non-negative integer or None")
+        if self.timeout is not None and (not _is_number(self.timeout) or self.timeout <= 0):
+            raise TuningConfigError(f"timeout: {self.timeout!r} must be a positive number of seconds or None")
+        if self.loss_threshold is not None and not _is_number(self.loss_threshold):
+            raise TuningConfigError(
+                f"loss_threshold: {self.loss_threshold!r} must be a finite number or None"
+            )
+        if self.early_stop_after is not None:
+            _check_count("early_stop_after", self.early_stop_after)
+
+    def resolved(self, facts: SpaceFacts, task_slots: int) -> TuningSpec:
+        """The same spec with ``"auto"`` budgets replaced by the seed's guidance."""
+        max_evals = facts.suggested_max_evals() if self.max_evals == "auto" else self.max_evals
+        parallelism = (
+            min(facts.suggested_parallelism(task_slots), int(max_evals))
+            if self.parallelism == "auto"
+            else self.parallelism
+        )
+        return TuningSpec(
+            max_evals=int(max_evals),
+            parallelism=int(parallelism),
+            algo=self.algo,
+            seed=self.seed,
+            timeout=self.timeout,
+            loss_threshold=self.loss_threshold,
+            early_stop_after=self.early_stop_after,
+        )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_count(name: str, value: Any, *, allow_auto: bool = False, upper: int | None = None) -> None:
+    if allow_auto and value == "auto":
+        return
+    hint = ' or "auto"' if allow_auto else ""
+    if not _is_int(value) or value < 1:
+        raise TuningConfigError(f"{name}: {value!r} must be a positive integer{hint}")
+    if upper is not None and value > upper:
+        raise TuningConfigError(f"{name}: {value} is above SparkTrials' cap of {upper}; use at most {upper}")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One finished trial in plain Python types: what the task log, MLflow and XCom need."""
+
+    tid: int
+    status: TrialStatus
+    loss: float | None
+    params: dict[str, Any]
+    vals: dict[str, Any]
+    metrics: dict[str, float]
+    error: str | None
+    started_at: float | None
+    finished_at: float | None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(0.0, self.finished_at - self.started_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_native(
+            {
+                "tid": self.tid,
+                "status": self.status,
+                "loss": self.loss,
+                "params": self.params,
+                "vals": self.vals,
+                "metrics": self.metrics,
+                "error": self.error,
+                "started_at": self.started_at,
+                "finished_at": self.finished_at,
+                "duration_s": self.duration_s,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where the run stands when a trial finishes."""
+
+    finished: int
+    max_evals: int
+    best_loss: float | None
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    best_params: dict[str, Any]
+    best_loss: float
+    argmin: dict[str, Any]
+    trials_total: int
+    trials_ok: int
+    trials_failed: int
+    trials_cancelled: int
+    stopped_reason: StopReason
+    duration_s: float
+    spec: TuningSpec
+    records: tuple[TrialRecord, ...]
+    trials: Any = field(default=None, repr=False, compare=False)  # the SparkTrials object, for analysis
+
+
+TrialCallback = Callable[[TrialRecord, Progress], None]
+
+
+class RunControl:
+    """Cancel a run from any thread, including a signal handler: only sets a flag the watcher acts on."""
+
+    def __init__(self) -> None:
+        self.job_group = f"sparktune-{uuid.uuid4().hex[:12]}"
+        self._requested = threading.Event()
+        self.reason: str | None = None
+
+    def cancel(self, reason: str = "killed") -> None:
+        if not self._requested.is_set():
+            self.reason = reason
+            self._requested.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._requested.is_set()
+
+
+def _per_trial_seeded(algo: Callable[..., Any], base_seed: int | None) -> Callable[..., Any]:
+    """Seed each suggestion by (seed, trial id) so batching by timing does not change the points."""
+    import numpy as np
+
+    def suggest(new_ids: list[int], domain: Any, trials: Any, seed: int) -> list[Any]:
+        docs: list[Any] = []
+        for new_id in new_ids:
+            trial_seed = (
+                seed
+                if base_seed is None
+                else int(np.random.SeedSequence([base_seed, new_id]).generate_state(1)[0])
+            )
+            docs.extend(algo([new_id], domain, trials, trial_seed))
+        return docs
+
+    return suggest
+
+
+def _algorithm(name: str) -> Callable[..., Any]:
+    if name == "atpe":
+        try:
+            from hyperopt import atpe
+        except ImportError as err:
+            raise TuningConfigError(
+                f"algo: 'atpe' needs extra packages ({err}); install lightgbm or use 'tpe'"
+            ) from None
+        return atpe.suggest
+    from hyperopt import anneal, rand, tpe
+
+    return {"tpe": tpe.suggest, "rand": rand.suggest, "anneal": anneal.suggest}[name]
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """Everything checked before Spark is touched: compiled space, pickled-once objective, budget."""
+
+    space: Any
+    facts: SpaceFacts
+    objective: Any
+    suggest: Callable[..., Any]
+    spec: TuningSpec
+
+
+def prepare_run(
+    search_space: Any,
+    objective: Any,
+    *,
+    max_evals: int | Literal["auto"] = "auto",
+    parallelism: int | Literal["auto"] = "auto",
+    algo: str = "tpe",
+    seed: int | None = None,
+    timeout: float | None = None,
+    loss_threshold: float | None = None,
+    early_stop_after: int | None = None,
+    objective_kwargs: Mapping[str, Any] | None = None,
+    data: Any = None,
+) -> PreparedRun:
+    """Validate every argument that needs no Spark; raises a SparktuneError naming the field."""
+    spec = TuningSpec(max_evals, parallelism, algo, seed, timeout, loss_threshold, early_stop_after)
+    space = build_space(search_space)
+    facts = space_facts(space)
+    trial_objective = build_trial_objective(objective, data=data, objective_kwargs=objective_kwargs)
+    suggest = _per_trial_seeded(_algorithm(spec.algo), spec.seed)
+    return PreparedRun(space, facts, trial_objective, suggest, spec)
+
+
+def execute_run(
+    prepared: PreparedRun,
+    spark: Any,
+    *,
+    on_trial: TrialCallback | None = None,
+    control: RunControl | None = None,
+    on_start: Callable[[TuningSpec, SpaceFacts], None] | None = None,
+) -> TuningResult:
+    """Run a prepared tuning on ``spark``; ``on_start`` sees the budget once "auto" is resolved."""
+    spec = prepared.spec.resolved(prepared.facts, task_slots=spark.sparkContext.defaultParallelism)
+    if on_start is not None:
+        on_start(spec, prepared.facts)
+    run = _Run(
+        spark, prepared.space, prepared.objective, prepared.suggest, spec, on_trial, control or RunControl()
+    )
+    return run.execute()
+
+
+def run_tuning(
+    search_space: Any,
+    objective: Any,
+    *,
+    spark: Any,
+    on_trial: TrialCallback | None = None,
+    control: RunControl | None = None,
+    **settings: Any,
+) -> TuningResult:
+    """Tune ``objective`` over ``search_space`` with SparkTrials on ``spark`` and return the best point.
+
+    ``settings`` are those of :func:`prepare_run` (max_evals, parallelism, algo, seed, timeout,
+    loss_threshold, early_stop_after, objective_kwargs, data). Everything that can be checked
+    without Spark is checked first. ``on_trial`` is called on the driver, off the dispatch path,
+    once per finished trial.
+    """
+    prepared = prepare_run(search_space, objective, **settings)
+    return execute_run(prepared, spark, on_trial=on_trial, control=control)
+
+
+class _Run:
+    """One fmin call with its watcher thread; holds the state both threads share."""
+
+    POLL_S = 0.2
+
+    def __init__(
+        self,
+        spark: Any,
+        space: Any,
+        trial_objective: Any,
+        suggest: Callable[..., Any],
+        spec: TuningSpec,
+        on_trial: TrialCallback | None,
+        control: RunControl,
+    ) -> None:
+        from hyperopt import SparkTrials
+
+        self.spark, self.space, self.objective, self.suggest = spark, space, trial_objective, suggest
+        self.spec, self.on_trial, self.control = spec, on_trial, control
+        self.trials = SparkTrials(parallelism=spec.parallelism, timeout=spec.timeout, spark_session=spark)
+        self.records: dict[int, TrialRecord] = {}
+        self.best_loss: float | None = None
+        self.since_improvement = 0
+        self.early_stopped = False
+        self.fmin_error: BaseException | None = None
+        self.fmin_done = threading.Event()
+        self.started = time.monotonic()
+
+    def execute(self) -> TuningResult:
+        watcher = threading.Thread(target=self._watch, name="sparktune-watcher", daemon=True)
+        runner = threading.Thread(target=self._fmin, name="sparktune-fmin", daemon=True)
+        watcher.start()
+        runner.start()
+        try:
+            while runner.is_alive():
+                runner.join(0.5)
+        except BaseException:
+            # A task timeout or interrupt in the main thread: stop the Spark jobs before leaving.
+            self.control.cancel("interrupted")
+            runner.join(30)
+            raise
+        finally:
+            self.fmin_done.set()
+            watcher.join()
+        if self.fmin_error is not None:
+            raise self.fmin_error
+        return self._result()
+
+    def _fmin(self) -> None:
+        import numpy as np
+        from hyperopt import fmin
+
+        sc = self.spark.sparkContext
+        sc.setLocalProperty("spark.jobGroup.id", self.control.job_group)
+        sc.setLocalProperty("spark.job.description", "sparktune trials")
+        sc.setLocalProperty("spark.job.interruptOnCancel", "true")
+        try:
+            fmin(
+                fn=self.objective,
+                space=self.space,
+                algo=self.suggest,
+                max_evals=self.spec.max_evals,
+                trials=self.trials,
+                rstate=np.random.default_rng(self.spec.seed),
+                loss_threshold=self.spec.loss_threshold,
+                max_queue_len=self.spec.parallelism,
+                show_progressbar=False,
+                return_argmin=False,
+            )
+        except BaseException as err:  # re-raised in the calling thread
+            self.fmin_error = err
+        finally:
+            for key in ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
+                sc.setLocalProperty(key, None)
+
+    def _watch(self) -> None:
+        cancelled = False
+        while not self.fmin_done.is_set():
+            try:
+                self._collect_finished()
+                if not cancelled and self.control.cancel_requested:
+                    cancelled = True
+                    self._cancel(self.control.reason or "killed")
+            except Exception:
+                log.exception("the trial watcher hit an error; it keeps watching")
+            self.fmin_done.wait(self.POLL_S)
+        self._collect_finished()
+
+    def _cancel(self, reason: str) -> None:
+        """What SparkTrials does on timeout, from outside: stop new trials and cancel the job group."""
+        from hyperopt import base
+
+        self.trials._fmin_cancelled = True
+        self.trials._fmin_cancelled_reason = reason
+        for trial in list(self.trials._dynamic_trials):
+            if trial["state"] in (base.JOB_STATE_NEW, base.JOB_STATE_RUNNING):
+                trial["state"] = base.JOB_STATE_CANCEL
+        self.spark.sparkContext.cancelJobGroup(self.control.job_group)
+        log.info("cancelled the trials of job group %s: %s", self.control.job_group, reason)
+
+    def _collect_finished(self) -> None:
+        from hyperopt import base
+
+        finished_states = (base.JOB_STATE_DONE, base.JOB_STATE_ERROR, base.JOB_STATE_CANCEL)
+        finished = [t for t in list(self.trials._dynamic_trials) if t["state"] in finished_states]
+        for trial in sorted(finished, key=lambda t: (t.get("refresh_time") or datetime.min, t["tid"])):
+            if trial["tid"] in self.records:
+                continue
+            if trial["state"] == base.JOB_STATE_CANCEL and trial.get("book_time") is None:
+                self.records[trial["tid"]] = self._record(trial)  # never started: counted, not reported
+                continue
+            record = self._record(trial)
+            self.records[record.tid] = record
+            self._update_best(record)
+            if self.on_trial is not None:
+                progress = Progress(
+                    finished=len(self.records),
+                    max_evals=int(self.spec.max_evals),
+                    best_loss=self.best_loss,
+                    elapsed_s=time.monotonic() - self.started,
+                )
+                try:
+                    self.on_trial(record, progress)
+                except Exception:
+                    log.exception("reporting trial %s failed; the run goes on", record.tid)
+
+    def _update_best(self, record: TrialRecord) -> None:
+        if record.status != "ok" or record.loss is None:
+            return
+        if self.best_loss is None or record.loss < self.best_loss:
+            self.best_loss = record.loss
+            self.since_improvement = 0
+        else:
+            self.since_improvement += 1
+        limit = self.spec.early_stop_after
+        if limit is not None and self.since_improvement >= limit and not self.early_stopped:
+            self.early_stopped = True
+            log.info("early stop: %d finished trials without improving best loss %s", limit, self.best_loss)
+            self._cancel("early_stop")
+
+    def _record(self, trial: dict[str, Any]) -> TrialRecord:
+        from hyperopt import base, space_eval
+
+        vals = {k: v[0] for k, v in trial["misc"]["vals"].items() if len(v)}
+        result = trial.get("result") or {}
+        state = trial["state"]
+        error = None
+        if state == base.JOB_STATE_ERROR:
+            status: TrialStatus = "failed"
+            error = _error_text(trial["misc"].get("error"))
+        elif state == base.JOB_STATE_CANCEL:
+            status = "cancelled"
+            error = _error_text(trial["misc"].get("error"))
+        elif result.get("status") == base.STATUS_OK:
+            status = "ok"
+        else:
+            status = "failed"
+            error = str(result.get("failure") or f"objective returned status {result.get('status')!r}")
+        try:
+            params = json_native(space_eval(self.space, vals))
+        except Exception:  # a cancelled trial may carry partial vals
+            params = {}
+        loss = result.get("loss") if status == "ok" else None
+        return TrialRecord(
+            tid=int(trial["tid"]),
+            status=status,
+            loss=None if loss is None else float(loss),
+            params=params if isinstance(params, dict) else {"value": params},
+            vals=json_native(vals),
+            metrics=dict(result.get("metrics") or {}) if status == "ok" else {},
+            error=error,
+            started_at=_timestamp(trial.get("book_time")),
+            finished_at=_timestamp(trial.get("refresh_time")),
+        )
+
+    def _result(self) -> TuningResult:
+        records = tuple(sorted(self.records.values(), key=lambda r: r.tid))
+        if self.control.cancel_requested and self.control.reason != "early_stop":
+            raise TuningCancelledError(
+                f"tuning run cancelled ({self.control.reason}) after {len(records)} finished trials"
+            )
+        ok = [r for r in records if r.status == "ok"]
+        reason = self._stopped_reason()
+        if not ok:
+            raise AllTrialsFailedError(_no_success_message(records, reason, self.spec))
+        best = min(ok, key=lambda r: (r.loss, r.tid))
+        return TuningResult(
+            best_params=best.params,
+            best_loss=float(best.loss),  # type: ignore[arg-type]
+            argmin=best.vals,
+            trials_total=len(records),
+            trials_ok=len(ok),
+            trials_failed=sum(r.status == "failed" for r in records),
+            trials_cancelled=sum(r.status == "cancelled" for r in records),
+            stopped_reason=reason,
+            duration_s=time.monotonic() - self.started,
+            spec=self.spec,
+            records=records,
+            trials=self.trials,
+        )
+
+    def _stopped_reason(self) -> StopReason:
+        if self.early_stopped:
+            return "early_stop"
+        if self.trials._fmin_cancelled_reason == "fmin run timeout":
+            return "timeout"
+        threshold = self.spec.loss_threshold
+        if threshold is not None and self.best_loss is not None and self.best_loss <= threshold:
+            return "loss_threshold"
+        return "max_evals"
+
+
+def _timestamp(value: Any) -> float | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc).timestamp()
+
+
+def _error_text(error: Any) -> str | None:
+    if not error:
+        return None
+    if isinstance(error, (tuple, list)) and len(error) == 2:
+        kind, detail = error
+        return str(detail) if detail else str(kind)
+    return str(error)
+
+
+def _no_success_message(records: tuple[TrialRecord, ...], reason: StopReason, spec: TuningSpec) -> str:
+    failed = [r for r in records if r.status == "failed"]
+    if not failed:
+        return (
+            f"no trial finished (stopped by {reason}, timeout={spec.timeout}); raise the timeout or "
+            "make the objective faster"
+        )
+    first = failed[0]
+    return (
+        f"all {len(failed)} trials failed (of {len(records)} finished); the first failure, trial {first.tid} "
+        f"with params {first.params}:\n{first.error}"
+    )

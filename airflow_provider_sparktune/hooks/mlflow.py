@@ -1,0 +1,107 @@
+"""MlflowHook: the tracking URI and token behind an Airflow connection of type ``mlflow``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from airflow_provider_sparktune.exceptions import TrackingError
+
+TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"
+
+
+def embedded_tracking_uri() -> str:
+    """The SQLite store under ``AIRFLOW_HOME`` used when nothing else is configured."""
+    home = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
+    return f"sqlite:///{(home / 'mlflow.db').resolve()}"
+
+
+class MlflowHook(BaseHook):
+    """Reads the connection lazily. Host is the tracking URI; the password, when set, is the token.
+
+    Without the connection: ``MLFLOW_TRACKING_URI``, else an embedded SQLite store under AIRFLOW_HOME.
+    """
+
+    conn_name_attr = "mlflow_conn_id"
+    default_conn_name = "mlflow_default"
+    conn_type = "mlflow"
+    hook_name = "MLflow"
+
+    def __init__(self, mlflow_conn_id: str = default_conn_name) -> None:
+        super().__init__()
+        self.mlflow_conn_id = mlflow_conn_id
+        self._resolved: tuple[str, str | None] | None = None
+
+    def _resolve(self) -> tuple[str, str | None]:
+        if self._resolved is None:
+            try:
+                conn = self.get_connection(self.mlflow_conn_id)
+            except AirflowNotFoundException:
+                uri = os.environ.get("MLFLOW_TRACKING_URI") or embedded_tracking_uri()
+                self.log.info("MLflow connection %r not found: tracking to %s", self.mlflow_conn_id, uri)
+                self._resolved = (uri, None)
+            else:
+                if conn.conn_type not in ("mlflow", None, ""):
+                    raise TrackingError(
+                        f"mlflow_conn_id: connection {self.mlflow_conn_id!r} has type {conn.conn_type!r}; "
+                        "use a connection of type 'mlflow' whose host is the tracking URI"
+                    )
+                self._resolved = (self._uri_from(conn), conn.password or None)
+        return self._resolved
+
+    @staticmethod
+    def _uri_from(conn: Any) -> str:
+        host = (conn.host or "").strip()
+        if not host:
+            raise TrackingError(
+                "mlflow connection: host is empty; set it to the tracking URI (http://host:5000)"
+            )
+        if "://" not in host:
+            host = f"{conn.schema or 'http'}://{host}"
+        if conn.port and host.count(":") == 1:
+            host = f"{host}:{conn.port}"
+        return host.rstrip("/")
+
+    def get_tracking_uri(self) -> str:
+        return self._resolve()[0]
+
+    @contextmanager
+    def credentials(self) -> Iterator[None]:
+        """Expose the token to MLflow's REST client (it reads the environment) for this block only."""
+        token = self._resolve()[1]
+        if token is None:
+            yield
+            return
+        previous = os.environ.get(TOKEN_ENV)
+        os.environ[TOKEN_ENV] = token
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(TOKEN_ENV, None)
+            else:
+                os.environ[TOKEN_ENV] = previous
+
+    def test_connection(self) -> tuple[bool, str]:
+        from airflow_provider_sparktune.tracking import check_reachable
+
+        try:
+            with self.credentials():
+                check_reachable(self.get_tracking_uri())
+        except Exception as err:
+            return False, str(err)
+        return True, f"MLflow tracking store {self.get_tracking_uri()} is reachable"
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema", "login", "port", "extra"],
+            "relabeling": {"host": "Tracking URI", "password": "Token"},
+            "placeholders": {"host": "http://mlflow:5000", "password": "optional bearer token"},
+        }

@@ -1,0 +1,165 @@
+"""SparkSessionHook: a classic SparkSession from an Airflow connection of type ``spark``.
+
+SparkTrials needs a classic SparkContext on the driver (the Airflow worker), so this hook builds one
+in-process from the connection's master and conf instead of submitting a job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from airflow_provider_sparktune.exceptions import SparkConnectionError
+
+DEFAULT_MASTER = "local[*]"
+DEFAULT_CONNECT_TIMEOUT_S = 60.0
+_MASTER_SCHEMES = ("local", "spark://", "yarn", "k8s://", "mesos://")
+
+
+def resolve_master(host: str | None, port: int | None) -> str:
+    """Master URL from a spark connection's host and port (``spark://h`` + 7077 -> ``spark://h:7077``)."""
+    host = (host or "").strip()
+    if not host:
+        return DEFAULT_MASTER
+    if host.startswith("sc://"):
+        raise SparkConnectionError(
+            f"spark connection host {host!r} is a Spark Connect URL: SparkTrials needs a classic "
+            "SparkContext, which Spark Connect does not provide; point the connection at the cluster "
+            "master (spark://host:7077, yarn, k8s://...) instead"
+        )
+    if not host.startswith(_MASTER_SCHEMES):
+        host = f"spark://{host}"
+    if port and host.startswith("spark://") and host.count(":") == 1:
+        host = f"{host}:{port}"
+    return host
+
+
+def conf_from_extra(extra: Mapping[str, Any]) -> dict[str, str]:
+    """Spark conf from a connection's extra: a ``spark_conf`` dict and any ``spark.*`` keys."""
+    conf = {str(k): str(v) for k, v in dict(extra.get("spark_conf") or {}).items()}
+    conf.update({k: str(v) for k, v in extra.items() if k.startswith("spark.")})
+    return conf
+
+
+class SparkSessionHook(BaseHook):
+    """Builds, and later stops, the SparkSession behind ``spark_conn_id``.
+
+    Without the connection it runs Spark ``local[*]`` and says so. A session that already existed in
+    the process (a notebook, a test session) is reused and left running.
+    """
+
+    conn_name_attr = "spark_conn_id"
+    default_conn_name = "spark_default"
+    conn_type = "spark"
+    hook_name = "Spark (SparkTrials session)"
+
+    def __init__(
+        self,
+        spark_conn_id: str = default_conn_name,
+        *,
+        spark_conf: Mapping[str, Any] | None = None,
+        app_name: str = "sparktune",
+        connect_timeout: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.spark_conn_id = spark_conn_id
+        self.spark_conf = dict(spark_conf or {})
+        self.app_name = app_name
+        self.connect_timeout = connect_timeout
+        self._session: Any = None
+        self._created = False
+
+    def resolve(self) -> tuple[str, dict[str, str], float]:
+        """(master, conf, connect timeout) from the connection, the operator's conf and the defaults."""
+        try:
+            conn = self.get_connection(self.spark_conn_id)
+        except AirflowNotFoundException:
+            self.log.info(
+                "Spark connection %r not found: running Spark %s", self.spark_conn_id, DEFAULT_MASTER
+            )
+            master, extra = DEFAULT_MASTER, {}
+        else:
+            if conn.conn_type not in ("spark", None, ""):
+                raise SparkConnectionError(
+                    f"spark_conn_id: connection {self.spark_conn_id!r} has type {conn.conn_type!r}; "
+                    "use a connection of type 'spark' (host: local[N], spark://host:port, yarn or k8s://...)"
+                )
+            master = resolve_master(conn.host, conn.port)
+            extra = conn.extra_dejson if conn.extra else {}
+        conf = {"spark.ui.showConsoleProgress": "false", **conf_from_extra(extra)}
+        conf.update({str(k): str(v) for k, v in self.spark_conf.items()})
+        timeout = self.connect_timeout or float(extra.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT_S))
+        return master, conf, timeout
+
+    def get_session(self) -> Any:
+        """The SparkSession to run trials on; created once per hook."""
+        if self._session is not None:
+            return self._session
+        from pyspark import SparkContext
+        from pyspark.sql import SparkSession
+
+        if SparkContext._active_spark_context is not None:
+            self._session = SparkSession.builder.getOrCreate()
+            self.log.info("Reusing the running SparkSession (master %s)", self._session.sparkContext.master)
+            return self._session
+        master, conf, timeout = self.resolve()
+        if master.startswith("local"):
+            # Executors run PYSPARK_PYTHON; unset, local mode starts the system python3, which lacks hyperopt.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            conf.setdefault("spark.driver.host", "127.0.0.1")
+            conf.setdefault("spark.driver.bindAddress", "127.0.0.1")
+        elif "spark.pyspark.python" in conf:
+            os.environ.setdefault("PYSPARK_PYTHON", conf["spark.pyspark.python"])
+        self.log.info("Starting SparkSession on %s (%s)", master, json.dumps(sorted(conf)))
+        builder = SparkSession.builder.master(master).appName(self.app_name)
+        for key, value in conf.items():
+            builder = builder.config(key, value)
+        try:
+            session = builder.getOrCreate()
+        except Exception as err:
+            raise SparkConnectionError(
+                f"spark_conn_id {self.spark_conn_id!r}: cannot start Spark on {master}: {err}"
+            ) from err
+        self._session, self._created = session, True
+        if not master.startswith("local"):
+            self._wait_for_executors(session, master, timeout)
+        return session
+
+    def _wait_for_executors(self, session: Any, master: str, timeout: float) -> None:
+        """Fail within ``timeout`` when no executor registers (master down, no free workers)."""
+        jsc = session.sparkContext._jsc.sc()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if jsc.isStopped():
+                break
+            if jsc.getExecutorMemoryStatus().size() > 1:  # the driver counts as one
+                return
+            time.sleep(0.5)
+        self.stop()
+        raise SparkConnectionError(
+            f"spark_conn_id {self.spark_conn_id!r}: no Spark executor registered with {master} within "
+            f"{timeout:g} s; check that the master is up and has free workers, or raise connect_timeout"
+        )
+
+    def stop(self) -> None:
+        """Stop the session if this hook created it; leave a pre-existing one alone."""
+        if self._session is not None and self._created:
+            self._session.stop()
+        self._session, self._created = None, False
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema", "login", "password"],
+            "relabeling": {"host": "Master (local[N], spark://host, yarn, k8s://...)"},
+            "placeholders": {
+                "extra": '{"spark_conf": {"spark.executor.memory": "2g"}, "connect_timeout": 60}'
+            },
+        }

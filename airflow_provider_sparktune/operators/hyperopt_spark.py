@@ -1,0 +1,247 @@
+"""HyperoptSparkOperator: one DAG task that tunes a model with hyperopt SparkTrials and MLflow."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_sparktune.exceptions import TuningCancelledError, TuningConfigError
+from airflow_provider_sparktune.hooks.mlflow import MlflowHook
+from airflow_provider_sparktune.hooks.spark_session import SparkSessionHook
+from airflow_provider_sparktune.links import MlflowRunLink
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_sparktune.engine import Progress, RunControl, TrialRecord, TuningSpec
+    from airflow_provider_sparktune.tracking import TuningTracker
+
+_INT_FIELDS = ("max_evals", "parallelism", "seed", "early_stop_after")
+_FLOAT_FIELDS = ("timeout", "loss_threshold")
+
+
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    """Rendered templates arrive as text: ``"50"`` -> 50, ``""``/``"None"`` -> None."""
+    if not isinstance(value, str) or value == "auto":
+        return value
+    text = value.strip()
+    if text in ("", "None", "null"):
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise TuningConfigError(f"{name}: rendered to {value!r}, which is not a {kind.__name__}") from None
+
+
+class HyperoptSparkOperator(BaseOperator):
+    """Tune hyperparameters with ``hyperopt.fmin`` + ``SparkTrials`` on the cluster of a Spark connection.
+
+    Every finished trial is logged to MLflow as a child run of this task try's parent run; the
+    return value (XCom) holds the best parameters, the trial counts and where the runs are.
+
+    :param search_space: declarative space (dict or JSON text, templated) or a hyperopt expression.
+    :param objective: ``"package.module:function"`` or a callable ``f(params, data=None, **kwargs)``.
+    :param objective_kwargs: keyword arguments for the objective (templated, must pickle).
+    :param max_evals: number of trials, or ``"auto"`` (20 x ordinal + 15 x categorical breadth).
+    :param parallelism: trials at once, or ``"auto"`` (2 x hyperparameters, capped by task slots and 128).
+    :param algo: ``tpe``, ``rand``, ``anneal`` or ``atpe``.
+    :param seed: makes suggestions reproducible per trial id.
+    :param timeout: seconds after which running trials are cancelled and the best so far returned.
+    :param loss_threshold: stop once a trial reaches this loss or lower.
+    :param early_stop_after: stop after this many finished ok trials without improvement.
+    :param spark_conn_id: Airflow connection of type ``spark``; missing -> Spark ``local[*]``.
+    :param spark_conf: extra Spark conf, applied over the connection's.
+    :param spark_connect_timeout: seconds to wait for executors on a cluster master.
+    :param mlflow_conn_id: Airflow connection of type ``mlflow``; missing -> ``MLFLOW_TRACKING_URI`` or
+        a SQLite store under AIRFLOW_HOME.
+    :param mlflow_experiment: experiment name (templated); default ``"<dag_id>.<task_id>"``.
+    """
+
+    template_fields: Sequence[str] = (
+        "search_space",
+        "objective_kwargs",
+        "max_evals",
+        "parallelism",
+        "seed",
+        "timeout",
+        "loss_threshold",
+        "early_stop_after",
+        "spark_conf",
+        "mlflow_experiment",
+    )
+    template_fields_renderers = {"search_space": "json", "objective_kwargs": "json", "spark_conf": "json"}
+    operator_extra_links = (MlflowRunLink(),)
+    ui_color = "#e8f4fd"
+
+    def __init__(
+        self,
+        *,
+        search_space: Any,
+        objective: Any,
+        objective_kwargs: Mapping[str, Any] | str | None = None,
+        max_evals: int | str = "auto",
+        parallelism: int | str = "auto",
+        algo: str = "tpe",
+        seed: int | str | None = None,
+        timeout: float | str | None = None,
+        loss_threshold: float | str | None = None,
+        early_stop_after: int | str | None = None,
+        spark_conn_id: str = SparkSessionHook.default_conn_name,
+        spark_conf: Mapping[str, Any] | None = None,
+        spark_connect_timeout: float | None = None,
+        mlflow_conn_id: str = MlflowHook.default_conn_name,
+        mlflow_experiment: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.search_space = search_space
+        self.objective = objective
+        self.objective_kwargs = objective_kwargs
+        self.max_evals = max_evals
+        self.parallelism = parallelism
+        self.algo = algo
+        self.seed = seed
+        self.timeout = timeout
+        self.loss_threshold = loss_threshold
+        self.early_stop_after = early_stop_after
+        self.spark_conn_id = spark_conn_id
+        self.spark_conf = spark_conf
+        self.spark_connect_timeout = spark_connect_timeout
+        self.mlflow_conn_id = mlflow_conn_id
+        self.mlflow_experiment = mlflow_experiment
+        self._control: RunControl | None = None
+
+    @cached_property
+    def spark_hook(self) -> SparkSessionHook:
+        return SparkSessionHook(
+            self.spark_conn_id,
+            spark_conf=self.spark_conf,
+            app_name=f"sparktune-{self.dag_id}.{self.task_id}",
+            connect_timeout=self.spark_connect_timeout,
+        )
+
+    @cached_property
+    def mlflow_hook(self) -> MlflowHook:
+        return MlflowHook(self.mlflow_conn_id)
+
+    def _settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {"algo": self.algo, "objective_kwargs": self.objective_kwargs}
+        for name in _INT_FIELDS:
+            settings[name] = _coerce(name, getattr(self, name), int)
+        for name in _FLOAT_FIELDS:
+            settings[name] = _coerce(name, getattr(self, name), float)
+        return settings
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_provider_sparktune.engine import RunControl, execute_run, prepare_run
+        from airflow_provider_sparktune.results import to_xcom
+        from airflow_provider_sparktune.space import is_hyperopt_expression, parse_space_spec
+
+        space_spec = (
+            self.search_space
+            if is_hyperopt_expression(self.search_space)
+            else parse_space_spec(self.search_space)
+        )
+        prepared = prepare_run(space_spec, self.objective, **self._settings())
+        self.log.info(
+            "search space: %d hyperparameters (%d ordinal, %d categorical, breadth %d)",
+            prepared.facts.n_hyperparameters,
+            prepared.facts.n_ordinal,
+            prepared.facts.n_categorical,
+            prepared.facts.categorical_breadth,
+        )
+        self._control = RunControl()
+        with self.mlflow_hook.credentials():
+            tracker = self._start_tracking(context, space_spec)
+            try:
+                spark = self.spark_hook.get_session()
+                result = execute_run(
+                    prepared,
+                    spark,
+                    on_trial=lambda record, progress: self._report_trial(tracker, record, progress),
+                    control=self._control,
+                    on_start=lambda spec, facts: self._log_budget(tracker, spec),
+                )
+                tracker.finish(result)
+            except TuningCancelledError as err:
+                tracker.end("KILLED", str(err))
+                raise
+            except BaseException as err:
+                tracker.end("FAILED", f"{type(err).__name__}: {err}")
+                raise
+            finally:
+                self.spark_hook.stop()
+        value = to_xcom(result, mlflow=tracker.info)
+        self.log.info(
+            "best loss %s after %d trials (%d ok, %d failed, %d cancelled), stopped by %s: %s",
+            value["best_loss"],
+            result.trials_total,
+            result.trials_ok,
+            result.trials_failed,
+            result.trials_cancelled,
+            result.stopped_reason,
+            value["best_params"],
+        )
+        context["ti"].xcom_push(key="best_params", value=value["best_params"])
+        return value
+
+    def _start_tracking(self, context: Context, space_spec: Any) -> TuningTracker:
+        import json
+
+        from airflow_provider_sparktune.results import json_native
+        from airflow_provider_sparktune.tracking import TuningTracker, check_reachable
+
+        uri = self.mlflow_hook.get_tracking_uri()
+        check_reachable(uri)
+        tracker = TuningTracker(uri, self.mlflow_experiment or f"{self.dag_id}.{self.task_id}")
+        ti = context["ti"]
+        declarative = not isinstance(space_spec, str) and json_native(space_spec) == space_spec
+        tags = {
+            "airflow.dag_id": self.dag_id,
+            "airflow.task_id": self.task_id,
+            "airflow.run_id": context.get("run_id", ""),
+            "airflow.try_number": str(getattr(ti, "try_number", "")),
+            "sparktune.search_space": json.dumps(space_spec) if declarative else repr(space_spec),
+        }
+        run_name = f"{self.task_id} {context.get('run_id', '')} try {tags['airflow.try_number']}"
+        tracker.start(run_name=run_name, tags=tags, search_space=space_spec if declarative else None)
+        self.log.info("MLflow run %s in experiment %s at %s", tracker.run_id, tracker.experiment_id, uri)
+        return tracker
+
+    def _log_budget(self, tracker: TuningTracker, spec: TuningSpec) -> None:
+        self.log.info(
+            "tuning with max_evals=%d%s parallelism=%d%s algo=%s seed=%s",
+            spec.max_evals,
+            " (auto)" if self.max_evals == "auto" else "",
+            spec.parallelism,
+            " (auto)" if self.parallelism == "auto" else "",
+            spec.algo,
+            spec.seed,
+        )
+        tracker.log_spec(spec, {"staging_mode": "none"})
+
+    def _report_trial(self, tracker: TuningTracker, record: TrialRecord, progress: Progress) -> None:
+        if record.loss is not None:
+            outcome = f"loss={record.loss:.6g}"
+        else:
+            lines = (record.error or "").strip().splitlines()
+            outcome = f"error={lines[-1] if lines else 'unknown'}"
+        best = "n/a" if progress.best_loss is None else f"{progress.best_loss:.6g}"
+        self.log.info(
+            "trial %d/%d %s %s best=%s elapsed=%.1fs",
+            progress.finished,
+            progress.max_evals,
+            record.status,
+            outcome,
+            best,
+            progress.elapsed_s,
+        )
+        tracker.log_trial(record)
+
+    def on_kill(self) -> None:
+        """Cancel this task's Spark job group; no new trial starts and the MLflow run ends KILLED."""
+        if self._control is not None:
+            self._control.cancel("killed")

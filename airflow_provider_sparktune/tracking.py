@@ -1,0 +1,237 @@
+"""MLflow logging of a tuning run: a parent run per task try and one child run per finished trial.
+
+Every call goes through ``MlflowClient`` with an explicit ``run_id`` (no global active run), so the
+watcher thread can log trials while the main thread owns the parent run. Logging happens on the
+driver only: executors need no route to MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from airflow_provider_sparktune.exceptions import TrackingError
+from airflow_provider_sparktune.results import json_native
+
+if TYPE_CHECKING:
+    from airflow_provider_sparktune.engine import TrialRecord, TuningResult, TuningSpec
+
+log = logging.getLogger(__name__)
+
+MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
+MAX_PARAM_VALUE = 6000
+MAX_TAG_VALUE = 8000
+RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"x": 1}, "layers": [8, 4]}`` -> ``{"model.x": 1, "layers.0": 8, "layers.1": 4}``."""
+    if isinstance(value, Mapping) and value:
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, (list, tuple)) and value:
+        out = {}
+        for i, item in enumerate(value):
+            out.update(flatten(item, f"{prefix}.{i}" if prefix else str(i)))
+        return out
+    return {prefix or "value": value}
+
+
+def _text(value: Any, limit: int) -> str:
+    text = value if isinstance(value, str) else json.dumps(json_native(value))
+    return text if len(text) <= limit else text[: limit - 15] + "...[truncated]"
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def is_server_uri(tracking_uri: str) -> bool:
+    return urlparse(tracking_uri).scheme in ("http", "https")
+
+
+def local_artifact_root(tracking_uri: str) -> str | None:
+    """For a SQLite store, keep artifacts beside the database instead of in the process's cwd."""
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme != "sqlite":
+        return None
+    db_path = Path(tracking_uri[len("sqlite:///") :])
+    return (db_path.parent / "mlartifacts").resolve().as_uri()
+
+
+def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, before any trial, when a tracking server does not answer."""
+    if not is_server_uri(tracking_uri):
+        return
+    import requests
+
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        response = requests.get(url, timeout=timeout_s)
+    except requests.RequestException as err:
+        raise TrackingError(
+            f"MLflow tracking server {tracking_uri} is unreachable ({type(err).__name__}); start it or fix "
+            "the host of the mlflow connection"
+        ) from None
+    if response.status_code >= 400:
+        raise TrackingError(
+            f"MLflow tracking server {tracking_uri} answered {response.status_code} on /health"
+        )
+
+
+class TuningTracker:
+    """Owns the parent run of one task try and writes its child runs."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_id = ""
+        self.run_id = ""
+
+    @property
+    def info(self) -> dict[str, str]:
+        return {"tracking_uri": self.tracking_uri, "experiment_id": self.experiment_id, "run_id": self.run_id}
+
+    def start(self, *, run_name: str, tags: Mapping[str, Any], search_space: Any = None) -> str:
+        """Create (or reuse) the experiment and open the parent run."""
+        try:
+            experiment = self.client.get_experiment_by_name(self.experiment_name)
+            if experiment is None:
+                self.experiment_id = self.client.create_experiment(
+                    self.experiment_name, artifact_location=local_artifact_root(self.tracking_uri)
+                )
+            else:
+                self.experiment_id = experiment.experiment_id
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=run_name,
+                tags={k: _text(v, MAX_TAG_VALUE) for k, v in tags.items()},
+            )
+        except Exception as err:
+            raise TrackingError(f"MLflow store {self.tracking_uri} refused to start the run: {err}") from err
+        self.run_id = run.info.run_id
+        if search_space is not None:
+            self.client.log_dict(self.run_id, json_native(search_space), "search_space.json")
+        return self.run_id
+
+    def log_spec(self, spec: TuningSpec, extra: Mapping[str, Any] | None = None) -> None:
+        """Parent params, written once the ``"auto"`` budgets are resolved."""
+        params = {
+            "max_evals": spec.max_evals,
+            "parallelism": spec.parallelism,
+            "algo": spec.algo,
+            "seed": spec.seed,
+            "timeout": spec.timeout,
+            "loss_threshold": spec.loss_threshold,
+            "early_stop_after": spec.early_stop_after,
+            **(extra or {}),
+        }
+        self._log_batch(self.run_id, params=params)
+
+    def log_trial(self, record: TrialRecord) -> str:
+        """One child run per finished trial, created when it finishes, timed as the trial ran."""
+        tags = {
+            "mlflow.parentRunId": self.run_id,
+            "sparktune.tid": str(record.tid),
+            "sparktune.status": record.status,
+            "sparktune.vals": _text(record.vals, MAX_TAG_VALUE),
+        }
+        if record.error:
+            tags["sparktune.error"] = _text(record.error, MAX_TAG_VALUE)
+        start_ms = int((record.started_at or time.time()) * 1000)
+        run = self.client.create_run(
+            self.experiment_id, start_time=start_ms, tags=tags, run_name=f"trial-{record.tid:04d}"
+        )
+        metrics = {"loss": record.loss, **record.metrics} if record.loss is not None else dict(record.metrics)
+        self._log_batch(run.info.run_id, params=flatten(record.params), metrics=metrics)
+        end_ms = int((record.finished_at or time.time()) * 1000)
+        self.client.set_terminated(run.info.run_id, status=RUN_STATUS[record.status], end_time=end_ms)
+        return run.info.run_id
+
+    def finish(self, result: TuningResult) -> None:
+        """Metrics and artifacts of the whole run, then close the parent run."""
+        trials = [record.to_dict() for record in result.records]
+        metrics = {
+            "best_loss": result.best_loss,
+            "trials_total": result.trials_total,
+            "trials_ok": result.trials_ok,
+            "trials_failed": result.trials_failed,
+            "trials_cancelled": result.trials_cancelled,
+            "duration_s": result.duration_s,
+        }
+        self._log_batch(
+            self.run_id, metrics=metrics, tags={"sparktune.stopped_reason": result.stopped_reason}
+        )
+        self.client.log_dict(self.run_id, json_native(result.best_params), "best_params.json")
+        self.client.log_dict(self.run_id, trials, "trials.json")  # type: ignore[arg-type]  # lists are fine
+        self.client.log_figure(self.run_id, loss_plot(result.records), "loss_per_trial.png")
+        self.client.set_terminated(self.run_id, status="FINISHED")
+
+    def end(self, status: str, error: str | None = None) -> None:
+        """Close the parent run as FAILED or KILLED; never raises, the original error matters more."""
+        if not self.run_id:
+            return
+        try:
+            if error:
+                self.client.set_tag(self.run_id, "sparktune.error", _text(error, MAX_TAG_VALUE))
+            self.client.set_terminated(self.run_id, status=status)
+        except Exception:
+            log.exception("could not mark MLflow run %s as %s", self.run_id, status)
+
+    def _log_batch(
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> None:
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        param_list = [Param(k, _text(v, MAX_PARAM_VALUE)) for k, v in (params or {}).items()]
+        metric_list = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None]
+        tag_list = [RunTag(k, _text(v, MAX_TAG_VALUE)) for k, v in (tags or {}).items()]
+        for chunk in _chunks(param_list, MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=list(chunk))
+        for chunk in _chunks(metric_list, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=list(chunk))
+        for chunk in _chunks(tag_list, MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, tags=list(chunk))
+
+
+def loss_plot(records: Sequence[TrialRecord]) -> Any:
+    """Loss per trial and the running best, drawn without pyplot so no GUI backend is needed."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4), dpi=100)
+    axes = figure.add_subplot()
+    ok = [r for r in records if r.status == "ok" and r.loss is not None]
+    tids = [r.tid for r in ok]
+    losses = [float(r.loss) for r in ok]  # type: ignore[arg-type]
+    best: list[float] = []
+    for loss in losses:
+        best.append(min(loss, best[-1]) if best else loss)
+    axes.scatter(tids, losses, s=14, label="trial loss")
+    axes.step(tids, best, where="post", color="tab:red", label="best so far")
+    failed = [r.tid for r in records if r.status != "ok"]
+    if failed and losses:
+        axes.scatter(failed, [max(losses)] * len(failed), marker="x", color="grey", label="failed/cancelled")
+    axes.set_xlabel("trial id")
+    axes.set_ylabel("loss")
+    axes.set_title("loss per trial")
+    axes.legend(loc="best")
+    figure.tight_layout()
+    return figure
