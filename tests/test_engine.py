@@ -1,0 +1,243 @@
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_sparktune.engine import (
+    RunControl,
+    TuningSpec,
+    prepare_run,
+    run_tuning,
+)
+from airflow_provider_sparktune.exceptions import (
+    AllTrialsFailedError,
+    ObjectiveError,
+    SearchSpaceError,
+    TuningCancelledError,
+    TuningConfigError,
+)
+from airflow_provider_sparktune.space import space_facts
+
+SEED_SPACE = {
+    "model": {
+        "hp": "choice",
+        "label": "my_choice",
+        "options": [
+            {"name": "model a", "x": {"hp": "choice", "label": "model_a_x", "options": [1, 2, 4, 6, 8]}},
+            {
+                "name": "model b",
+                "x": {"hp": "choice", "label": "model_b_x", "options": [0, 1, 2, 3, 4]},
+                "y": {"hp": "choice", "label": "model_b_y", "options": [0, 3, 5, 7, 9]},
+            },
+        ],
+    }
+}
+UNIT_SPACE = {"x": {"hp": "uniform", "low": 0, "high": 1}}
+
+
+def seed_objective(params: dict[str, Any]) -> float:
+    model = params["model"]
+    return model["x"] + model.get("y", 0)
+
+
+def x_objective(params: dict[str, Any]) -> float:
+    return params["x"]
+
+
+def constant_objective(params: dict[str, Any]) -> float:
+    return 1.0
+
+
+def failing_objective(params: dict[str, Any]) -> float:
+    raise ValueError("boom 123: the feature table is empty")
+
+
+def nan_when_high(params: dict[str, Any]) -> float:
+    return float("nan") if params["x"] > 0.5 else params["x"]
+
+
+def spark_inside_objective(params: dict[str, Any]) -> float:
+    from pyspark.sql import SparkSession
+
+    return float(SparkSession.builder.getOrCreate().range(3).count())
+
+
+def first_fast_then_slow(params: dict[str, Any], marker: str) -> float:
+    """The first trial to start claims the marker and returns; every other trial sleeps a long time."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        time.sleep(120)
+    return params["x"]
+
+
+def sleeping_objective(params: dict[str, Any]) -> float:
+    time.sleep(120)
+    return params["x"]
+
+
+# -- budget and argument checks (no Spark) ------------------------------------------------------
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"max_evals": 0}, "max_evals"),
+        ({"max_evals": "many"}, "max_evals"),
+        ({"parallelism": 129}, "parallelism"),
+        ({"parallelism": True}, "parallelism"),
+        ({"algo": "bayes"}, "algo"),
+        ({"seed": -1}, "seed"),
+        ({"timeout": 0}, "timeout"),
+        ({"loss_threshold": float("nan")}, "loss_threshold"),
+        ({"early_stop_after": 0}, "early_stop_after"),
+    ],
+    ids=lambda v: json.dumps(v) if isinstance(v, dict) else str(v),
+)
+def test_bad_settings_name_the_field(kwargs: dict[str, Any], field: str) -> None:
+    with pytest.raises(TuningConfigError, match=rf"^{field}: "):
+        TuningSpec(**kwargs)
+
+
+@pytest.mark.unit
+def test_auto_budget_follows_the_seed_guidance() -> None:
+    facts = space_facts({**SEED_SPACE, "lr": {"hp": "loguniform", "low": 1e-3, "high": 1}})
+    resolved = TuningSpec().resolved(facts, task_slots=3)
+    assert resolved.max_evals == 20 * 1 + 15 * 17
+    assert resolved.parallelism == 3  # 2 x 5 hyperparameters, capped by the 3 task slots
+    small = TuningSpec(max_evals=2).resolved(space_facts(UNIT_SPACE), task_slots=64)
+    assert small.parallelism == 2  # never more parallel than trials
+
+
+@pytest.mark.unit
+def test_bad_input_is_refused_before_spark() -> None:
+    with pytest.raises(SearchSpaceError, match=r"search_space\.x: low must be < high"):
+        prepare_run({"x": {"hp": "uniform", "low": 2, "high": 1}}, x_objective, max_evals=2)
+    lock = threading.Lock()
+    with pytest.raises(ObjectiveError, match="lock"):
+        prepare_run(UNIT_SPACE, lambda params: lock.locked(), max_evals=2)
+
+
+# -- real Spark runs ----------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_seed_result_is_reproduced_and_reproducible(spark: Any) -> None:
+    runs = [run_tuning(SEED_SPACE, seed_objective, spark=spark, max_evals=10, parallelism=3, seed=3) for _ in range(2)]
+    first, second = runs
+    assert first.best_params == {"model": {"name": "model a", "x": 1}}
+    assert first.best_loss == 1.0
+    assert first.argmin == {"my_choice": 0, "model_a_x": 0}
+    assert (first.trials_total, first.trials_ok, first.stopped_reason) == (10, 10, "max_evals")
+    assert [r.params for r in first.records] == [r.params for r in second.records]
+    # the SparkTrials object stays available for notebook-style analysis
+    assert first.trials.count_successful_trials() == 10
+    assert len(first.trials.trials) == 10
+
+
+@pytest.mark.integration
+def test_on_trial_sees_every_trial_once_in_plain_types(spark: Any) -> None:
+    seen: list[tuple[int, int, float | None]] = []
+    result = run_tuning(
+        UNIT_SPACE,
+        x_objective,
+        spark=spark,
+        max_evals=4,
+        parallelism=2,
+        seed=1,
+        on_trial=lambda record, progress: seen.append((record.tid, progress.finished, progress.best_loss)),
+    )
+    assert sorted(tid for tid, _, _ in seen) == [0, 1, 2, 3]
+    assert [finished for _, finished, _ in seen] == [1, 2, 3, 4]
+    assert seen[-1][2] == pytest.approx(result.best_loss)
+    json.dumps([r.to_dict() for r in result.records], allow_nan=False)
+    assert all(type(r.params["x"]) is float for r in result.records)
+
+
+@pytest.mark.integration
+def test_early_stop_ends_the_run_without_hanging(spark: Any) -> None:
+    started = time.monotonic()
+    result = run_tuning(
+        UNIT_SPACE, constant_objective, spark=spark, max_evals=30, parallelism=2, early_stop_after=3, seed=0
+    )
+    assert result.stopped_reason == "early_stop"
+    assert result.trials_ok < 30
+    assert result.best_loss == 1.0
+    assert time.monotonic() - started < 120
+
+
+@pytest.mark.integration
+def test_loss_threshold_stops_the_run(spark: Any) -> None:
+    result = run_tuning(UNIT_SPACE, x_objective, spark=spark, max_evals=40, parallelism=2, loss_threshold=0.6, seed=2)
+    assert result.stopped_reason == "loss_threshold"
+    assert result.best_loss <= 0.6
+    assert result.trials_total < 40
+
+
+@pytest.mark.integration
+def test_timeout_cancels_running_trials_and_keeps_finished_ones(spark: Any, tmp_path: Path) -> None:
+    started = time.monotonic()
+    result = run_tuning(
+        UNIT_SPACE,
+        first_fast_then_slow,
+        spark=spark,
+        objective_kwargs={"marker": str(tmp_path / "claimed")},
+        max_evals=4,
+        parallelism=2,
+        timeout=8,
+        seed=0,
+    )
+    assert result.stopped_reason == "timeout"
+    assert result.trials_ok == 1
+    assert result.trials_cancelled >= 1
+    assert time.monotonic() - started < 60
+    assert spark.sparkContext.statusTracker().getActiveJobsIds() == []
+
+
+@pytest.mark.integration
+def test_cancel_stops_running_and_new_trials(spark: Any) -> None:
+    control = RunControl()
+    timer = threading.Timer(4, control.cancel, args=("killed",))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(TuningCancelledError, match="killed"):
+        run_tuning(UNIT_SPACE, sleeping_objective, spark=spark, max_evals=6, parallelism=2, control=control)
+    assert time.monotonic() - started < 30
+    deadline = time.monotonic() + 10
+    while spark.sparkContext.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert spark.sparkContext.statusTracker().getActiveJobsIds() == []
+
+
+@pytest.mark.integration
+def test_all_trials_failing_shows_the_first_traceback(spark: Any) -> None:
+    with pytest.raises(AllTrialsFailedError) as caught:
+        run_tuning(UNIT_SPACE, failing_objective, spark=spark, max_evals=3, parallelism=2)
+    message = str(caught.value)
+    assert "all 3 trials failed" in message
+    assert "boom 123: the feature table is empty" in message
+    assert "Traceback" in message
+    assert "There are no evaluation tasks" not in message
+
+
+@pytest.mark.integration
+def test_nan_loss_fails_that_trial_only(spark: Any) -> None:
+    result = run_tuning(UNIT_SPACE, nan_when_high, spark=spark, max_evals=8, parallelism=2, seed=5)
+    failed = [r for r in result.records if r.status == "failed"]
+    assert failed, "seed 5 draws some x > 0.5"
+    assert all("loss=nan" in (r.error or "") for r in failed)
+    assert result.trials_ok + result.trials_failed == 8
+    assert result.best_loss <= 0.5
+
+
+@pytest.mark.integration
+def test_spark_inside_the_objective_is_explained(spark: Any) -> None:
+    with pytest.raises(AllTrialsFailedError, match="nested parallelism"):
+        run_tuning(UNIT_SPACE, spark_inside_objective, spark=spark, max_evals=2, parallelism=2)
