@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from airflow_provider_sparktune.engine import TrialRecord, TuningResult, TuningSpec
+from airflow_provider_sparktune.exceptions import TrackingError
+from airflow_provider_sparktune.tracking import TuningTracker, check_reachable, flatten, local_artifact_root
+
+from .conftest import free_port
+
+
+def record(tid: int, status: str = "ok", loss: float | None = 1.0, **params: Any) -> TrialRecord:
+    now = time.time()
+    return TrialRecord(
+        tid=tid,
+        status=status,  # type: ignore[arg-type]
+        loss=loss,
+        params=params or {"model": {"name": "model a", "x": tid}},
+        vals={"x": tid},
+        metrics={"auc": 0.5 + tid / 100} if status == "ok" else {},
+        error="Traceback ...\nValueError: boom" if status == "failed" else None,
+        started_at=now - 2,
+        finished_at=now - 1,
+    )
+
+
+def result_of(records: list[TrialRecord]) -> TuningResult:
+    ok = [r for r in records if r.status == "ok"]
+    best = min(ok, key=lambda r: r.loss or 0)
+    return TuningResult(
+        best_params=best.params,
+        best_loss=best.loss or 0.0,
+        argmin=best.vals,
+        trials_total=len(records),
+        trials_ok=len(ok),
+        trials_failed=sum(r.status == "failed" for r in records),
+        trials_cancelled=sum(r.status == "cancelled" for r in records),
+        stopped_reason="max_evals",
+        duration_s=3.5,
+        spec=TuningSpec(max_evals=3, parallelism=2, seed=7),
+        records=tuple(records),
+    )
+
+
+@pytest.mark.unit
+def test_flatten_uses_dotted_keys() -> None:
+    assert flatten({"model": {"name": "a", "layers": [8, 4]}, "lr": 0.1}) == {
+        "model.name": "a",
+        "model.layers.0": 8,
+        "model.layers.1": 4,
+        "lr": 0.1,
+    }
+    assert flatten(3) == {"value": 3}
+
+
+@pytest.mark.unit
+def test_sqlite_artifacts_live_beside_the_database(tmp_path: Any) -> None:
+    root = local_artifact_root(f"sqlite:///{tmp_path}/mlflow.db")
+    assert root == (tmp_path / "mlartifacts").as_uri()
+    assert local_artifact_root("http://127.0.0.1:5000") is None
+
+
+@pytest.mark.unit
+def test_unreachable_server_fails_fast() -> None:
+    port = free_port()
+    started = time.monotonic()
+    with pytest.raises(TrackingError, match=f"127.0.0.1:{port} is unreachable"):
+        check_reachable(f"http://127.0.0.1:{port}", timeout_s=2)
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.integration
+def test_parent_and_child_runs_read_back(mlflow_uri: str, experiment_name: str) -> None:
+    from mlflow import MlflowClient
+
+    tracker = TuningTracker(mlflow_uri, experiment_name)
+    space = {"x": {"hp": "uniform", "low": 0, "high": 1}}
+    tracker.start(run_name="tune try 1", tags={"airflow.dag_id": "d", "airflow.try_number": "1"}, search_space=space)
+    spec = TuningSpec(max_evals=3, parallelism=2, seed=7)
+    tracker.log_spec(spec, {"staging_mode": "none"})
+    records = [record(0, loss=2.0), record(1, "failed", None), record(2, loss=0.5)]
+    child_ids = [tracker.log_trial(r) for r in records]
+    tracker.finish(result_of(records))
+
+    client = MlflowClient(mlflow_uri)
+    parent = client.get_run(tracker.run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["airflow.dag_id"] == "d"
+    assert parent.data.params["max_evals"] == "3"
+    assert parent.data.params["seed"] == "7"
+    assert parent.data.params["staging_mode"] == "none"
+    assert parent.data.metrics["best_loss"] == 0.5
+    assert parent.data.metrics["trials_failed"] == 1
+    artifacts = {f.path for f in client.list_artifacts(tracker.run_id)}
+    assert {"best_params.json", "trials.json", "loss_per_trial.png", "search_space.json"} <= artifacts
+
+    children = client.search_runs(
+        [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{tracker.run_id}'"
+    )
+    assert sorted(r.info.run_id for r in children) == sorted(child_ids)
+    by_tid = {int(r.data.tags["sparktune.tid"]): r for r in children}
+    assert by_tid[0].data.params == {"model.name": "model a", "model.x": "0"}
+    assert by_tid[0].data.metrics["loss"] == 2.0
+    assert by_tid[0].data.metrics["auc"] == pytest.approx(0.5)
+    assert by_tid[0].info.status == "FINISHED"
+    assert by_tid[1].info.status == "FAILED"
+    assert "ValueError: boom" in by_tid[1].data.tags["sparktune.error"]
+    assert "loss" not in by_tid[1].data.metrics
+    assert by_tid[2].info.end_time - by_tid[2].info.start_time == pytest.approx(1000, abs=5)
+
+
+@pytest.mark.integration
+def test_more_params_than_one_batch_holds(mlflow_uri: str, experiment_name: str) -> None:
+    from mlflow import MlflowClient
+
+    tracker = TuningTracker(mlflow_uri, experiment_name)
+    tracker.start(run_name="wide", tags={})
+    wide = record(0, **{f"p{i:03d}": i for i in range(250)})
+    run_id = tracker.log_trial(wide)
+    assert len(MlflowClient(mlflow_uri).get_run(run_id).data.params) == 250
+
+
+@pytest.mark.integration
+def test_end_marks_the_parent_killed(mlflow_uri: str, experiment_name: str) -> None:
+    from mlflow import MlflowClient
+
+    tracker = TuningTracker(mlflow_uri, experiment_name)
+    tracker.start(run_name="killed", tags={})
+    tracker.end("KILLED", "tuning run cancelled (killed)")
+    run = MlflowClient(mlflow_uri).get_run(tracker.run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["sparktune.error"] == "tuning run cancelled (killed)"
