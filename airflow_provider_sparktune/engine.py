@@ -251,7 +251,7 @@ def prepare_run(
     """Validate every argument that needs no Spark; raises a SparktuneError naming the field."""
     spec = TuningSpec(max_evals, parallelism, algo, seed, timeout, loss_threshold, early_stop_after)
     space = build_space(search_space)
-    facts = space_facts(space)
+    facts = space_facts(search_space)
     trial_objective = build_trial_objective(objective, data=data, objective_kwargs=objective_kwargs)
     suggest = _per_trial_seeded(_algorithm(spec.algo), spec.seed)
     return PreparedRun(space, facts, trial_objective, suggest, spec)

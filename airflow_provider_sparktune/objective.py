@@ -42,7 +42,7 @@ def resolve_objective(objective: Any) -> Callable[..., Any]:
         )
     try:
         target: Any = importlib.import_module(module_name)
-    except ImportError as err:
+    except (ImportError, TypeError, ValueError) as err:
         raise ObjectiveError(
             f"objective: cannot import module {module_name!r} ({err}); install the package that holds it "
             "on the Airflow worker and the Spark executors"
@@ -162,6 +162,10 @@ def normalize_result(raw: Any) -> dict[str, Any]:
 def _finite(value: Any, what: str) -> float:
     if isinstance(value, bool) or value is None:
         raise ObjectiveError(f"objective returned {what}={value!r}; return a finite number")
+    if isinstance(value, (str, bytes)):
+        raise ObjectiveError(
+            f"objective returned {what} of type {type(value).__name__} ({value!r:.80}); return a finite number"
+        )
     try:
         number = float(value)
     except (TypeError, ValueError):

@@ -16,8 +16,8 @@ def json_native(value: Any) -> Any:
         return value
     if isinstance(value, int):
         return int(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
+    if isinstance(value, float):  # numpy.float64 is a float subclass: make it a plain float
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, Mapping):
         return {str(k): json_native(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):

@@ -219,11 +219,11 @@ class _Checker:
         allowed = {DIST_KEY, LABEL_KEY, *dist.required, *dist.optional}
         if name == "const":
             allowed.discard(LABEL_KEY)
-        extra = sorted(k for k in node if k not in allowed)
+        extra = sorted(repr(k) for k in node if k not in allowed)
         missing = [k for k in dist.required if k not in node]
         expected = ", ".join(k for k in (*dist.required, *dist.optional, LABEL_KEY) if k in allowed)
         if extra:
-            self.fail(path, f"unknown key(s) {', '.join(map(repr, extra))} for {name}; expected {expected}")
+            self.fail(path, f"unknown key(s) {', '.join(extra)} for {name}; expected {expected}")
         if missing:
             self.fail(path, f"missing key(s) {', '.join(map(repr, missing))} for {name}; expected {expected}")
         if missing:
@@ -273,10 +273,10 @@ class _Checker:
         if name == "pchoice" and not self.pchoice_shape(options, path):
             return
         total = 0.0
-        for p, value, suffix in _options(node):
+        for i, (p, value, suffix) in enumerate(_options(node)):
             if p is not None:
                 if not _is_number(p) or not 0 <= p <= 1:
-                    self.fail(f"{path}{suffix.rsplit('.', 1)[0]}", f"probability {p!r} must be in [0, 1]")
+                    self.fail(f"{path}.options[{i}]", f"probability {p!r} must be in [0, 1]")
                 else:
                     total += p
             self.walk(value, path + suffix)
@@ -331,6 +331,7 @@ def _compile(node: Any, path: str) -> Any:
 
 def _compile_distribution(node: Mapping[str, Any], path: str) -> Any:
     from hyperopt import hp
+    from hyperopt.pyll import scope
 
     name = node[DIST_KEY]
     if name == "const":
@@ -342,8 +343,8 @@ def _compile_distribution(node: Mapping[str, Any], path: str) -> Any:
         return hp.pchoice(label, [(p, _compile(value, path + suffix)) for p, value, suffix in _options(node)])
     if name == "randint":
         return hp.randint(label, int(node.get("low", 0)), int(node["high"]))
-    if name == "uniformint":
-        return hp.uniformint(label, node["low"], node["high"], q=node.get("q", 1))
+    if name == "uniformint":  # hp.uniformint ignores q (hyperopt 0.3.0), so build it as hyperopt does
+        return scope.int(hp.quniform(label, node["low"], node["high"], node.get("q", 1)))
     if name in ("loguniform", "qloguniform"):
         bounds = (math.log(node["low"]), math.log(node["high"]))
         return getattr(hp, name)(label, *bounds, *((node["q"],) if "q" in node else ()))
@@ -352,24 +353,26 @@ def _compile_distribution(node: Mapping[str, Any], path: str) -> Any:
 
 
 def _expression_facts(expr: Any) -> SpaceFacts:
-    """Facts of a hand-built hyperopt expression: a randint or categorical node counts as categorical."""
-    from hyperopt.pyll import as_apply
-    from hyperopt.pyll_utils import expr_to_config
+    """Facts of a hand-built hyperopt expression: a randint or categorical node counts as categorical.
 
-    hps: dict[str, Any] = {}
-    expr_to_config(as_apply(expr), (True,), hps)
+    (``hp.choice`` compiles to ``randint``, so the two cannot be told apart in an expression.)
+    """
+    from hyperopt.pyll import as_apply, dfs
+
     n_ordinal = n_categorical = breadth = 0
     kinds: dict[str, str] = {}
-    for label, info in hps.items():
-        dist = info["node"]
-        kinds[label] = dist.name
+    for node in dfs(as_apply(expr)):
+        if node.name != "hyperopt_param":
+            continue
+        dist = node.arg["obj"]
+        kinds[node.arg["label"].obj] = dist.name
         if dist.name == "randint":
+            bounds = [arg.obj for arg in dist.pos_args]
             n_categorical += 1
-            args = [a.obj for a in dist.pos_args if hasattr(a, "obj")]
-            breadth += int(args[-1] - (args[0] if len(args) == 2 else 0)) if args else 0
+            breadth += int(bounds[-1] - (bounds[0] if len(bounds) == 2 else 0))
         elif dist.name == "categorical":
             n_categorical += 1
-            breadth += int(dist.arg["upper"].obj) if "upper" in dist.arg else len(dist.pos_args[0].obj)
+            breadth += len(dist.pos_args[0].pos_args)
         else:
             n_ordinal += 1
-    return SpaceFacts(tuple(hps), n_ordinal, n_categorical, breadth, kinds)
+    return SpaceFacts(tuple(kinds), n_ordinal, n_categorical, breadth, kinds)

@@ -130,7 +130,10 @@ def test_bad_input_is_refused_before_spark() -> None:
 
 @pytest.mark.integration
 def test_seed_result_is_reproduced_and_reproducible(spark: Any) -> None:
-    runs = [run_tuning(SEED_SPACE, seed_objective, spark=spark, max_evals=10, parallelism=3, seed=3) for _ in range(2)]
+    runs = [
+        run_tuning(SEED_SPACE, seed_objective, spark=spark, max_evals=10, parallelism=3, seed=3)
+        for _ in range(2)
+    ]
     first, second = runs
     assert first.best_params == {"model": {"name": "model a", "x": 1}}
     assert first.best_loss == 1.0
@@ -175,7 +178,9 @@ def test_early_stop_ends_the_run_without_hanging(spark: Any) -> None:
 
 @pytest.mark.integration
 def test_loss_threshold_stops_the_run(spark: Any) -> None:
-    result = run_tuning(UNIT_SPACE, x_objective, spark=spark, max_evals=40, parallelism=2, loss_threshold=0.6, seed=2)
+    result = run_tuning(
+        UNIT_SPACE, x_objective, spark=spark, max_evals=40, parallelism=2, loss_threshold=0.6, seed=2
+    )
     assert result.stopped_reason == "loss_threshold"
     assert result.best_loss <= 0.6
     assert result.trials_total < 40

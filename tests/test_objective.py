@@ -126,12 +126,6 @@ def test_resolve_objective_errors(objective: Any, fragments: list[str]) -> None:
     assert isinstance(exc.value, SparktuneError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="objective.py:44 catches only ImportError around importlib.import_module; a relative module "
-    "name such as '.tasks' raises TypeError ('package' argument is required) instead of ObjectiveError",
-)
 def test_resolve_relative_module_raises_objective_error() -> None:
     with pytest.raises(ObjectiveError, match="objective"):
         resolve_objective(".tasks:train")
@@ -307,7 +301,9 @@ def test_normalize_fail_status_with_loss_still_checks_loss() -> None:
         pytest.param(-math.inf, "objective returned loss=-inf", id="minus-inf"),
         pytest.param(np.float64("nan"), "objective returned loss=nan", id="numpy-nan"),
         pytest.param(None, "objective returned loss=None; return a finite number", id="none"),
-        pytest.param("abc", "objective returned loss of type str ('abc'); return a finite number", id="string"),
+        pytest.param(
+            "abc", "objective returned loss of type str ('abc'); return a finite number", id="string"
+        ),
         pytest.param(True, "objective returned loss=True; return a finite number", id="bool"),
         pytest.param([0.1], "objective returned loss of type list", id="list"),
         pytest.param({"loss": None}, "objective returned loss=None", id="dict-loss-none"),
@@ -341,11 +337,6 @@ def test_normalize_rejects(raw: Any, fragment: str) -> None:
     assert fragment in str(exc.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="objective.py:166 converts the loss with float(value), so a numeric string such as '0.5' is "
-    "accepted as 0.5 although the docstring says a loss that is not a number raises",
-)
 def test_normalize_rejects_numeric_string() -> None:
     with pytest.raises(ObjectiveError):
         normalize_result("0.5")

@@ -214,11 +214,6 @@ def test_uniformint_samples_ints_in_closed_range() -> None:
     assert len(set(values)) >= 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="space.py:346 passes q to hp.uniformint, but hyperopt's hp_uniformint overwrites kwargs['q'] "
-    "with 1.0, so the accepted optional `q` is silently ignored",
-)
 def test_uniformint_honours_q() -> None:
     values = xs({"hp": "uniformint", "low": 0, "high": 100, "q": 10})
     assert all(v % 10 == 0 for v in values)
@@ -492,7 +487,9 @@ def test_validate_space_returns_the_same_facts() -> None:
     ],
 )
 def test_suggested_max_evals(n_ordinal: int, n_categorical: int, breadth: int, expected: int) -> None:
-    facts = SpaceFacts(labels=(), n_ordinal=n_ordinal, n_categorical=n_categorical, categorical_breadth=breadth)
+    facts = SpaceFacts(
+        labels=(), n_ordinal=n_ordinal, n_categorical=n_categorical, categorical_breadth=breadth
+    )
     assert facts.suggested_max_evals() == expected
 
 
@@ -528,12 +525,6 @@ def test_space_facts_of_compiled_seed_space_match_declarative() -> None:
     assert compiled.categorical_breadth == declared.categorical_breadth == 17
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="space.py:360 _expression_facts calls hyperopt's expr_to_config, which raises AttributeError "
-    "('Apply' object has no attribute 'obj') on pchoice nodes; engine.prepare_run calls space_facts on "
-    "the compiled space, so any space with a pchoice (declarative or hp.pchoice) crashes prepare_run",
-)
 def test_space_facts_of_compiled_pchoice() -> None:
     facts = space_facts(build_space({"opt": {"hp": "pchoice", "options": [[0.4, "sgd"], [0.6, "adam"]]}}))
     assert facts.n_categorical == 1
@@ -554,7 +545,10 @@ class _Opaque:
 INVALID_SPACES = [
     pytest.param(
         {"x": {"hp": "gauss", "mu": 0}},
-        ["search_space.x.hp: unknown distribution 'gauss'", "use one of: choice, const, lognormal, loguniform"],
+        [
+            "search_space.x.hp: unknown distribution 'gauss'",
+            "use one of: choice, const, lognormal, loguniform",
+        ],
         id="unknown-distribution",
     ),
     pytest.param(
@@ -788,7 +782,12 @@ INVALID_SPACES = [
         id="nested-in-list",
     ),
     pytest.param(
-        {"p": {"hp": "pchoice", "options": [{"p": 1.0, "value": {"s": {"hp": "normal", "mu": 0, "sigma": 0}}}]}},
+        {
+            "p": {
+                "hp": "pchoice",
+                "options": [{"p": 1.0, "value": {"s": {"hp": "normal", "mu": 0, "sigma": 0}}}],
+            }
+        },
         ["search_space.p.options[0].value.s.sigma: must be > 0"],
         id="nested-in-pchoice",
     ),
@@ -838,24 +837,12 @@ def test_valid_space_validates_without_error() -> None:
     assert facts.n_hyperparameters == 5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="space.py:279 derives the option path with suffix.rsplit('.', 1)[0]; the pair form's suffix "
-    "'.options[0][1]' has no dot after the prefix, so the path collapses to 'search_space.x' instead "
-    "of 'search_space.x.options[0]'",
-)
 def test_pchoice_pair_form_bad_probability_names_option_path() -> None:
     with pytest.raises(SearchSpaceError) as exc:
         validate_space({"x": {"hp": "pchoice", "options": [[2, "a"], [0.8, "b"]]}})
     assert "search_space.x.options[0]: probability 2 must be in [0, 1]" in str(exc.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="space.py:222 sorts the unknown keys of a distribution node; a str key next to a non-str key "
-    "raises TypeError ('<' not supported between 'str' and 'int') instead of SearchSpaceError",
-)
 def test_unknown_keys_of_mixed_types_raise_search_space_error() -> None:
     with pytest.raises(SearchSpaceError, match="unknown key"):
         validate_space({"x": {"hp": "uniform", "low": 0, "high": 1, 1: 2, "foo": 3}})

@@ -78,7 +78,9 @@ def test_parent_and_child_runs_read_back(mlflow_uri: str, experiment_name: str) 
 
     tracker = TuningTracker(mlflow_uri, experiment_name)
     space = {"x": {"hp": "uniform", "low": 0, "high": 1}}
-    tracker.start(run_name="tune try 1", tags={"airflow.dag_id": "d", "airflow.try_number": "1"}, search_space=space)
+    tracker.start(
+        run_name="tune try 1", tags={"airflow.dag_id": "d", "airflow.try_number": "1"}, search_space=space
+    )
     spec = TuningSpec(max_evals=3, parallelism=2, seed=7)
     tracker.log_spec(spec, {"staging_mode": "none"})
     records = [record(0, loss=2.0), record(1, "failed", None), record(2, loss=0.5)]

@@ -11,7 +11,9 @@ from airflow_provider_sparktune.hooks.mlflow import TOKEN_ENV, MlflowHook, embed
 
 @pytest.mark.unit
 def test_host_is_the_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_ML", json.dumps({"conn_type": "mlflow", "host": "http://127.0.0.1:5000/"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ML", json.dumps({"conn_type": "mlflow", "host": "http://127.0.0.1:5000/"})
+    )
     assert MlflowHook("ml").get_tracking_uri() == "http://127.0.0.1:5000"
 
 
@@ -55,7 +57,9 @@ def test_test_connection_reports_an_unreachable_server(monkeypatch: pytest.Monke
     from tests.conftest import free_port
 
     port = free_port()
-    monkeypatch.setenv("AIRFLOW_CONN_ML", json.dumps({"conn_type": "mlflow", "host": f"http://127.0.0.1:{port}"}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ML", json.dumps({"conn_type": "mlflow", "host": f"http://127.0.0.1:{port}"})
+    )
     ok, message = MlflowHook("ml").test_connection()
     assert not ok
     assert "unreachable" in message

@@ -40,7 +40,12 @@ def test_conf_from_extra_merges_both_forms() -> None:
 
 @pytest.mark.unit
 def test_connection_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    conn = {"conn_type": "spark", "host": "spark://127.0.0.1", "port": 7077, "extra": {"spark.task.cpus": "2"}}
+    conn = {
+        "conn_type": "spark",
+        "host": "spark://127.0.0.1",
+        "port": 7077,
+        "extra": {"spark.task.cpus": "2"},
+    }
     monkeypatch.setenv("AIRFLOW_CONN_SPARK_TUNE", json.dumps(conn))
     hook = SparkSessionHook("spark_tune", spark_conf={"spark.executor.cores": 1}, connect_timeout=5)
     master, conf, timeout = hook.resolve()
@@ -60,7 +65,9 @@ def test_missing_connection_means_local(monkeypatch: pytest.MonkeyPatch) -> None
 @pytest.mark.unit
 def test_wrong_connection_type_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_NOT_SPARK", json.dumps({"conn_type": "postgres", "host": "db"}))
-    with pytest.raises(SparkConnectionError, match="spark_conn_id: connection 'not_spark' has type 'postgres'"):
+    with pytest.raises(
+        SparkConnectionError, match="spark_conn_id: connection 'not_spark' has type 'postgres'"
+    ):
         SparkSessionHook("not_spark").resolve()
 
 
