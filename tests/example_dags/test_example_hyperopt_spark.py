@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.operators.test_hyperopt_spark import runs_of, xcom_values
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "example_dags"
+
+
+@pytest.mark.integration
+def test_example_dags_import_cleanly(airflow_db: Any) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(EXAMPLES))
+    assert bag.import_errors == {}
+    assert "example_hyperopt_spark" in bag.dag_ids
+
+
+@pytest.mark.integration
+def test_example_reproduces_the_seed_result(
+    spark: Any, airflow_db: Any, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    dag = DagBag(dag_folder=str(EXAMPLES / "example_hyperopt_spark.py")).get_dag("example_hyperopt_spark")
+    dag_run = dag.test()
+    assert dag_run.state == "success"
+
+    xcoms = xcom_values(dag_run.run_id, "tune")
+    value = xcoms["return_value"]
+    assert value["best_params"] == {"model": {"name": "model a", "x": 1}}
+    assert value["best_loss"] == 1.0
+    assert value["argmin"] == {"my_choice": 0, "model_a_x": 0}
+    assert value["trials"] == {"total": 10, "ok": 10, "failed": 0, "cancelled": 0}
+    assert value["stopped_reason"] == "max_evals"
+    assert value["staging"] is None
+    assert xcoms["best_params"] == value["best_params"]
+    assert xcom_values(dag_run.run_id, "report")["return_value"] == value["best_params"]
+    json.dumps(value, allow_nan=False)
+
+    parents = runs_of(mlflow_uri, "example_hyperopt_spark.tune", run_id=dag_run.run_id)
+    assert [p.info.run_id for p in parents] == [value["mlflow"]["run_id"]]
+    parent = parents[0]
+    assert value["mlflow"]["tracking_uri"] == mlflow_uri
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["airflow.dag_id"] == "example_hyperopt_spark"
+    assert parent.data.tags["airflow.task_id"] == "tune"
+    assert parent.data.tags["airflow.try_number"] == "1"
+    assert parent.data.params["max_evals"] == "10"
+    assert parent.data.metrics["best_loss"] == 1.0
+    children = MlflowClient(mlflow_uri).search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert len(children) == 10
+    best_child = min(children, key=lambda r: r.data.metrics["loss"])
+    assert best_child.data.params == {"model.name": "model a", "model.x": "1"}

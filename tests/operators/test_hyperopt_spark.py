@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from airflow_provider_sparktune.exceptions import SearchSpaceError, TrackingError, TuningCancelledError
+from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOperator
+from tests.conftest import free_port
+
+TEST_DAGS = Path(__file__).resolve().parents[1] / "dags"
+UNIT_SPACE = {"x": {"hp": "uniform", "low": 0, "high": 1}}
+
+
+def x_objective(params: dict[str, Any], data: Any = None, offset: float = 0.0) -> float:
+    return params["x"] + offset
+
+
+def sleeping_objective(params: dict[str, Any]) -> float:
+    time.sleep(120)
+    return params["x"]
+
+
+class StandInTaskInstance(SimpleNamespace):
+    """Only what execute() reads from the task instance: try_number and xcom_push."""
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
+
+
+def context() -> dict[str, Any]:
+    return {"ti": StandInTaskInstance(try_number=1, pushed={}), "run_id": "manual__test"}
+
+
+def xcom_values(run_id: str, task_id: str) -> dict[str, Any]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(XComModel).filter(XComModel.run_id == run_id, XComModel.task_id == task_id).all()
+        return {row.key: row.value for row in rows}
+
+
+def runs_of(mlflow_uri: str, experiment: str, run_id: str | None = None) -> list[Any]:
+    """Runs of an experiment; with ``run_id``, the parent runs of that Airflow DAG run only."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    query = f"tags.`airflow.run_id` = '{run_id}'" if run_id else ""
+    return client.search_runs([found.experiment_id], filter_string=query)
+
+
+@pytest.mark.unit
+def test_templated_fields_cover_space_kwargs_budget_and_experiment() -> None:
+    fields = set(HyperoptSparkOperator.template_fields)
+    assert {"search_space", "objective_kwargs", "mlflow_experiment", "max_evals", "parallelism"} <= fields
+    assert "objective" not in fields  # an import path must not come from run conf
+
+
+@pytest.mark.unit
+def test_constructor_does_no_validation_or_io() -> None:
+    op = HyperoptSparkOperator(
+        task_id="t", search_space="{{ params.space }}", objective="pkg.mod:fn", max_evals="{{ 3 }}"
+    )
+    assert op.search_space == "{{ params.space }}"
+
+
+@pytest.mark.unit
+def test_bad_space_fails_before_tracking_or_spark() -> None:
+    op = HyperoptSparkOperator(
+        task_id="t", search_space={"x": {"hp": "uniform", "low": 1, "high": 0}}, objective=x_objective
+    )
+    with pytest.raises(SearchSpaceError, match=r"search_space\.x: low must be < high"):
+        op.execute(context())  # type: ignore[arg-type]
+
+
+@pytest.mark.unit
+def test_rendered_budget_text_that_is_not_a_number_names_the_field() -> None:
+    op = HyperoptSparkOperator(task_id="t", search_space=UNIT_SPACE, objective=x_objective, max_evals="ten")
+    with pytest.raises(Exception, match="max_evals: rendered to 'ten'"):
+        op.execute(context())  # type: ignore[arg-type]
+
+
+@pytest.mark.integration
+def test_unreachable_mlflow_fails_before_any_trial(spark: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_DOWN", json.dumps({"conn_type": "mlflow", "host": f"http://127.0.0.1:{port}"})
+    )
+    jobs_before = len(spark.sparkContext.statusTracker().getJobIdsForGroup())
+    op = HyperoptSparkOperator(
+        task_id="t", search_space=UNIT_SPACE, objective=x_objective, max_evals=2, mlflow_conn_id="mlflow_down"
+    )
+    with pytest.raises(TrackingError, match="unreachable"):
+        op.execute(context())  # type: ignore[arg-type]
+    assert len(spark.sparkContext.statusTracker().getJobIdsForGroup()) == jobs_before
+
+
+@pytest.mark.integration
+def test_on_kill_cancels_the_trials_and_marks_runs_killed(
+    spark: Any, mlflow_uri: str, experiment_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    op = HyperoptSparkOperator(
+        task_id="t",
+        search_space=UNIT_SPACE,
+        objective=sleeping_objective,
+        max_evals=6,
+        parallelism=2,
+        mlflow_experiment=experiment_name,
+    )
+    killer = threading.Timer(5, op.on_kill)
+    killer.start()
+    started = time.monotonic()
+    with pytest.raises(TuningCancelledError):
+        op.execute(context())  # type: ignore[arg-type]
+    assert time.monotonic() - started < 35
+    runs = runs_of(mlflow_uri, experiment_name)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert all(r.info.status == "KILLED" for r in runs if r not in parents)
+    deadline = time.monotonic() + 10
+    while spark.sparkContext.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert spark.sparkContext.statusTracker().getActiveJobsIds() == []
+
+
+@pytest.mark.integration
+def test_run_conf_drives_templated_space_and_budget(
+    spark: Any, airflow_db: Any, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    dag = DagBag(dag_folder=str(TEST_DAGS / "templated_tuning.py")).get_dag("templated_tuning")
+    run_conf = {"space": {"x": {"hp": "uniform", "low": 5, "high": 6}}, "max_evals": 2}
+    dag_run = dag.test(run_conf=run_conf)
+    assert dag_run.state == "success"
+    value = xcom_values(dag_run.run_id, "tune")["return_value"]
+    assert value["trials"]["total"] == 2
+    assert 7 <= value["best_loss"] <= 8  # x from the run conf space, in [5, 6], plus the offset
+    parent = runs_of(mlflow_uri, "templated_tuning.tune", run_id=dag_run.run_id)[0]
+    assert json.loads(parent.data.tags["sparktune.search_space"]) == run_conf["space"]
+    assert parent.data.params["max_evals"] == "2"
