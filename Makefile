@@ -30,7 +30,7 @@ $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 
 demo: $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/airflow dags test example_hyperopt_spark
-	@$(BIN)/python -m airflow_provider_sparktune.demo_summary --tracking-uri "$(MLFLOW_TRACKING_URI)" --experiment example_hyperopt_spark.tune
+	@$(BIN)/python -m airflow_provider_sparktune.summary --tracking-uri "$(MLFLOW_TRACKING_URI)" --experiment example_hyperopt_spark.tune
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

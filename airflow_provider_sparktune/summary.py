@@ -1,0 +1,70 @@
+"""Print the latest tuning run of an experiment: its best parameters and how to open it in MLflow.
+
+``python -m airflow_provider_sparktune.summary --tracking-uri URI --experiment NAME`` is what
+``make demo`` ends with; it reads back what the operator logged, so it also shows the log is whole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from airflow_provider_sparktune.hooks.mlflow import embedded_tracking_uri
+from airflow_provider_sparktune.tracking import is_server_uri
+
+
+def latest_parent_run(tracking_uri: str, experiment: str) -> Any:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string="attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=50,
+    )
+    return next((r for r in runs if "mlflow.parentRunId" not in r.data.tags), None)
+
+
+def ui_command(tracking_uri: str) -> str:
+    if is_server_uri(tracking_uri):
+        return f"open {tracking_uri} in a browser"
+    return f".venv/bin/mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracking-uri", default=embedded_tracking_uri())
+    parser.add_argument("--experiment", required=True)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    run = latest_parent_run(args.tracking_uri, args.experiment)
+    if run is None:
+        print(
+            f"no finished tuning run in experiment {args.experiment!r} at {args.tracking_uri}",
+            file=sys.stderr,
+        )
+        return 1
+    from mlflow import MlflowClient
+
+    path = MlflowClient(args.tracking_uri).download_artifacts(run.info.run_id, "best_params.json")
+    with open(path) as handle:
+        best_params = json.load(handle)
+    children = int(run.data.metrics.get("trials_total", 0))
+    print()
+    print(f"best params: {json.dumps(best_params)}")
+    print(
+        f"best loss:   {run.data.metrics.get('best_loss')}  ({children} trials, MLflow run {run.info.run_id})"
+    )
+    print(f"MLflow UI:   {ui_command(args.tracking_uri)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

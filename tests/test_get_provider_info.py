@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_sparktune.get_provider_info import get_provider_info
+
+
+@pytest.mark.unit
+def test_every_declared_module_and_class_imports() -> None:
+    import importlib
+
+    info = get_provider_info()
+    modules = [
+        m for section in ("operators", "hooks") for item in info[section] for m in item["python-modules"]
+    ]
+    for module in modules:
+        importlib.import_module(module)
+    for dotted in [info["extra-links"][0], info["connection-types"][0]["hook-class-name"]]:
+        module, _, name = dotted.rpartition(".")
+        assert hasattr(importlib.import_module(module), name), dotted
+
+
+@pytest.mark.integration
+def test_providers_manager_finds_the_provider() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    assert "airflow-provider-sparktune" in manager.providers
+    assert "airflow_provider_sparktune.links.MlflowRunLink" in manager.extra_links_class_names
+    hook = manager.hooks["mlflow"]
+    assert hook is not None
+    assert hook.hook_class_name == "airflow_provider_sparktune.hooks.mlflow.MlflowHook"
+    assert hook.connection_id_attribute_name == "mlflow_conn_id"

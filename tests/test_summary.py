@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_sparktune.summary import main, ui_command
+from airflow_provider_sparktune.tracking import TuningTracker
+from tests.test_tracking import record, result_of
+
+
+@pytest.mark.unit
+def test_ui_command_for_a_local_store_and_a_server() -> None:
+    assert "mlflow ui --backend-store-uri sqlite:////tmp/m.db --host 127.0.0.1" in ui_command(
+        "sqlite:////tmp/m.db"
+    )
+    assert ui_command("http://mlflow:5000") == "open http://mlflow:5000 in a browser"
+
+
+@pytest.mark.integration
+def test_prints_the_best_params_of_the_latest_run(
+    mlflow_uri: str, experiment_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tracker = TuningTracker(mlflow_uri, experiment_name)
+    tracker.start(run_name="r", tags={})
+    records = [record(0, loss=3.0), record(1, loss=1.0)]
+    for r in records:
+        tracker.log_trial(r)
+    tracker.finish(result_of(records))
+    assert main(["--tracking-uri", mlflow_uri, "--experiment", experiment_name]) == 0
+    out = capsys.readouterr().out
+    assert 'best params: {"model": {"name": "model a", "x": 1}}' in out
+    assert tracker.run_id in out
+
+
+@pytest.mark.integration
+def test_unknown_experiment_is_an_error(mlflow_uri: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--tracking-uri", mlflow_uri, "--experiment", "nobody-tuned-this"]) == 1
+    assert "no finished tuning run" in capsys.readouterr().err
