@@ -196,13 +196,13 @@ def test_timeout_cancels_running_trials_and_keeps_finished_ones(spark: Any, tmp_
         objective_kwargs={"marker": str(tmp_path / "claimed")},
         max_evals=4,
         parallelism=2,
-        timeout=8,
+        timeout=25,  # generous: the first Python worker can take seconds to start on a busy machine
         seed=0,
     )
     assert result.stopped_reason == "timeout"
     assert result.trials_ok == 1
     assert result.trials_cancelled >= 1
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 100
     assert spark.sparkContext.statusTracker().getActiveJobsIds() == []
 
 
