@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.servers import MlflowServer, SparkCluster, mlflow_server, spark_standalone_cluster
 
 REPO = Path(__file__).resolve().parents[1]
 _HOME = Path(tempfile.mkdtemp(prefix="sparktune-airflow-home-"))
@@ -43,12 +44,6 @@ os.environ["PYSPARK_PYTHON"] = sys.executable
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 for _key in [k for k in os.environ if k.startswith("AIRFLOW_CONN_")]:
     os.environ.pop(_key)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -93,3 +88,17 @@ def airflow_db() -> Path:
         timeout=300,
     )
     return _HOME
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkCluster]:
+    """A real Spark standalone master and worker on 127.0.0.1, for the whole test session."""
+    with spark_standalone_cluster(tmp_path_factory.mktemp("spark-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def mlflow_tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real ``mlflow server`` on 127.0.0.1, for the whole test session."""
+    with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as server:
+        yield server

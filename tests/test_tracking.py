@@ -8,7 +8,7 @@ import pytest
 from airflow_provider_sparktune.engine import TrialRecord, TuningResult, TuningSpec
 from airflow_provider_sparktune.exceptions import TrackingError
 from airflow_provider_sparktune.tracking import TuningTracker, check_reachable, flatten, local_artifact_root
-from tests.conftest import free_port
+from tests.servers import free_port
 
 
 def record(tid: int, status: str = "ok", loss: float | None = 1.0, **params: Any) -> TrialRecord:

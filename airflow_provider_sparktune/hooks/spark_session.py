@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -121,21 +122,56 @@ class SparkSessionHook(BaseHook):
         builder = SparkSession.builder.master(master).appName(self.app_name)
         for key, value in conf.items():
             builder = builder.config(key, value)
+        deadline = time.monotonic() + timeout
+        if master.startswith("local"):
+            session = self._build(builder, master)
+        else:
+            # A standalone master that is down blocks SparkContext creation for a minute or more.
+            session = self._build_within(builder, master, deadline, timeout)
+        self._session, self._created = session, True
+        if not master.startswith("local"):
+            self._wait_for_executors(session, master, deadline, timeout)
+        return session
+
+    def _build(self, builder: Any, master: str) -> Any:
         try:
-            session = builder.getOrCreate()
+            return builder.getOrCreate()
         except Exception as err:
             raise SparkConnectionError(
                 f"spark_conn_id {self.spark_conn_id!r}: cannot start Spark on {master}: {err}"
             ) from err
-        self._session, self._created = session, True
-        if not master.startswith("local"):
-            self._wait_for_executors(session, master, timeout)
-        return session
 
-    def _wait_for_executors(self, session: Any, master: str, timeout: float) -> None:
-        """Fail within ``timeout`` when no executor registers (master down, no free workers)."""
+    def _build_within(self, builder: Any, master: str, deadline: float, timeout: float) -> Any:
+        """getOrCreate() in a helper thread; give up at the deadline and stop the session if it comes late."""
+        outcome: dict[str, Any] = {}
+        lock = threading.Lock()
+
+        def build() -> None:
+            try:
+                session = self._build(builder, master)
+            except SparkConnectionError as err:
+                outcome["error"] = err
+                return
+            with lock:
+                if outcome.get("abandoned"):
+                    session.stop()
+                else:
+                    outcome["session"] = session
+
+        thread = threading.Thread(target=build, name="sparktune-spark-start", daemon=True)
+        thread.start()
+        thread.join(max(0.0, deadline - time.monotonic()))
+        with lock:
+            if "session" in outcome:
+                return outcome["session"]
+            if "error" in outcome:
+                raise outcome["error"]
+            outcome["abandoned"] = True
+        raise self._no_executor_error(master, timeout)
+
+    def _wait_for_executors(self, session: Any, master: str, deadline: float, timeout: float) -> None:
+        """Fail at the deadline when no executor registers (master down, no free workers)."""
         jsc = session.sparkContext._jsc.sc()
-        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if jsc.isStopped():
                 break
@@ -143,7 +179,10 @@ class SparkSessionHook(BaseHook):
                 return
             time.sleep(0.5)
         self.stop()
-        raise SparkConnectionError(
+        raise self._no_executor_error(master, timeout)
+
+    def _no_executor_error(self, master: str, timeout: float) -> SparkConnectionError:
+        return SparkConnectionError(
             f"spark_conn_id {self.spark_conn_id!r}: no Spark executor registered with {master} within "
             f"{timeout:g} s; check that the master is up and has free workers, or raise connect_timeout"
         )

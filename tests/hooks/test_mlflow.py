@@ -54,7 +54,7 @@ def test_wrong_connection_type_names_the_field(monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.unit
 def test_test_connection_reports_an_unreachable_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.conftest import free_port
+    from tests.servers import free_port
 
     port = free_port()
     monkeypatch.setenv(

@@ -11,7 +11,7 @@ import pytest
 
 from airflow_provider_sparktune.exceptions import SearchSpaceError, TrackingError, TuningCancelledError
 from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOperator
-from tests.conftest import free_port
+from tests.servers import MlflowServer, SparkCluster, airflow_dags_test, free_port
 
 TEST_DAGS = Path(__file__).resolve().parents[1] / "dags"
 UNIT_SPACE = {"x": {"hp": "uniform", "low": 0, "high": 1}}
@@ -150,3 +150,73 @@ def test_run_conf_drives_templated_space_and_budget(
     parent = runs_of(mlflow_uri, "templated_tuning.tune", run_id=dag_run.run_id)[0]
     assert json.loads(parent.data.tags["sparktune.search_space"]) == run_conf["space"]
     assert parent.data.params["max_evals"] == "2"
+
+
+def latest_run_id(dag_id: str) -> str:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = session.query(DagRun).filter(DagRun.dag_id == dag_id).order_by(DagRun.id.desc()).first()
+        assert run is not None, f"no run of {dag_id}"
+        return str(run.run_id)
+
+
+# -- a real Spark standalone cluster and MLflow server, reached only through connections --------
+
+
+@pytest.mark.integration
+def test_trials_run_on_the_cluster_executors(
+    spark_cluster: SparkCluster, mlflow_tracking_server: MlflowServer, airflow_db: Any, tmp_path: Path
+) -> None:
+    env = {
+        "AIRFLOW_CONN_SPARK_DEFAULT": spark_cluster.connection(connect_timeout=90),
+        "AIRFLOW_CONN_MLFLOW_DEFAULT": mlflow_tracking_server.connection(),
+    }
+    done = airflow_dags_test("cluster_probe", env, conf={"marker_dir": str(tmp_path)})
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    value = xcom_values(latest_run_id("cluster_probe"), "tune")["return_value"]
+    assert value["trials"]["ok"] == 3
+    assert value["mlflow"]["tracking_uri"] == mlflow_tracking_server.uri
+
+    cwds = [Path(p.read_text()) for p in tmp_path.glob("*.txt")]
+    assert len(cwds) == 3
+    assert all(spark_cluster.work_dir in cwd.parents for cwd in cwds), cwds  # <work>/<app-id>/<executor-id>
+    apps = spark_cluster.apps()
+    names = [app["name"] for app in apps["completedapps"]]
+    assert "sparktune-cluster_probe.tune" in names  # the hook created the session and stopped it
+    assert apps["activeapps"] == []
+
+
+@pytest.mark.integration
+def test_master_down_fails_within_the_bound(
+    mlflow_tracking_server: MlflowServer, airflow_db: Any, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    dead_master = json.dumps(
+        {
+            "conn_type": "spark",
+            "host": "spark://127.0.0.1",
+            "port": free_port(),
+            "extra": {"connect_timeout": 10},
+        }
+    )
+    env = {
+        "AIRFLOW_CONN_SPARK_DEFAULT": dead_master,
+        "AIRFLOW_CONN_MLFLOW_DEFAULT": mlflow_tracking_server.connection(),
+    }
+    started = time.monotonic()
+    done = airflow_dags_test("cluster_probe", env, conf={"marker_dir": str(tmp_path)})
+    elapsed = time.monotonic() - started
+    output = done.stdout + done.stderr
+    assert "no Spark executor registered with spark://127.0.0.1:" in output
+    assert "within 10 s" in output
+    assert elapsed < 10 + 90  # the bound plus Airflow's and the JVM's start-up on a busy machine
+    assert list(tmp_path.glob("*.txt")) == []  # no trial ran
+    client = MlflowClient(mlflow_tracking_server.uri)
+    experiment = client.get_experiment_by_name("cluster_probe.tune")
+    assert experiment is not None
+    parent = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])[0]
+    assert parent.info.status == "FAILED"
+    assert "no Spark executor registered" in parent.data.tags["sparktune.error"]

@@ -1,0 +1,191 @@
+"""Real servers for integration tests: a Spark standalone cluster and an MLflow tracking server.
+
+Both bind to 127.0.0.1 on free ports, write into temporary directories, and are stopped by process
+id by the fixture that started them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise RuntimeError(f"{what} did not come up within {timeout_s:g} s\n{tail}")
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def stop(process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
+    """Stop a server we started, by its process id: TERM, then KILL if it lingers."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout_s)
+
+
+def _start(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def spark_home() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).parent
+
+
+def spark_env(work: Path) -> dict[str, str]:
+    """Daemons and their web UIs on loopback only, logs and scratch space in the test's directory."""
+    return {
+        **os.environ,
+        "SPARK_HOME": str(spark_home()),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_LOG_DIR": str(work / "logs"),
+        "SPARK_LOCAL_DIRS": str(work / "scratch"),
+        "PYSPARK_PYTHON": sys.executable,
+    }
+
+
+@dataclass(frozen=True)
+class SparkCluster:
+    master_url: str
+    master_ui: str
+    work_dir: Path
+
+    def apps(self) -> dict[str, Any]:
+        return get_json(f"{self.master_ui}/json/")
+
+    def connection(self, **extra: Any) -> str:
+        """The AIRFLOW_CONN_* JSON for this master."""
+        host, port = self.master_url.rsplit(":", 1)
+        return json.dumps({"conn_type": "spark", "host": host, "port": int(port), "extra": extra})
+
+
+@contextmanager
+def spark_standalone_cluster(work: Path, cores: int = 2) -> Iterator[SparkCluster]:
+    """A master and one worker from pyspark's own ``bin/spark-class``."""
+    for sub in ("logs", "scratch", "worker"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    env = spark_env(work)
+    spark_class = str(spark_home() / "bin" / "spark-class")
+    port, ui_port, worker_ui = free_port(), free_port(), free_port()
+    master_url, master_ui = f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
+    master = _start(
+        [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--webui-port", str(ui_port)],
+        work / "master.log",
+        env,
+    )
+    worker = None
+    try:
+        wait_until(
+            lambda: get_json(f"{master_ui}/json/")["status"] == "ALIVE",
+            90,
+            "Spark master",
+            work / "master.log",
+        )
+        worker = _start(
+            [spark_class, "org.apache.spark.deploy.worker.Worker", master_url, "--host", "127.0.0.1"]
+            + ["--webui-port", str(worker_ui), "--work-dir", str(work / "worker"), "--cores", str(cores)]
+            + ["--memory", "2g"],
+            work / "worker.log",
+            env,
+        )
+        wait_until(
+            lambda: get_json(f"{master_ui}/json/")["aliveworkers"] >= 1,
+            90,
+            "Spark worker",
+            work / "worker.log",
+        )
+        yield SparkCluster(master_url, master_ui, work / "worker")
+    finally:
+        if worker is not None:
+            stop(worker)
+        stop(master)
+
+
+@dataclass(frozen=True)
+class MlflowServer:
+    uri: str
+    process: subprocess.Popen[bytes]
+
+    def connection(self) -> str:
+        return json.dumps({"conn_type": "mlflow", "host": self.uri})
+
+
+@contextmanager
+def mlflow_server(work: Path) -> Iterator[MlflowServer]:
+    """``mlflow server`` with a SQLite backend and a local artifact root."""
+    work.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd += [
+        "--backend-store-uri",
+        f"sqlite:///{work / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(work / "artifacts"),
+    ]
+    process = _start(cmd, work / "mlflow.log", {**os.environ})
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200,
+            120,
+            "MLflow server",
+            work / "mlflow.log",
+        )
+        yield MlflowServer(uri, process)
+    finally:
+        stop(process)
+
+
+def airflow_dags_test(
+    dag_id: str, env: dict[str, str], conf: dict[str, Any] | None = None, timeout_s: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """``airflow dags test`` in its own process: it needs its own SparkContext (one per process)."""
+    cmd = [str(VENV_BIN / "airflow"), "dags", "test", dag_id]
+    if conf is not None:
+        cmd += ["--conf", json.dumps(conf)]
+    return subprocess.run(
+        cmd,
+        env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
