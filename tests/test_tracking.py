@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -71,10 +73,19 @@ def test_unreachable_server_fails_fast() -> None:
     assert time.monotonic() - started < 10
 
 
+@pytest.fixture(params=["sqlite-store", "tracking-server"])
+def store_uri(request: pytest.FixtureRequest, mlflow_uri: str) -> str:
+    """Both kinds of store users run: an embedded SQLite file and a real ``mlflow server``."""
+    if request.param == "sqlite-store":
+        return mlflow_uri
+    return str(request.getfixturevalue("mlflow_tracking_server").uri)
+
+
 @pytest.mark.integration
-def test_parent_and_child_runs_read_back(mlflow_uri: str, experiment_name: str) -> None:
+def test_parent_and_child_runs_read_back(store_uri: str, experiment_name: str) -> None:
     from mlflow import MlflowClient
 
+    mlflow_uri = store_uri
     tracker = TuningTracker(mlflow_uri, experiment_name)
     space = {"x": {"hp": "uniform", "low": 0, "high": 1}}
     tracker.start(
@@ -97,6 +108,10 @@ def test_parent_and_child_runs_read_back(mlflow_uri: str, experiment_name: str) 
     assert parent.data.metrics["trials_failed"] == 1
     artifacts = {f.path for f in client.list_artifacts(tracker.run_id)}
     assert {"best_params.json", "trials.json", "loss_per_trial.png", "search_space.json"} <= artifacts
+    best_params_file = client.download_artifacts(tracker.run_id, "best_params.json")
+    assert json.loads(Path(best_params_file).read_text()) == {"model": {"name": "model a", "x": 2}}
+    trials_file = client.download_artifacts(tracker.run_id, "trials.json")
+    assert [t["status"] for t in json.loads(Path(trials_file).read_text())] == ["ok", "failed", "ok"]
 
     children = client.search_runs(
         [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{tracker.run_id}'"

@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from tests.operators.test_hyperopt_spark import runs_of, xcom_values
+from airflow_provider_sparktune.links import mlflow_run_url
+from tests.operators.test_hyperopt_spark import latest_run_id, runs_of, xcom_values
+from tests.servers import MlflowServer, SparkCluster, airflow_dags_test
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_dags"
 
@@ -60,3 +62,38 @@ def test_example_reproduces_the_seed_result(
     assert len(children) == 10
     best_child = min(children, key=lambda r: r.data.metrics["loss"])
     assert best_child.data.params == {"model.name": "model a", "model.x": "1"}
+
+
+@pytest.mark.integration
+def test_example_on_the_cluster_with_the_tracking_server(
+    spark_cluster: SparkCluster, mlflow_tracking_server: MlflowServer, airflow_db: Any
+) -> None:
+    from mlflow import MlflowClient
+
+    env = {
+        "AIRFLOW_CONN_SPARK_DEFAULT": spark_cluster.connection(connect_timeout=90),
+        "AIRFLOW_CONN_MLFLOW_DEFAULT": mlflow_tracking_server.connection(),
+    }
+    done = airflow_dags_test("example_hyperopt_spark", env)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    value = xcom_values(latest_run_id("example_hyperopt_spark"), "tune")["return_value"]
+    assert value["best_params"] == {"model": {"name": "model a", "x": 1}}
+    assert value["best_loss"] == 1.0
+    assert "sparktune-example_hyperopt_spark.tune" in [
+        a["name"] for a in spark_cluster.apps()["completedapps"]
+    ]
+
+    mlflow = value["mlflow"]
+    assert mlflow["tracking_uri"] == mlflow_tracking_server.uri
+    assert (
+        mlflow_run_url(mlflow)
+        == f"{mlflow_tracking_server.uri}/#/experiments/{mlflow['experiment_id']}/runs/{mlflow['run_id']}"
+    )
+    client = MlflowClient(mlflow_tracking_server.uri)
+    assert client.get_run(mlflow["run_id"]).info.status == "FINISHED"
+    children = client.search_runs(
+        [mlflow["experiment_id"]], filter_string=f"tags.mlflow.parentRunId = '{mlflow['run_id']}'"
+    )
+    assert len(children) == 10
+    best_params = Path(client.download_artifacts(mlflow["run_id"], "best_params.json")).read_text()
+    assert json.loads(best_params) == value["best_params"]
