@@ -97,6 +97,44 @@ class SparkCluster:
         return json.dumps({"conn_type": "spark", "host": host, "port": int(port), "extra": extra})
 
 
+MASTER_CLASS = "org.apache.spark.deploy.master.Master"
+WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
+
+
+def master_args(host: str, port: int, ui_port: int) -> list[str]:
+    """What follows ``spark-class`` to start a master; docker-compose.yaml runs the same."""
+    return [MASTER_CLASS, "--host", host, "--port", str(port), "--webui-port", str(ui_port)]
+
+
+def worker_args(master_url: str, host: str, ui_port: int, work_dir: str, cores: int) -> list[str]:
+    """What follows ``spark-class`` to start a worker; docker-compose.yaml runs the same."""
+    return [
+        WORKER_CLASS,
+        master_url,
+        "--host",
+        host,
+        "--webui-port",
+        str(ui_port),
+        "--work-dir",
+        work_dir,
+    ] + ["--cores", str(cores), "--memory", "2g"]
+
+
+def mlflow_server_args(host: str, port: int, backend_store_uri: str, artifacts: str) -> list[str]:
+    """What follows ``mlflow`` to start the tracking server; docker-compose.yaml runs the same."""
+    return [
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        backend_store_uri,
+    ] + ["--artifacts-destination", artifacts]
+
+
 @contextmanager
 def spark_standalone_cluster(work: Path, cores: int = 2) -> Iterator[SparkCluster]:
     """A master and one worker from pyspark's own ``bin/spark-class``."""
@@ -106,12 +144,7 @@ def spark_standalone_cluster(work: Path, cores: int = 2) -> Iterator[SparkCluste
     spark_class = str(spark_home() / "bin" / "spark-class")
     port, ui_port, worker_ui = free_port(), free_port(), free_port()
     master_url, master_ui = f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
-    master = _start(
-        [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--webui-port", str(ui_port)],
-        work / "master.log",
-        env,
-    )
+    master = _start([spark_class, *master_args("127.0.0.1", port, ui_port)], work / "master.log", env)
     worker = None
     try:
         wait_until(
@@ -120,13 +153,8 @@ def spark_standalone_cluster(work: Path, cores: int = 2) -> Iterator[SparkCluste
             "Spark master",
             work / "master.log",
         )
-        worker = _start(
-            [spark_class, "org.apache.spark.deploy.worker.Worker", master_url, "--host", "127.0.0.1"]
-            + ["--webui-port", str(worker_ui), "--work-dir", str(work / "worker"), "--cores", str(cores)]
-            + ["--memory", "2g"],
-            work / "worker.log",
-            env,
-        )
+        args = worker_args(master_url, "127.0.0.1", worker_ui, str(work / "worker"), cores)
+        worker = _start([spark_class, *args], work / "worker.log", env)
         wait_until(
             lambda: get_json(f"{master_ui}/json/")["aliveworkers"] >= 1,
             90,
