@@ -192,13 +192,3 @@ class SparkSessionHook(BaseHook):
         if self._session is not None and self._created:
             self._session.stop()
         self._session, self._created = None, False
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "login", "password"],
-            "relabeling": {"host": "Master (local[N], spark://host, yarn, k8s://...)"},
-            "placeholders": {
-                "extra": '{"spark_conf": {"spark.executor.memory": "2g"}, "connect_timeout": 60}'
-            },
-        }
