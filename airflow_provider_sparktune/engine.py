@@ -29,12 +29,14 @@ from airflow_provider_sparktune.exceptions import (
     TuningConfigError,
 )
 from airflow_provider_sparktune.objective import build_trial_objective
+from airflow_provider_sparktune.resident import ResidentDispatcher
 from airflow_provider_sparktune.results import json_native
 from airflow_provider_sparktune.space import SpaceFacts, build_space, space_facts
 
 log = logging.getLogger(__name__)
 
 ALGORITHMS = ("tpe", "rand", "anneal", "atpe")
+DISPATCHERS = ("resident", "sparktrials")
 MAX_PARALLELISM = 128  # SparkTrials' hard cap on concurrent trials
 StopReason = Literal["max_evals", "timeout", "loss_threshold", "early_stop"]
 TrialStatus = Literal["ok", "failed", "cancelled"]
@@ -51,6 +53,7 @@ class TuningSpec:
     timeout: float | None = None
     loss_threshold: float | None = None
     early_stop_after: int | None = None
+    dispatcher: str = "resident"
 
     def __post_init__(self) -> None:
         _check_count("max_evals", self.max_evals, allow_auto=True)
@@ -69,6 +72,10 @@ class TuningSpec:
             )
         if self.early_stop_after is not None:
             _check_count("early_stop_after", self.early_stop_after)
+        if self.dispatcher not in DISPATCHERS:
+            raise TuningConfigError(
+                f"dispatcher: unknown dispatcher {self.dispatcher!r}; use one of {', '.join(DISPATCHERS)}"
+            )
 
     def resolved(self, facts: SpaceFacts, task_slots: int) -> TuningSpec:
         """The same spec with ``"auto"`` budgets replaced by the seed's guidance."""
@@ -86,6 +93,7 @@ class TuningSpec:
             timeout=self.timeout,
             loss_threshold=self.loss_threshold,
             early_stop_after=self.early_stop_after,
+            dispatcher=self.dispatcher,
         )
 
 
@@ -120,6 +128,7 @@ class TrialRecord:
     error: str | None
     started_at: float | None
     finished_at: float | None
+    eval_s: float | None = None  # time inside the objective, measured on the executor
 
     @property
     def duration_s(self) -> float | None:
@@ -140,6 +149,7 @@ class TrialRecord:
                 "started_at": self.started_at,
                 "finished_at": self.finished_at,
                 "duration_s": self.duration_s,
+                "eval_s": self.eval_s,
             }
         )
 
@@ -165,12 +175,36 @@ class TuningResult:
     trials_cancelled: int
     stopped_reason: StopReason
     duration_s: float
+    efficiency: float  # time spent in objectives / (parallelism x wall time)
+    trial_overhead_s: float  # idle slot time per finished trial
     spec: TuningSpec
     records: tuple[TrialRecord, ...]
     trials: Any = field(default=None, repr=False, compare=False)  # the SparkTrials object, for analysis
 
 
 TrialCallback = Callable[[TrialRecord, Progress], None]
+
+
+class EarlyStop:
+    """Stop after ``limit`` finished ok trials in a row that did not improve the best loss."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.best: float | None = None
+        self.since_improvement = 0
+        self.triggered = False
+
+    def observe(self, loss: float) -> bool:
+        """Record one ok result; True exactly once, when the stop condition is first met."""
+        if self.best is None or loss < self.best:
+            self.best, self.since_improvement = loss, 0
+        else:
+            self.since_improvement += 1
+        if self.triggered or self.since_improvement < self.limit:
+            return False
+        self.triggered = True
+        log.info("early stop: %d finished trials without improving best loss %s", self.limit, self.best)
+        return True
 
 
 class RunControl:
@@ -245,11 +279,14 @@ def prepare_run(
     timeout: float | None = None,
     loss_threshold: float | None = None,
     early_stop_after: int | None = None,
+    dispatcher: str = "resident",
     objective_kwargs: Mapping[str, Any] | None = None,
     data: Any = None,
 ) -> PreparedRun:
     """Validate every argument that needs no Spark; raises a SparktuneError naming the field."""
-    spec = TuningSpec(max_evals, parallelism, algo, seed, timeout, loss_threshold, early_stop_after)
+    spec = TuningSpec(
+        max_evals, parallelism, algo, seed, timeout, loss_threshold, early_stop_after, dispatcher
+    )
     space = build_space(search_space)
     facts = space_facts(search_space)
     trial_objective = build_trial_objective(objective, data=data, objective_kwargs=objective_kwargs)
@@ -287,7 +324,7 @@ def run_tuning(
     """Tune ``objective`` over ``search_space`` with SparkTrials on ``spark`` and return the best point.
 
     ``settings`` are those of :func:`prepare_run` (max_evals, parallelism, algo, seed, timeout,
-    loss_threshold, early_stop_after, objective_kwargs, data). Everything that can be checked
+    loss_threshold, early_stop_after, dispatcher, objective_kwargs, data). Everything that can be checked
     without Spark is checked first. ``on_trial`` is called on the driver, off the dispatch path,
     once per finished trial.
     """
@@ -317,15 +354,16 @@ class _Run:
         self.trials = SparkTrials(parallelism=spec.parallelism, timeout=spec.timeout, spark_session=spark)
         self.records: dict[int, TrialRecord] = {}
         self.best_loss: float | None = None
-        self.since_improvement = 0
-        self.early_stopped = False
+        self.early_stop = EarlyStop(spec.early_stop_after) if spec.early_stop_after else None
         self.fmin_error: BaseException | None = None
         self.fmin_done = threading.Event()
+        self.resident: ResidentDispatcher | None = None
         self.started = time.monotonic()
 
     def execute(self) -> TuningResult:
         watcher = threading.Thread(target=self._watch, name="sparktune-watcher", daemon=True)
-        runner = threading.Thread(target=self._fmin, name="sparktune-fmin", daemon=True)
+        target = self._resident if self.spec.dispatcher == "resident" else self._fmin
+        runner = threading.Thread(target=target, name="sparktune-dispatch", daemon=True)
         watcher.start()
         runner.start()
         try:
@@ -342,6 +380,28 @@ class _Run:
         if self.fmin_error is not None:
             raise self.fmin_error
         return self._result()
+
+    def _resident(self) -> None:
+        import numpy as np
+        from hyperopt.base import Domain
+
+        self.resident = ResidentDispatcher(
+            spark=self.spark,
+            trials=self.trials,
+            domain=Domain(self.objective, self.space, pass_expr_memo_ctrl=None),
+            suggest=self.suggest,
+            rstate=np.random.default_rng(self.spec.seed),
+            max_evals=int(self.spec.max_evals),
+            parallelism=int(self.spec.parallelism),
+            loss_threshold=self.spec.loss_threshold,
+            early_stop=self.early_stop,
+            job_group=self.control.job_group,
+        )
+        deadline = None if self.spec.timeout is None else self.started + self.spec.timeout
+        try:
+            self.resident.run(deadline)
+        except BaseException as err:  # re-raised in the calling thread
+            self.fmin_error = err
 
     def _fmin(self) -> None:
         import numpy as np
@@ -387,6 +447,11 @@ class _Run:
         """What SparkTrials does on timeout, from outside: stop new trials and cancel the job group."""
         from hyperopt import base
 
+        if self.resident is not None:
+            self.resident.cancel(reason)
+            log.info("cancelled the trials of job group %s: %s", self.control.job_group, reason)
+            return
+
         self.trials._fmin_cancelled = True
         self.trials._fmin_cancelled_reason = reason
         for trial in list(self.trials._dynamic_trials):
@@ -426,14 +491,13 @@ class _Run:
             return
         if self.best_loss is None or record.loss < self.best_loss:
             self.best_loss = record.loss
-            self.since_improvement = 0
-        else:
-            self.since_improvement += 1
-        limit = self.spec.early_stop_after
-        if limit is not None and self.since_improvement >= limit and not self.early_stopped:
-            self.early_stopped = True
-            log.info("early stop: %d finished trials without improving best loss %s", limit, self.best_loss)
+        # The resident dispatcher checks early stopping itself, as each result arrives.
+        if self.resident is None and self.early_stop is not None and self.early_stop.observe(record.loss):
             self._cancel("early_stop")
+
+    @property
+    def early_stopped(self) -> bool:
+        return self.early_stop is not None and self.early_stop.triggered
 
     def _record(self, trial: dict[str, Any]) -> TrialRecord:
         from hyperopt import base, space_eval
@@ -468,6 +532,7 @@ class _Run:
             error=error,
             started_at=_timestamp(trial.get("book_time")),
             finished_at=_timestamp(trial.get("refresh_time")),
+            eval_s=trial["misc"].get("sparktune_eval_s"),
         )
 
     def _result(self) -> TuningResult:
@@ -481,6 +546,8 @@ class _Run:
         if not ok:
             raise AllTrialsFailedError(_no_success_message(records, reason, self.spec))
         best = min(ok, key=lambda r: (r.loss, r.tid))
+        duration = time.monotonic() - self.started
+        efficiency, overhead = _efficiency(records, int(self.spec.parallelism), duration)
         return TuningResult(
             best_params=best.params,
             best_loss=float(best.loss),  # type: ignore[arg-type]
@@ -490,7 +557,9 @@ class _Run:
             trials_failed=sum(r.status == "failed" for r in records),
             trials_cancelled=sum(r.status == "cancelled" for r in records),
             stopped_reason=reason,
-            duration_s=time.monotonic() - self.started,
+            duration_s=duration,
+            efficiency=efficiency,
+            trial_overhead_s=overhead,
             spec=self.spec,
             records=records,
             trials=self.trials,
@@ -505,6 +574,16 @@ class _Run:
         if threshold is not None and self.best_loss is not None and self.best_loss <= threshold:
             return "loss_threshold"
         return "max_evals"
+
+
+def _efficiency(records: tuple[TrialRecord, ...], parallelism: int, wall_s: float) -> tuple[float, float]:
+    """Busy share of the trial slots, and the idle slot time per finished trial."""
+    ran = [r for r in records if r.started_at is not None]
+    busy = sum((r.eval_s if r.eval_s is not None else r.duration_s or 0.0) for r in ran)
+    capacity = parallelism * wall_s
+    if not ran or capacity <= 0:
+        return 0.0, 0.0
+    return min(1.0, busy / capacity), max(0.0, capacity - busy) / len(ran)
 
 
 def _timestamp(value: Any) -> float | None:

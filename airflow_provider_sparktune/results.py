@@ -53,5 +53,7 @@ def to_xcom(
             "mlflow": dict(mlflow or {"tracking_uri": "", "experiment_id": "", "run_id": ""}),
             "staging": dict(staging) if staging is not None else None,
             "duration_s": round(result.duration_s, 3),
+            "efficiency": round(result.efficiency, 4),
+            "trial_overhead_s": round(result.trial_overhead_s, 4),
         }
     )

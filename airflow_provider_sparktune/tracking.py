@@ -136,6 +136,7 @@ class TuningTracker:
             "timeout": spec.timeout,
             "loss_threshold": spec.loss_threshold,
             "early_stop_after": spec.early_stop_after,
+            "dispatcher": spec.dispatcher,
             **(extra or {}),
         }
         self._log_batch(self.run_id, params=params)
@@ -170,6 +171,8 @@ class TuningTracker:
             "trials_failed": result.trials_failed,
             "trials_cancelled": result.trials_cancelled,
             "duration_s": result.duration_s,
+            "efficiency": result.efficiency,
+            "trial_overhead_s": result.trial_overhead_s,
         }
         self._log_batch(
             self.run_id, metrics=metrics, tags={"sparktune.stopped_reason": result.stopped_reason}

@@ -82,6 +82,42 @@ def sleeping_objective(params: dict[str, Any]) -> float:
     return params["x"]
 
 
+def dies_once(params: dict[str, Any], marker: str) -> float:
+    """The first trial to claim the marker kills its Python worker, as a lost executor would."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return params["x"]
+    os._exit(3)
+
+
+class CountingPayload:
+    """Appends a line to ``path`` each time it is unpickled: counts deserializations on executors."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_load_counting_payload, (self.path,))
+
+
+def _load_counting_payload(path: str) -> CountingPayload:
+    with open(path, "a") as marks:
+        marks.write(f"{os.getpid()}\n")
+    return CountingPayload(path)
+
+
+def reads_broadcast(params: dict[str, Any], payload: Any) -> float:
+    assert type(payload.value).__name__ == "CountingPayload"  # a by-value copy of the class
+    return params["x"]
+
+
+@pytest.fixture(params=["resident", "sparktrials"])
+def dispatcher(request: pytest.FixtureRequest) -> str:
+    """Both trial dispatchers must honour stops, cancellation and failures the same way."""
+    return str(request.param)
+
+
 # -- budget and argument checks (no Spark) ------------------------------------------------------
 
 
@@ -165,10 +201,17 @@ def test_on_trial_sees_every_trial_once_in_plain_types(spark: Any) -> None:
 
 
 @pytest.mark.integration
-def test_early_stop_ends_the_run_without_hanging(spark: Any) -> None:
+def test_early_stop_ends_the_run_without_hanging(spark: Any, dispatcher: str) -> None:
     started = time.monotonic()
     result = run_tuning(
-        UNIT_SPACE, constant_objective, spark=spark, max_evals=30, parallelism=2, early_stop_after=3, seed=0
+        UNIT_SPACE,
+        constant_objective,
+        spark=spark,
+        max_evals=30,
+        parallelism=2,
+        early_stop_after=3,
+        seed=0,
+        dispatcher=dispatcher,
     )
     assert result.stopped_reason == "early_stop"
     assert result.trials_ok < 30
@@ -187,7 +230,9 @@ def test_loss_threshold_stops_the_run(spark: Any) -> None:
 
 
 @pytest.mark.integration
-def test_timeout_cancels_running_trials_and_keeps_finished_ones(spark: Any, tmp_path: Path) -> None:
+def test_timeout_cancels_running_trials_and_keeps_finished_ones(
+    spark: Any, tmp_path: Path, dispatcher: str
+) -> None:
     started = time.monotonic()
     result = run_tuning(
         UNIT_SPACE,
@@ -198,6 +243,7 @@ def test_timeout_cancels_running_trials_and_keeps_finished_ones(spark: Any, tmp_
         parallelism=2,
         timeout=25,  # generous: the first Python worker can take seconds to start on a busy machine
         seed=0,
+        dispatcher=dispatcher,
     )
     assert result.stopped_reason == "timeout"
     assert result.trials_ok == 1
@@ -207,13 +253,21 @@ def test_timeout_cancels_running_trials_and_keeps_finished_ones(spark: Any, tmp_
 
 
 @pytest.mark.integration
-def test_cancel_stops_running_and_new_trials(spark: Any) -> None:
+def test_cancel_stops_running_and_new_trials(spark: Any, dispatcher: str) -> None:
     control = RunControl()
     timer = threading.Timer(4, control.cancel, args=("killed",))
     timer.start()
     started = time.monotonic()
     with pytest.raises(TuningCancelledError, match="killed"):
-        run_tuning(UNIT_SPACE, sleeping_objective, spark=spark, max_evals=6, parallelism=2, control=control)
+        run_tuning(
+            UNIT_SPACE,
+            sleeping_objective,
+            spark=spark,
+            max_evals=6,
+            parallelism=2,
+            control=control,
+            dispatcher=dispatcher,
+        )
     assert time.monotonic() - started < 30
     deadline = time.monotonic() + 10
     while spark.sparkContext.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
@@ -222,9 +276,11 @@ def test_cancel_stops_running_and_new_trials(spark: Any) -> None:
 
 
 @pytest.mark.integration
-def test_all_trials_failing_shows_the_first_traceback(spark: Any) -> None:
+def test_all_trials_failing_shows_the_first_traceback(spark: Any, dispatcher: str) -> None:
     with pytest.raises(AllTrialsFailedError) as caught:
-        run_tuning(UNIT_SPACE, failing_objective, spark=spark, max_evals=3, parallelism=2)
+        run_tuning(
+            UNIT_SPACE, failing_objective, spark=spark, max_evals=3, parallelism=2, dispatcher=dispatcher
+        )
     message = str(caught.value)
     assert "all 3 trials failed" in message
     assert "boom 123: the feature table is empty" in message
@@ -246,3 +302,69 @@ def test_nan_loss_fails_that_trial_only(spark: Any) -> None:
 def test_spark_inside_the_objective_is_explained(spark: Any) -> None:
     with pytest.raises(AllTrialsFailedError, match="nested parallelism"):
         run_tuning(UNIT_SPACE, spark_inside_objective, spark=spark, max_evals=2, parallelism=2)
+
+
+@pytest.mark.integration
+def test_seed_result_with_raw_sparktrials_dispatch(spark: Any) -> None:
+    result = run_tuning(
+        SEED_SPACE, seed_objective, spark=spark, max_evals=10, parallelism=3, seed=3, dispatcher="sparktrials"
+    )
+    assert result.best_params == {"model": {"name": "model a", "x": 1}}
+    assert result.spec.dispatcher == "sparktrials"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("dispatcher", "expected"), [("resident", "at most one per task"), ("sparktrials", "one per trial")]
+)
+def test_broadcast_is_deserialized_once_per_python_worker(
+    spark: Any, tmp_path: Path, dispatcher: str, expected: str
+) -> None:
+    marks = tmp_path / "loads.txt"
+    payload = spark.sparkContext.broadcast(CountingPayload(str(marks)))
+    try:
+        result = run_tuning(
+            UNIT_SPACE,
+            reads_broadcast,
+            spark=spark,
+            objective_kwargs={"payload": payload},
+            max_evals=6,
+            parallelism=2,
+            seed=0,
+            dispatcher=dispatcher,
+        )
+    finally:
+        payload.destroy()
+    assert result.trials_ok == 6
+    loads = marks.read_text().split()
+    if dispatcher == "resident":
+        assert 1 <= len(loads) <= 2, loads  # one per resident task (Python worker), not per trial
+        assert len(set(loads)) == len(loads)
+    else:
+        assert len(loads) == 6, loads  # raw SparkTrials starts a fresh Python worker for every trial
+
+
+@pytest.mark.integration
+def test_a_lost_task_fails_its_trial_and_the_run_completes(spark: Any, tmp_path: Path) -> None:
+    result = run_tuning(
+        UNIT_SPACE,
+        dies_once,
+        spark=spark,
+        objective_kwargs={"marker": str(tmp_path / "died")},
+        max_evals=6,
+        parallelism=2,
+        seed=0,
+    )
+    assert result.trials_total == 6
+    lost = [r for r in result.records if r.status == "failed"]
+    assert 1 <= len(lost) <= 2  # the dying trial, and the one its failed job took down in local mode
+    assert all("lost" in (r.error or "") for r in lost)
+    assert result.trials_ok == 6 - len(lost)
+
+
+@pytest.mark.integration
+def test_efficiency_and_overhead_are_reported(spark: Any) -> None:
+    result = run_tuning(UNIT_SPACE, x_objective, spark=spark, max_evals=4, parallelism=2, seed=0)
+    assert 0.0 <= result.efficiency <= 1.0
+    assert result.trial_overhead_s >= 0.0
+    assert all(r.eval_s is not None and r.eval_s >= 0 for r in result.records)

@@ -1,0 +1,306 @@
+"""The resident dispatcher: P long-lived Spark tasks pull trials from the driver, one at a time.
+
+Raw SparkTrials pays for every trial with a fresh Spark job and, because its task never reads its
+input, a fresh Python worker that imports hyperopt again and re-reads broadcasts; its driver loops
+poll once a second. Here one Spark job starts ``parallelism`` tasks; each task connects back to the
+driver over an authenticated socket and evaluates trials until told to stop. A new point is asked
+of the same ``algo``, with the same trial history, the moment a task is free, so TPE sees every
+finished result and nothing waits for a poll.
+
+The trial documents are written exactly as SparkTrials writes them (states, ``result``,
+``misc.error``, book and refresh times) into a real ``SparkTrials`` object, so analysis code and
+the engine's watcher read them the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MAX_JOB_RESTARTS = 3
+_STOP = ("stop",)
+
+
+def resident_task(
+    address: tuple[str, int], authkey: bytes, fn: Any, space: Any, partition: Iterable[Any]
+) -> Iterator[int]:
+    """Runs on an executor: evaluate trials sent by the driver until it says stop."""
+    for _ in partition:  # read the input: PySpark reuses a Python worker only when it did
+        pass
+    from multiprocessing.connection import Client
+
+    from hyperopt.base import Domain
+
+    domain = Domain(fn, space, pass_expr_memo_ctrl=None)
+    evaluated = 0
+    with Client(address, authkey=authkey) as conn:
+        conn.send(("ready",))
+        while True:
+            message = conn.recv()
+            if message[0] == "stop":
+                break
+            _, tid, spec = message
+            started = time.perf_counter()
+            try:
+                result = domain.evaluate(spec, ctrl=None, attach_attachments=False)
+            except BaseException as err:  # the trial fails, the task goes on
+                reply: tuple[Any, ...] = ("error", tid, str(type(err)), traceback.format_exc())
+            else:
+                reply = ("ok", tid, result)
+            conn.send((*reply, time.perf_counter() - started))
+            evaluated += 1
+    yield evaluated
+
+
+class ResidentDispatcher:
+    """Driver side: serves trials to the resident tasks and writes their results back."""
+
+    def __init__(
+        self,
+        *,
+        spark: Any,
+        trials: Any,
+        domain: Any,
+        suggest: Callable[..., Any],
+        rstate: Any,
+        max_evals: int,
+        parallelism: int,
+        loss_threshold: float | None,
+        early_stop: Any,
+        job_group: str,
+    ) -> None:
+        self.spark, self.trials, self.domain, self.suggest, self.rstate = (
+            spark,
+            trials,
+            domain,
+            suggest,
+            rstate,
+        )
+        self.max_evals, self.parallelism, self.loss_threshold = max_evals, parallelism, loss_threshold
+        self.early_stop = early_stop  # engine.EarlyStop or None; running trials finish, no new ones start
+        self.job_group = job_group
+        self.lock = threading.Condition()
+        self.queued = 0
+        self.running: set[int] = set()
+        self.stop_new = False  # no new trials (budget, threshold, cancel)
+        self.cancelled = False
+        self.authkey = secrets.token_bytes(32)
+        self.job_error: BaseException | None = None
+        self._listener: Any = None
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def run(self, deadline: float | None) -> str | None:
+        """Run until the budget is spent, the deadline passes or cancel() is called.
+
+        Returns "timeout" when the deadline stopped it, else None.
+        """
+        from multiprocessing.connection import Listener
+
+        host = self._driver_host()
+        self._listener = Listener((host, 0), authkey=self.authkey)
+        address = self._listener.address
+        acceptor = threading.Thread(target=self._accept, name="sparktune-accept", daemon=True)
+        acceptor.start()
+        job = threading.Thread(target=self._run_jobs, args=(address,), name="sparktune-job", daemon=True)
+        job.start()
+        reason = None
+        try:
+            with self.lock:
+                while not self._finished() and job.is_alive():
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        reason = "timeout"
+                        break
+                    self.lock.wait(0.5 if remaining is None else min(0.5, remaining))
+        finally:
+            if reason == "timeout":
+                self.cancel("fmin run timeout")
+            with self.lock:
+                self.stop_new = True
+                self.lock.notify_all()
+            job.join(30)
+            if job.is_alive():
+                self._cancel_job_group()
+                job.join(10)
+            self._listener.close()
+        if self.job_error is not None and not self.cancelled and not self._finished():
+            raise self.job_error
+        return reason
+
+    def cancel(self, reason: str) -> None:
+        """Stop new trials, cancel the Spark job group (running trials die with their tasks)."""
+        from hyperopt import base
+
+        with self.lock:
+            if self.cancelled:
+                return
+            self.cancelled = self.stop_new = True
+            self.trials._fmin_cancelled = True
+            self.trials._fmin_cancelled_reason = reason
+            for trial in self.trials._dynamic_trials:
+                if trial["state"] in (base.JOB_STATE_NEW, base.JOB_STATE_RUNNING):
+                    trial["state"] = base.JOB_STATE_CANCEL
+                    trial["misc"]["error"] = ("cancelled", reason)
+                    trial["refresh_time"] = _now()
+            self.running.clear()
+            self.lock.notify_all()
+        self._cancel_job_group()
+
+    def _finished(self) -> bool:
+        return not self.running and (self.stop_new or self.queued >= self.max_evals)
+
+    def _driver_host(self) -> str:
+        conf = self.spark.sparkContext.getConf()
+        if conf.get("spark.master", "").startswith("local"):
+            return "127.0.0.1"
+        return str(conf.get("spark.driver.host", "127.0.0.1"))
+
+    def _cancel_job_group(self) -> None:
+        try:
+            self.spark.sparkContext.cancelJobGroup(self.job_group)
+        except Exception:
+            log.exception("cancelling Spark job group %s failed", self.job_group)
+
+    # -- the Spark job of resident tasks -----------------------------------------------------------
+
+    def _run_jobs(self, address: tuple[str, int]) -> None:
+        """One job of ``parallelism`` tasks; start another if tasks died while work remains."""
+        from functools import partial
+
+        sc = self.spark.sparkContext
+        sc.setLocalProperty("spark.jobGroup.id", self.job_group)
+        sc.setLocalProperty("spark.job.description", "sparktune resident trial tasks")
+        sc.setLocalProperty("spark.job.interruptOnCancel", "true")
+        task = partial(resident_task, address, self.authkey, self.domain.fn, self.domain.expr)
+        for attempt in range(MAX_JOB_RESTARTS + 1):
+            try:
+                sc.parallelize(range(self.parallelism), self.parallelism).mapPartitions(task).collect()
+                self.job_error = None
+            except BaseException as err:
+                self.job_error = err
+                log.warning("resident trial tasks ended with %s: %s", type(err).__name__, str(err)[:500])
+            with self.lock:
+                more_work = not self.stop_new and self.queued < self.max_evals
+            if not more_work or self.cancelled or attempt == MAX_JOB_RESTARTS:
+                break
+            log.info("restarting resident trial tasks (%d/%d)", attempt + 1, MAX_JOB_RESTARTS)
+        with self.lock:
+            self.lock.notify_all()
+
+    # -- one connection per resident task ----------------------------------------------------------
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn = self._listener.accept()
+            except Exception:  # closed at the end of the run, or a client that failed authentication
+                if self._listener is None or getattr(self._listener, "_listener", None) is None:
+                    return
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="sparktune-serve", daemon=True).start()
+
+    def _serve(self, conn: Any) -> None:
+        tid: int | None = None
+        try:
+            conn.recv()  # ("ready",)
+            while True:
+                trial = self._next_trial()
+                if trial is None:
+                    conn.send(_STOP)
+                    return
+                tid = trial["tid"]
+                conn.send(("trial", tid, trial["spec_for_executor"]))
+                self._finish(conn.recv())
+                tid = None
+        except (EOFError, OSError):
+            if tid is not None:
+                self._lost(tid)
+        finally:
+            conn.close()
+
+    def _next_trial(self) -> dict[str, Any] | None:
+        """Ask ``algo`` for one new point now, with every result so far in the history."""
+        from hyperopt import base
+
+        with self.lock:
+            if self.stop_new or self.queued >= self.max_evals:
+                return None
+            new_ids = self.trials.new_trial_ids(1)
+            self.trials.refresh()
+            docs = self.suggest(new_ids, self.domain, self.trials, self.rstate.integers(2**31 - 1))
+            if not docs:
+                self.stop_new = True
+                self.lock.notify_all()
+                return None
+            self.trials.insert_trial_docs(docs)
+            self.trials.refresh()
+            self.queued += 1
+            trial = next(t for t in self.trials._dynamic_trials if t["tid"] == new_ids[0])
+            now = _now()
+            trial["state"], trial["book_time"], trial["refresh_time"] = base.JOB_STATE_RUNNING, now, now
+            self.running.add(trial["tid"])
+            return {"tid": trial["tid"], "spec_for_executor": base.spec_from_misc(trial["misc"])}
+
+    def _finish(self, reply: tuple[Any, ...]) -> None:
+        from hyperopt import base
+
+        kind, tid = reply[0], reply[1]
+        with self.lock:
+            trial = self._trial(tid)
+            if trial is None or tid not in self.running:
+                return  # cancelled meanwhile: the cancellation stands
+            self.running.discard(tid)
+            trial["misc"]["sparktune_eval_s"] = float(reply[-1])
+            trial["refresh_time"] = _now()
+            if kind == "ok":
+                trial["result"], trial["state"] = reply[2], base.JOB_STATE_DONE
+                self._check_stops(reply[2])
+            else:
+                trial["misc"]["error"] = (reply[2], reply[3])
+                trial["state"] = base.JOB_STATE_ERROR
+            self.trials.refresh()
+            self.lock.notify_all()
+
+    def _check_stops(self, result: dict[str, Any]) -> None:
+        loss = result.get("loss")
+        if result.get("status") != "ok" or loss is None:
+            return
+        if self.loss_threshold is not None and loss <= self.loss_threshold:
+            self.stop_new = True
+        if self.early_stop is not None and self.early_stop.observe(loss):
+            self.stop_new = True
+
+    def _lost(self, tid: int) -> None:
+        """The task died mid-trial (executor lost, task killed): that trial fails, the run goes on."""
+        from hyperopt import base
+
+        with self.lock:
+            trial = self._trial(tid)
+            if trial is None or tid not in self.running:
+                return
+            self.running.discard(tid)
+            trial["state"] = base.JOB_STATE_ERROR
+            trial["misc"]["error"] = (
+                "lost",
+                "the Spark task running this trial was lost (executor lost or killed)",
+            )
+            trial["refresh_time"] = _now()
+            self.trials.refresh()
+            self.lock.notify_all()
+
+    def _trial(self, tid: int) -> dict[str, Any] | None:
+        return next((t for t in self.trials._dynamic_trials if t["tid"] == tid), None)
+
+
+def _now() -> Any:
+    from hyperopt.utils import coarse_utcnow
+
+    return coarse_utcnow()
