@@ -11,7 +11,7 @@ export AIRFLOW__CORE__UNIT_TEST_MODE ?= False
 export PYSPARK_PYTHON ?= $(CURDIR)/$(BIN)/python
 export MLFLOW_TRACKING_URI ?= sqlite:///$(AIRFLOW_HOME)/mlflow.db
 
-.PHONY: install demo test test-unit test-integration lint clean
+.PHONY: install demo test test-unit test-integration lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(BIN)/python -m pytest tests -m integration
+
+bench: $(STAMP)
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn,bench]'
+	$(BIN)/python benchmarks/bench_dispatch.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
