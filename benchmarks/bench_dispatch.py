@@ -193,6 +193,10 @@ def dispatch_table(spark: Any, n: int, p: int, durations: list[float], repeats: 
     return rows
 
 
+def _log_trial(tracker: Any, record: Any, progress: Any) -> None:
+    tracker.log_trial(record)
+
+
 def logging_cost(spark: Any, n: int, p: int, t: float, repeats: int) -> dict[str, Any]:
     """The engine with every trial logged to a SQLite MLflow store, against no logging."""
     from airflow_provider_sparktune.tracking import TuningTracker
@@ -204,7 +208,7 @@ def logging_cost(spark: Any, n: int, p: int, t: float, repeats: int) -> dict[str
         tracker.start(run_name="bench", tags={})  # the store's one-off schema set-up stays out of the timing
         order = [False, True] if repeat % 2 == 0 else [True, False]  # alternate who goes first
         for logged in order:
-            callback = (lambda record, _: tracker.log_trial(record)) if logged else None
+            callback = partial(_log_trial, tracker) if logged else None
             (on if logged else off).append(run_engine(spark, n, p, t, seed=repeat, on_trial=callback)[0])
     off_s, on_s = statistics.median(off), statistics.median(on)
     return {
