@@ -158,6 +158,8 @@ XCOM_KEYS = {
     "mlflow",
     "staging",
     "duration_s",
+    "efficiency",
+    "trial_overhead_s",
 }
 
 
@@ -188,6 +190,8 @@ def make_result(**overrides: Any) -> TuningResult:
         "trials_cancelled": 1,
         "stopped_reason": "max_evals",
         "duration_s": 12.34567,
+        "efficiency": np.float64(0.912345),
+        "trial_overhead_s": 0.0456789,
         "spec": TuningSpec(max_evals=10, parallelism=2, seed=1),
         "records": (record,),
     }
@@ -217,6 +221,9 @@ def test_to_xcom_values_are_json_native() -> None:
     assert out["stopped_reason"] == "max_evals"
     assert out["mlflow"] == {"tracking_uri": "", "experiment_id": "", "run_id": ""}
     assert out["duration_s"] == 12.346
+    assert out["efficiency"] == 0.9123
+    assert type(out["efficiency"]) is float
+    assert out["trial_overhead_s"] == 0.0457
     assert_plain_json(out)
     text = json.dumps(out, allow_nan=False)
     assert json.loads(text) == out

@@ -52,6 +52,8 @@ class HyperoptSparkOperator(BaseOperator):
     :param timeout: seconds after which running trials are cancelled and the best so far returned.
     :param loss_threshold: stop once a trial reaches this loss or lower.
     :param early_stop_after: stop after this many finished ok trials without improvement.
+    :param dispatcher: ``resident`` (long-lived Spark tasks pull trials; the fast default) or
+        ``sparktrials`` (hyperopt's own SparkTrials loop, one Spark job per trial).
     :param spark_conn_id: Airflow connection of type ``spark``; missing -> Spark ``local[*]``.
     :param spark_conf: extra Spark conf, applied over the connection's.
     :param spark_connect_timeout: seconds to wait for executors on a cluster master.
@@ -89,6 +91,7 @@ class HyperoptSparkOperator(BaseOperator):
         timeout: float | str | None = None,
         loss_threshold: float | str | None = None,
         early_stop_after: int | str | None = None,
+        dispatcher: str = "resident",
         spark_conn_id: str = SparkSessionHook.default_conn_name,
         spark_conf: Mapping[str, Any] | None = None,
         spark_connect_timeout: float | None = None,
@@ -107,6 +110,7 @@ class HyperoptSparkOperator(BaseOperator):
         self.timeout = timeout
         self.loss_threshold = loss_threshold
         self.early_stop_after = early_stop_after
+        self.dispatcher = dispatcher
         self.spark_conn_id = spark_conn_id
         self.spark_conf = spark_conf
         self.spark_connect_timeout = spark_connect_timeout
@@ -128,7 +132,11 @@ class HyperoptSparkOperator(BaseOperator):
         return MlflowHook(self.mlflow_conn_id)
 
     def _settings(self) -> dict[str, Any]:
-        settings: dict[str, Any] = {"algo": self.algo, "objective_kwargs": self.objective_kwargs}
+        settings: dict[str, Any] = {
+            "algo": self.algo,
+            "dispatcher": self.dispatcher,
+            "objective_kwargs": self.objective_kwargs,
+        }
         for name in _INT_FIELDS:
             settings[name] = _coerce(name, getattr(self, name), int)
         for name in _FLOAT_FIELDS:
@@ -184,6 +192,11 @@ class HyperoptSparkOperator(BaseOperator):
             result.trials_cancelled,
             result.stopped_reason,
             value["best_params"],
+        )
+        self.log.info(
+            "efficiency %.2f (time in objectives / parallelism x wall), %.3f s idle slot time per trial",
+            result.efficiency,
+            result.trial_overhead_s,
         )
         context["ti"].xcom_push(key="best_params", value=value["best_params"])
         return value
