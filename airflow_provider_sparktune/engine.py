@@ -333,7 +333,7 @@ def run_tuning(
 
 
 class _Run:
-    """One fmin call with its watcher thread; holds the state both threads share."""
+    """One run: a dispatch thread, a watcher thread, and the state they share."""
 
     POLL_S = 0.2
 
@@ -362,8 +362,9 @@ class _Run:
 
     def execute(self) -> TuningResult:
         watcher = threading.Thread(target=self._watch, name="sparktune-watcher", daemon=True)
-        target = self._resident if self.spec.dispatcher == "resident" else self._fmin
-        runner = threading.Thread(target=target, name="sparktune-dispatch", daemon=True)
+        if self.spec.dispatcher == "resident":
+            self.resident = self._resident_dispatcher()  # before the watcher may need to cancel it
+        runner = threading.Thread(target=self._dispatch, name="sparktune-dispatch", daemon=True)
         watcher.start()
         runner.start()
         try:
@@ -381,11 +382,21 @@ class _Run:
             raise self.fmin_error
         return self._result()
 
-    def _resident(self) -> None:
+    def _dispatch(self) -> None:
+        if self.resident is None:
+            self._fmin()
+            return
+        deadline = None if self.spec.timeout is None else self.started + self.spec.timeout
+        try:
+            self.resident.run(deadline)
+        except BaseException as err:  # re-raised in the calling thread
+            self.fmin_error = err
+
+    def _resident_dispatcher(self) -> ResidentDispatcher:
         import numpy as np
         from hyperopt.base import Domain
 
-        self.resident = ResidentDispatcher(
+        return ResidentDispatcher(
             spark=self.spark,
             trials=self.trials,
             domain=Domain(self.objective, self.space, pass_expr_memo_ctrl=None),
@@ -397,11 +408,6 @@ class _Run:
             early_stop=self.early_stop,
             job_group=self.control.job_group,
         )
-        deadline = None if self.spec.timeout is None else self.started + self.spec.timeout
-        try:
-            self.resident.run(deadline)
-        except BaseException as err:  # re-raised in the calling thread
-            self.fmin_error = err
 
     def _fmin(self) -> None:
         import numpy as np

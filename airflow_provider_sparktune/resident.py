@@ -94,6 +94,7 @@ class ResidentDispatcher:
         self.authkey = secrets.token_bytes(32)
         self.job_error: BaseException | None = None
         self._listener: Any = None
+        self._closing = threading.Event()
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -130,7 +131,7 @@ class ResidentDispatcher:
             if job.is_alive():
                 self._cancel_job_group()
                 job.join(10)
-            self._listener.close()
+            self._close_listener(address)
         if self.job_error is not None and not self.cancelled and not self._finished():
             raise self.job_error
         return reason
@@ -198,14 +199,26 @@ class ResidentDispatcher:
     # -- one connection per resident task ----------------------------------------------------------
 
     def _accept(self) -> None:
-        while True:
+        while not self._closing.is_set():
             try:
                 conn = self._listener.accept()
-            except Exception:  # closed at the end of the run, or a client that failed authentication
-                if self._listener is None or getattr(self._listener, "_listener", None) is None:
-                    return
+            except Exception:  # a client that failed authentication, or the wake-up at the end
                 continue
+            if self._closing.is_set():
+                conn.close()
+                return
             threading.Thread(target=self._serve, args=(conn,), name="sparktune-serve", daemon=True).start()
+
+    def _close_listener(self, address: tuple[str, int]) -> None:
+        """Closing a socket does not wake a thread blocked in accept(): connect once to end it."""
+        import socket
+
+        self._closing.set()
+        try:
+            socket.create_connection(address, timeout=2).close()
+        except OSError:
+            pass
+        self._listener.close()
 
     def _serve(self, conn: Any) -> None:
         tid: int | None = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import statistics
@@ -125,6 +126,7 @@ def run_mlflow_spark_study(spark: Any, n: int, p: int, t: float, seed: int) -> t
     from mlflow.pyspark.optuna.study import MlflowSparkStudy
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("mlflow.pyspark.optuna.study").setLevel(logging.WARNING)  # one line per trial
     store = tempfile.mkdtemp(prefix="bench-optuna-")
     uri = f"sqlite:///{store}/mlflow.db"
     mlflow.set_tracking_uri(uri)
@@ -281,8 +283,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    import logging
-
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     from pyspark.sql import SparkSession
 
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dispatch: N={n} P={p} t={args.durations} repeats={args.repeats}")
     table = dispatch_table(spark, n, p, args.durations, args.repeats)
     print("MLflow logging on vs off (SQLite store)")
-    logging = logging_cost(spark, n, p, min(args.durations), args.repeats)
+    log_cost = logging_cost(spark, n, p, min(args.durations), args.repeats)
     print("tpe.suggest time by history size")
     suggest = tpe_suggest_times(args.history)
     print(f"search quality: {args.quality_seeds} seeds, N={args.quality_trials}, P={p}")
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     print(
-        f"MLflow logging of every trial: {logging['on_s']} s on vs {logging['off_s']} s off -> cost {logging['cost']:+.1%}"
+        f"MLflow logging of every trial: {log_cost['on_s']} s on vs {log_cost['off_s']} s off -> cost {log_cost['cost']:+.1%}"
     )
     print(markdown(suggest, ["history", "suggest_s"]))
     print(
@@ -336,7 +336,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
-            {"dispatch": table, "mlflow_logging": logging, "tpe_suggest": suggest, "search_quality": quality},
+            {
+                "dispatch": table,
+                "mlflow_logging": log_cost,
+                "tpe_suggest": suggest,
+                "search_quality": quality,
+            },
             indent=2,
         )
     )
