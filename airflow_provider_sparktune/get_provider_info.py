@@ -38,7 +38,13 @@ def get_provider_info() -> dict[str, Any]:
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_sparktune.hooks.mlflow.MlflowHook",
+                "hook-name": "MLflow",
                 "connection-type": "mlflow",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "login", "port", "extra"],
+                    "relabeling": {"host": "Tracking URI", "password": "Token"},
+                    "placeholders": {"host": "http://mlflow:5000", "password": "optional bearer token"},
+                },
             }
         ],
         "extra-links": ["airflow_provider_sparktune.links.MlflowRunLink"],

@@ -31,3 +31,6 @@ def test_providers_manager_finds_the_provider() -> None:
     assert hook is not None
     assert hook.hook_class_name == "airflow_provider_sparktune.hooks.mlflow.MlflowHook"
     assert hook.connection_id_attribute_name == "mlflow_conn_id"
+    form = manager.field_behaviours["mlflow"]
+    assert set(form["hidden_fields"]) == {"schema", "login", "port", "extra"}
+    assert form["relabeling"] == {"host": "Tracking URI", "password": "Token"}

@@ -97,11 +97,3 @@ class MlflowHook(BaseHook):
         except Exception as err:
             return False, str(err)
         return True, f"MLflow tracking store {self.get_tracking_uri()} is reachable"
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "login", "port", "extra"],
-            "relabeling": {"host": "Tracking URI", "password": "Token"},
-            "placeholders": {"host": "http://mlflow:5000", "password": "optional bearer token"},
-        }
