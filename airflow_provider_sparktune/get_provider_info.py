@@ -32,14 +32,31 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_sparktune.hooks.spark_session",
                     "airflow_provider_sparktune.hooks.mlflow",
+                    "airflow_provider_sparktune.hooks.staging",
                 ],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Sparktune",
+                "python-modules": ["airflow_provider_sparktune.sensors.staged_data"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Sparktune",
+                "python-modules": ["airflow_provider_sparktune.triggers.staged_data"],
             }
         ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_sparktune.hooks.mlflow.MlflowHook",
                 "connection-type": "mlflow",
-            }
+            },
+            {
+                "hook-class-name": "airflow_provider_sparktune.hooks.staging.DataStagingHook",
+                "connection-type": "fsspec",
+            },
         ],
         "extra-links": ["airflow_provider_sparktune.links.MlflowRunLink"],
     }
