@@ -33,14 +33,20 @@ _memory_lock = threading.Lock()
 _memory: dict[tuple[str, str], tuple[str, Any]] = {}
 
 
-def cache_dir() -> str:
-    """This Spark application's files directory on this host (deleted with the application), else tmp."""
-    try:
-        from pyspark import SparkFiles
+CACHE_DIR_ENV = "SPARKTUNE_CACHE_DIR"
 
-        root = SparkFiles.getRootDirectory()
-    except Exception:  # no SparkContext in this process: a plain script or the driver before Spark
-        root = tempfile.gettempdir()
+
+def cache_dir() -> str:
+    """``$SPARKTUNE_CACHE_DIR``, else this Spark application's files directory on this host (Spark deletes
+    it with the application), else the temp directory."""
+    root = os.environ.get(CACHE_DIR_ENV)
+    if not root:
+        try:
+            from pyspark import SparkFiles
+
+            root = SparkFiles.getRootDirectory()
+        except Exception:  # no SparkContext in this process: a plain script, or the driver before Spark
+            root = tempfile.gettempdir()
     path = os.path.join(root, "sparktune-cache")
     os.makedirs(path, exist_ok=True)
     return path
