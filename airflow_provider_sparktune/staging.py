@@ -208,6 +208,7 @@ class Readiness:
     message: str
     observed: list[int] | None = None
     plan: StagingPlan | None = None
+    awaiting_stability: bool = False  # everything else holds; only the size check needs another look
 
 
 def check_readiness(
@@ -244,6 +245,7 @@ def check_readiness(
             f"{uri} holds {listing.size_bytes} bytes in {len(listing.files)} data files ({what}); "
             "waiting one more poke to see the size hold",
             observed,
+            awaiting_stability=True,
         )
     plan = plan_from_listing(listing, data_format, threshold_bytes)
     return Readiness(True, f"{uri} is ready: {plan.reason}", observed, plan)

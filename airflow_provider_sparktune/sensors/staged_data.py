@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 # Reschedule mode starts a new process per poke: the size seen last time is kept in the task state store.
 OBSERVED_KEY = "sparktune.staged_data.observed"
+STABILITY_WAIT_S = 5.0
 
 
 class StagedDataSensor(BaseSensorOperator):
@@ -113,12 +114,21 @@ class StagedDataSensor(BaseSensorOperator):
     def poke(self, context: Context) -> bool | PokeReturnValue:
         conditions = self._conditions()
         readiness = self.hook.check_readiness(self.uri, previous=self._previous(context), **conditions)
+        if readiness.awaiting_stability and self._cannot_remember(context):
+            # Reschedule mode without a task state store: nothing survives to the next poke, so look
+            # twice now, a short while apart.
+            time.sleep(min(float(self.poke_interval), STABILITY_WAIT_S))
+            readiness = self.hook.check_readiness(self.uri, previous=readiness.observed, **conditions)
         if readiness.ready and readiness.plan is not None:
             self._log_plan(readiness.plan)
             return PokeReturnValue(is_done=True, xcom_value=readiness.plan.to_dict())
         self.log.info("not ready: %s", readiness.message)
         self._remember(context, readiness.observed)
         return False
+
+    def _cannot_remember(self, context: Context) -> bool:
+        """Reschedule mode starts each poke afresh; without a task state store it keeps nothing."""
+        return self.reschedule and context.get("task_state_store") is None
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:

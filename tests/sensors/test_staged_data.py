@@ -73,6 +73,19 @@ def test_poke_is_false_until_two_pokes_see_the_same_size(tmp_path: Path) -> None
 
 
 @pytest.mark.unit
+def test_reschedule_without_a_state_store_looks_twice_in_one_poke(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import airflow_provider_sparktune.sensors.staged_data as module
+
+    monkeypatch.setattr(module, "STABILITY_WAIT_S", 0.1)
+    write_dataset(tmp_path / "ds")
+    sensor = StagedDataSensor(task_id="s", uri=str(tmp_path / "ds"), mode="reschedule", data_conn_id=None)
+    done = sensor.poke({})  # type: ignore[arg-type]
+    assert done and done.xcom_value["uri"] == str(tmp_path / "ds")
+
+
+@pytest.mark.unit
 def test_bad_arguments_fail_the_poke_naming_the_field(tmp_path: Path) -> None:
     write_dataset(tmp_path / "ds")
     sensor = StagedDataSensor(
