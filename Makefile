@@ -1,4 +1,5 @@
-# Quick start: `make demo` runs the example DAG on embedded defaults, `make test` runs the suite.
+# Quick start: `make demo` runs the example DAG on embedded defaults, `make demo-nightly` the nightly
+# re-tuning example (sensor, built-in estimator objective, final model), `make test` runs the suite.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +12,7 @@ export AIRFLOW__CORE__UNIT_TEST_MODE ?= False
 export PYSPARK_PYTHON ?= $(CURDIR)/$(BIN)/python
 export MLFLOW_TRACKING_URI ?= sqlite:///$(AIRFLOW_HOME)/mlflow.db
 
-.PHONY: install demo test test-unit test-integration lint bench clean
+.PHONY: install demo demo-nightly test test-unit test-integration lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +32,10 @@ $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 demo: $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/airflow dags test example_hyperopt_spark
 	@$(BIN)/python -m airflow_provider_sparktune.summary --tracking-uri "$(MLFLOW_TRACKING_URI)" --experiment example_hyperopt_spark.tune
+
+demo-nightly: $(AIRFLOW_HOME)/airflow.db
+	$(BIN)/airflow dags test example_nightly_retune
+	@$(BIN)/python -m airflow_provider_sparktune.summary --tracking-uri "$(MLFLOW_TRACKING_URI)" --experiment example_nightly_retune.tune
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

@@ -32,6 +32,7 @@ from airflow_provider_sparktune.objective import build_trial_objective
 from airflow_provider_sparktune.resident import ResidentDispatcher
 from airflow_provider_sparktune.results import json_native
 from airflow_provider_sparktune.space import SpaceFacts, build_space, space_facts
+from airflow_provider_sparktune.staging import StagedData, StagingPlan
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +290,11 @@ def prepare_run(
     )
     space = build_space(search_space)
     facts = space_facts(search_space)
-    trial_objective = build_trial_objective(objective, data=data, objective_kwargs=objective_kwargs)
+    if isinstance(data, StagingPlan):
+        data = StagedData.open(data)
+    trial_objective = build_trial_objective(
+        objective, data=data, objective_kwargs=objective_kwargs, space=space
+    )
     suggest = _per_trial_seeded(_algorithm(spec.algo), spec.seed)
     return PreparedRun(space, facts, trial_objective, suggest, spec)
 
@@ -302,14 +307,32 @@ def execute_run(
     control: RunControl | None = None,
     on_start: Callable[[TuningSpec, SpaceFacts], None] | None = None,
 ) -> TuningResult:
-    """Run a prepared tuning on ``spark``; ``on_start`` sees the budget once "auto" is resolved."""
+    """Run a prepared tuning on ``spark``; ``on_start`` sees the budget once "auto" is resolved.
+
+    Staged data is attached first (broadcast mode loads and broadcasts it, or falls back to reload)
+    so ``on_start`` sees the final plan, and the broadcast is destroyed however the run ends.
+    """
     spec = prepared.spec.resolved(prepared.facts, task_slots=spark.sparkContext.defaultParallelism)
-    if on_start is not None:
-        on_start(spec, prepared.facts)
-    run = _Run(
-        spark, prepared.space, prepared.objective, prepared.suggest, spec, on_trial, control or RunControl()
-    )
-    return run.execute()
+    data = getattr(prepared.objective, "data", None)
+    staged = data if isinstance(data, StagedData) else None
+    try:
+        if staged is not None:
+            staged.attach(spark)
+        if on_start is not None:
+            on_start(spec, prepared.facts)
+        run = _Run(
+            spark,
+            prepared.space,
+            prepared.objective,
+            prepared.suggest,
+            spec,
+            on_trial,
+            control or RunControl(),
+        )
+        return run.execute()
+    finally:
+        if staged is not None:
+            staged.release()
 
 
 def run_tuning(
@@ -324,9 +347,10 @@ def run_tuning(
     """Tune ``objective`` over ``search_space`` with SparkTrials on ``spark`` and return the best point.
 
     ``settings`` are those of :func:`prepare_run` (max_evals, parallelism, algo, seed, timeout,
-    loss_threshold, early_stop_after, dispatcher, objective_kwargs, data). Everything that can be checked
-    without Spark is checked first. ``on_trial`` is called on the driver, off the dispatch path,
-    once per finished trial.
+    loss_threshold, early_stop_after, dispatcher, objective_kwargs, data). ``data`` may be a
+    ``StagingPlan`` or a ``StagedData``: the objective then reads ``data.value`` however the data was
+    staged. Everything that can be checked without Spark is checked first. ``on_trial`` is called on
+    the driver, off the dispatch path, once per finished trial.
     """
     prepared = prepare_run(search_space, objective, **settings)
     return execute_run(prepared, spark, on_trial=on_trial, control=control)

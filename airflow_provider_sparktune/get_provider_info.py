@@ -32,7 +32,20 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_provider_sparktune.hooks.spark_session",
                     "airflow_provider_sparktune.hooks.mlflow",
+                    "airflow_provider_sparktune.hooks.staging",
                 ],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Sparktune",
+                "python-modules": ["airflow_provider_sparktune.sensors.staged_data"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Sparktune",
+                "python-modules": ["airflow_provider_sparktune.triggers.staged_data"],
             }
         ],
         "connection-types": [
@@ -45,7 +58,21 @@ def get_provider_info() -> dict[str, Any]:
                     "relabeling": {"host": "Tracking URI", "password": "Token"},
                     "placeholders": {"host": "http://mlflow:5000", "password": "optional bearer token"},
                 },
-            }
+            },
+            {
+                "hook-class-name": "airflow_provider_sparktune.hooks.staging.DataStagingHook",
+                "hook-name": "Filesystem (fsspec)",
+                "connection-type": "fsspec",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["host", "schema", "port"],
+                    "relabeling": {"login": "Key / account / user", "password": "Secret"},
+                    "placeholders": {
+                        "login": "optional: s3 key, abfs account name, (s)ftp user",
+                        "password": "optional: s3 secret, abfs account key, (s)ftp password",
+                        "extra": '{"client_kwargs": {"endpoint_url": "https://minio:9000"}}',
+                    },
+                },
+            },
         ],
         "extra-links": ["airflow_provider_sparktune.links.MlflowRunLink"],
     }

@@ -28,12 +28,17 @@ _SPARK_DRIVER_ONLY_TYPES = ("SparkSession", "SparkContext", "DataFrame", "RDD", 
 
 
 def resolve_objective(objective: Any) -> Callable[..., Any]:
-    """A callable, or ``"package.module:function"`` imported on the driver."""
+    """A callable, ``"package.module:function"`` imported on the driver, or a built-in estimator spec."""
     if callable(objective):
         return objective
+    if isinstance(objective, Mapping):
+        from airflow_provider_sparktune.estimator import EstimatorObjective
+
+        return EstimatorObjective.from_spec(objective)
     if not isinstance(objective, str):
         raise ObjectiveError(
-            f"objective: expected 'package.module:function' or a callable, got {type(objective).__name__}"
+            f"objective: expected 'package.module:function' or a callable, got {type(objective).__name__}; "
+            'or the built-in estimator objective, {"estimator": "sklearn.ensemble....", "target": "label"}'
         )
     module_name, sep, attr_path = objective.strip().partition(":")
     if not sep or not module_name or not attr_path:
@@ -95,10 +100,21 @@ class TrialObjective:
 
 
 def build_trial_objective(
-    objective: Any, *, data: Any = None, objective_kwargs: Mapping[str, Any] | None = None
+    objective: Any,
+    *,
+    data: Any = None,
+    objective_kwargs: Mapping[str, Any] | None = None,
+    space: Any = None,
 ) -> TrialObjective:
-    """Resolve, bind and pre-flight the objective: every error here comes before any Spark job."""
+    """Resolve, bind and pre-flight the objective: every error here comes before any Spark job.
+
+    ``space`` (compiled) lets the built-in estimator objective check its hyperparameter names.
+    """
+    from airflow_provider_sparktune.estimator import EstimatorObjective
+
     fn = resolve_objective(objective)
+    if isinstance(fn, EstimatorObjective):
+        fn.check(data, space)
     if isinstance(objective_kwargs, str):
         try:
             objective_kwargs = json.loads(objective_kwargs)

@@ -32,6 +32,18 @@ def latest_parent_run(tracking_uri: str, experiment: str) -> Any:
     return next((r for r in runs if "mlflow.parentRunId" not in r.data.tags), None)
 
 
+def staging_line(params: dict[str, str]) -> str:
+    """``broadcast of /data/features (166.0 KiB)`` from the parent run's staging params, or ""."""
+    mode = params.get("staging_mode")
+    if not mode or mode == "none":
+        return ""
+    from airflow_provider_sparktune.staging import format_bytes
+
+    size = params.get("staging_size_bytes", "")
+    shown = format_bytes(int(size)) if size.isdigit() else "size unknown"
+    return f"{mode} of {params.get('staging_uri', '?')} ({shown})"
+
+
 def ui_command(tracking_uri: str) -> str:
     if is_server_uri(tracking_uri):
         return f"open {tracking_uri} in a browser"
@@ -62,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"best loss:   {run.data.metrics.get('best_loss')}  ({children} trials, MLflow run {run.info.run_id})"
     )
+    staging = staging_line(run.data.params)
+    if staging:
+        print(f"data:        {staging}")
     print(f"MLflow UI:   {ui_command(args.tracking_uri)}")
     return 0
 

@@ -141,6 +141,11 @@ class TuningTracker:
         }
         self._log_batch(self.run_id, params=params)
 
+    def log_staging(self, plan: Mapping[str, Any]) -> None:
+        """The staging plan as an artifact and its reason as a tag (params hold mode, uri and size)."""
+        self._log_batch(self.run_id, tags={"sparktune.staging_reason": plan.get("reason", "")})
+        self.client.log_dict(self.run_id, json_native(plan), "staging_plan.json")
+
     def log_trial(self, record: TrialRecord) -> str:
         """One child run per finished trial, created when it finishes, timed as the trial ran."""
         tags = {

@@ -368,3 +368,42 @@ def test_efficiency_and_overhead_are_reported(spark: Any) -> None:
     assert 0.0 <= result.efficiency <= 1.0
     assert result.trial_overhead_s >= 0.0
     assert all(r.eval_s is not None and r.eval_s >= 0 for r in result.records)
+
+
+def data_objective(params: dict[str, Any], data: Any = None) -> float:
+    return params["x"] + float(data.value["y"].mean())
+
+
+@pytest.mark.unit
+def test_a_staging_plan_becomes_the_handle_objectives_read(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from airflow_provider_sparktune.staging import StagedData, plan_dataset
+
+    pd.DataFrame({"y": [1.0, 2.0]}).to_parquet(tmp_path / "f.parquet")
+    plan = plan_dataset(str(tmp_path / "f.parquet"))
+    prepared = prepare_run(UNIT_SPACE, data_objective, data=plan, max_evals=2)
+    assert isinstance(prepared.objective.data, StagedData)
+    assert prepared.objective.data.plan == plan and prepared.objective.data.columns == ("y",)
+
+
+@pytest.mark.integration
+def test_the_broadcast_is_destroyed_even_when_the_run_fails_to_start(spark: Any, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from airflow_provider_sparktune.engine import execute_run
+    from airflow_provider_sparktune.staging import StagedData, plan_dataset
+
+    pd.DataFrame({"y": [1.0, 2.0]}).to_parquet(tmp_path / "f.parquet")
+    data = StagedData.open(plan_dataset(str(tmp_path / "f.parquet")))
+    prepared = prepare_run(UNIT_SPACE, data_objective, data=data, max_evals=2)
+    seen: list[Any] = []
+
+    def failing_start(spec: Any, facts: Any) -> None:
+        seen.append(data.broadcast)
+        raise RuntimeError("the tracking store went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        execute_run(prepared, spark, on_start=failing_start)
+    assert seen[0] is not None  # broadcast before the trials would have started
+    assert data.broadcast is None and not os.path.exists(seen[0]._path)

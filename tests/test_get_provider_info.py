@@ -10,12 +10,15 @@ def test_every_declared_module_and_class_imports() -> None:
     import importlib
 
     info = get_provider_info()
-    modules = [
-        m for section in ("operators", "hooks") for item in info[section] for m in item["python-modules"]
-    ]
+    sections = ("operators", "hooks", "sensors", "triggers")
+    modules = [m for section in sections for item in info[section] for m in item["python-modules"]]
+    assert "airflow_provider_sparktune.sensors.staged_data" in modules
+    assert "airflow_provider_sparktune.triggers.staged_data" in modules
+    assert "airflow_provider_sparktune.hooks.staging" in modules
     for module in modules:
         importlib.import_module(module)
-    for dotted in [info["extra-links"][0], info["connection-types"][0]["hook-class-name"]]:
+    hook_classes = [c["hook-class-name"] for c in info["connection-types"]]
+    for dotted in [info["extra-links"][0], *hook_classes]:
         module, _, name = dotted.rpartition(".")
         assert hasattr(importlib.import_module(module), name), dotted
 
@@ -34,3 +37,8 @@ def test_providers_manager_finds_the_provider() -> None:
     form = manager.field_behaviours["mlflow"]
     assert set(form["hidden_fields"]) == {"schema", "login", "port", "extra"}
     assert form["relabeling"] == {"host": "Tracking URI", "password": "Token"}
+    staging = manager.hooks["fsspec"]
+    assert staging is not None
+    assert staging.hook_class_name == "airflow_provider_sparktune.hooks.staging.DataStagingHook"
+    assert staging.connection_id_attribute_name == "data_conn_id"
+    assert manager.field_behaviours["fsspec"]["relabeling"]["password"] == "Secret"

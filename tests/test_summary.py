@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_sparktune.summary import main, ui_command
+from airflow_provider_sparktune.summary import main, staging_line, ui_command
 from airflow_provider_sparktune.tracking import TuningTracker
 from tests.test_tracking import record, result_of
 
@@ -35,3 +35,11 @@ def test_prints_the_best_params_of_the_latest_run(
 def test_unknown_experiment_is_an_error(mlflow_uri: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--tracking-uri", mlflow_uri, "--experiment", "nobody-tuned-this"]) == 1
     assert "no finished tuning run" in capsys.readouterr().err
+
+
+@pytest.mark.unit
+def test_staging_line_from_the_parent_params() -> None:
+    params = {"staging_mode": "reload", "staging_uri": "s3://b/features/", "staging_size_bytes": "3221225472"}
+    assert staging_line(params) == "reload of s3://b/features/ (3.0 GiB)"
+    assert staging_line({"staging_mode": "none"}) == ""
+    assert staging_line({}) == ""

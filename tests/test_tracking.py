@@ -149,3 +149,25 @@ def test_end_marks_the_parent_killed(mlflow_uri: str, experiment_name: str) -> N
     run = MlflowClient(mlflow_uri).get_run(tracker.run_id)
     assert run.info.status == "KILLED"
     assert run.data.tags["sparktune.error"] == "tuning run cancelled (killed)"
+
+
+@pytest.mark.integration
+def test_staging_plan_is_a_tag_and_an_artifact(mlflow_uri: str, experiment_name: str) -> None:
+    from mlflow import MlflowClient
+
+    tracker = TuningTracker(mlflow_uri, experiment_name)
+    tracker.start(run_name="r", tags={})
+    plan = {
+        "uri": "/d.parquet",
+        "format": "parquet",
+        "size_bytes": 10,
+        "threshold_bytes": 20,
+        "mode": "broadcast",
+        "reason": "10 B of data files is below the broadcast threshold",
+    }
+    tracker.log_staging(plan)
+    client = MlflowClient(mlflow_uri)
+    assert client.get_run(tracker.run_id).data.tags["sparktune.staging_reason"] == plan["reason"]
+    path = client.download_artifacts(tracker.run_id, "staging_plan.json")
+    with open(path) as handle:
+        assert json.load(handle) == plan

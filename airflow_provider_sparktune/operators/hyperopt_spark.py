@@ -11,12 +11,14 @@ from airflow.sdk import BaseOperator
 from airflow_provider_sparktune.exceptions import TuningCancelledError, TuningConfigError
 from airflow_provider_sparktune.hooks.mlflow import MlflowHook
 from airflow_provider_sparktune.hooks.spark_session import SparkSessionHook
+from airflow_provider_sparktune.hooks.staging import DataStagingHook
 from airflow_provider_sparktune.links import MlflowRunLink
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_provider_sparktune.engine import Progress, RunControl, TrialRecord, TuningSpec
+    from airflow_provider_sparktune.staging import StagedData, StagingPlan
     from airflow_provider_sparktune.tracking import TuningTracker
 
 _INT_FIELDS = ("max_evals", "parallelism", "seed", "early_stop_after")
@@ -43,7 +45,8 @@ class HyperoptSparkOperator(BaseOperator):
     return value (XCom) holds the best parameters, the trial counts and where the runs are.
 
     :param search_space: declarative space (dict or JSON text, templated) or a hyperopt expression.
-    :param objective: ``"package.module:function"`` or a callable ``f(params, data=None, **kwargs)``.
+    :param objective: ``"package.module:function"``, a callable ``f(params, data=None, **kwargs)``, or the
+        built-in estimator objective ``{"estimator": "sklearn.ensemble....", "target": "label", ...}``.
     :param objective_kwargs: keyword arguments for the objective (templated, must pickle).
     :param max_evals: number of trials, or ``"auto"`` (20 x ordinal + 15 x categorical breadth).
     :param parallelism: trials at once, or ``"auto"`` (2 x hyperparameters, capped by task slots and 128).
@@ -60,6 +63,12 @@ class HyperoptSparkOperator(BaseOperator):
     :param mlflow_conn_id: Airflow connection of type ``mlflow``; missing -> ``MLFLOW_TRACKING_URI`` or
         a SQLite store under AIRFLOW_HOME.
     :param mlflow_experiment: experiment name (templated); default ``"<dag_id>.<task_id>"``.
+    :param data: the training data (templated): a dataset URI (planned here) or the staging plan a
+        StagedDataSensor returned (dict or JSON text). The objective reads ``data.value``.
+    :param data_format: ``parquet``, ``csv``, ``npy`` or ``npz`` when the URI does not say (templated).
+    :param broadcast_threshold_bytes: broadcast below this size, reload at or above; default 2 GiB, or the
+        plan's own threshold when ``data`` is a plan (templated).
+    :param data_conn_id: optional connection of type ``fsspec`` with the storage credentials.
     """
 
     template_fields: Sequence[str] = (
@@ -73,8 +82,16 @@ class HyperoptSparkOperator(BaseOperator):
         "early_stop_after",
         "spark_conf",
         "mlflow_experiment",
+        "data",
+        "data_format",
+        "broadcast_threshold_bytes",
     )
-    template_fields_renderers = {"search_space": "json", "objective_kwargs": "json", "spark_conf": "json"}
+    template_fields_renderers = {
+        "search_space": "json",
+        "objective_kwargs": "json",
+        "spark_conf": "json",
+        "data": "json",
+    }
     operator_extra_links = (MlflowRunLink(),)
     ui_color = "#e8f4fd"
 
@@ -97,6 +114,10 @@ class HyperoptSparkOperator(BaseOperator):
         spark_connect_timeout: float | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         mlflow_experiment: str | None = None,
+        data: str | Mapping[str, Any] | None = None,
+        data_format: str | None = None,
+        broadcast_threshold_bytes: int | str | None = None,
+        data_conn_id: str | None = DataStagingHook.default_conn_name,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -116,7 +137,12 @@ class HyperoptSparkOperator(BaseOperator):
         self.spark_connect_timeout = spark_connect_timeout
         self.mlflow_conn_id = mlflow_conn_id
         self.mlflow_experiment = mlflow_experiment
+        self.data = data
+        self.data_format = data_format
+        self.broadcast_threshold_bytes = broadcast_threshold_bytes
+        self.data_conn_id = data_conn_id
         self._control: RunControl | None = None
+        self._staged: StagedData | None = None
 
     @cached_property
     def spark_hook(self) -> SparkSessionHook:
@@ -130,6 +156,16 @@ class HyperoptSparkOperator(BaseOperator):
     @cached_property
     def mlflow_hook(self) -> MlflowHook:
         return MlflowHook(self.mlflow_conn_id)
+
+    def _threshold_given(self) -> bool:
+        value = self.broadcast_threshold_bytes
+        return value is not None and not (isinstance(value, str) and value.strip() in ("", "None", "null"))
+
+    @cached_property
+    def staging_hook(self) -> DataStagingHook:
+        if not self._threshold_given():
+            return DataStagingHook(self.data_conn_id)
+        return DataStagingHook(self.data_conn_id, broadcast_threshold_bytes=self.broadcast_threshold_bytes)  # type: ignore[arg-type]
 
     def _settings(self) -> dict[str, Any]:
         settings: dict[str, Any] = {
@@ -153,7 +189,8 @@ class HyperoptSparkOperator(BaseOperator):
             if is_hyperopt_expression(self.search_space)
             else parse_space_spec(self.search_space)
         )
-        prepared = prepare_run(space_spec, self.objective, **self._settings())
+        self._staged = self._open_data()
+        prepared = prepare_run(space_spec, self.objective, data=self._staged, **self._settings())
         self.log.info(
             "search space: %d hyperparameters (%d ordinal, %d categorical, breadth %d)",
             prepared.facts.n_hyperparameters,
@@ -182,7 +219,8 @@ class HyperoptSparkOperator(BaseOperator):
                 raise
             finally:
                 self.spark_hook.stop()
-        value = to_xcom(result, mlflow=tracker.info)
+        staging = self._staged.plan.to_dict() if self._staged is not None else None
+        value = to_xcom(result, mlflow=tracker.info, staging=staging)
         self.log.info(
             "best loss %s after %d trials (%d ok, %d failed, %d cancelled), stopped by %s: %s",
             value["best_loss"],
@@ -234,7 +272,63 @@ class HyperoptSparkOperator(BaseOperator):
             spec.algo,
             spec.seed,
         )
-        tracker.log_spec(spec, {"staging_mode": "none"})
+        plan = self._staged.plan if self._staged is not None else None
+        if plan is None:
+            self.log.info("no data staged: the objective gets data=None")
+            tracker.log_spec(spec, {"staging_mode": "none"})
+            return
+        self.log.info(
+            "data %s (%s, %d bytes, threshold %d bytes) staged by %s: %s",
+            plan.uri,
+            plan.format,
+            plan.size_bytes,
+            plan.threshold_bytes,
+            plan.mode,
+            plan.reason,
+        )
+        tracker.log_spec(
+            spec,
+            {
+                "staging_mode": plan.mode,
+                "staging_uri": plan.uri,
+                "staging_format": plan.format,
+                "staging_size_bytes": plan.size_bytes,
+                "staging_threshold_bytes": plan.threshold_bytes,
+            },
+        )
+        tracker.log_staging(plan.to_dict())
+
+    def _open_data(self) -> StagedData | None:
+        """``data`` as a checked handle: a URI is planned here, a sensor's plan is used as it is."""
+        from airflow_provider_sparktune.staging import StagingPlan
+        from airflow_provider_sparktune.storage import normalize_uri
+
+        data = self.data
+        if isinstance(data, str):
+            data = data.strip()
+            if data in ("", "None", "null"):
+                return None
+        if data is None:
+            return None
+        if isinstance(data, str) and not data.startswith("{"):
+            plan = self.staging_hook.plan(normalize_uri(data), format=self.data_format or None)
+        else:
+            plan = self._plan_from_sensor(StagingPlan.from_value(data, "data"))
+        return self.staging_hook.open(plan)
+
+    def _plan_from_sensor(self, plan: StagingPlan) -> StagingPlan:
+        if not self._threshold_given():
+            return plan
+        threshold = self.staging_hook.threshold_bytes
+        if threshold == plan.threshold_bytes:
+            return plan
+        self.log.info(
+            "data %s: deciding again with broadcast_threshold_bytes=%d (the sensor used %d)",
+            plan.uri,
+            threshold,
+            plan.threshold_bytes,
+        )
+        return plan.with_threshold(threshold)
 
     def _report_trial(self, tracker: TuningTracker, record: TrialRecord, progress: Progress) -> None:
         if record.loss is not None:

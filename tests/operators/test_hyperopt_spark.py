@@ -220,3 +220,121 @@ def test_master_down_fails_within_the_bound(
     parent = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])[0]
     assert parent.info.status == "FAILED"
     assert "no Spark executor registered" in parent.data.tags["sparktune.error"]
+
+
+# --------------------------------------------------------------------------------------------------
+# data staging
+# --------------------------------------------------------------------------------------------------
+
+
+def mean_y(params: dict[str, Any], data: Any = None) -> float:
+    frame = data.value
+    return float((params["x"] - frame["y"].mean()) ** 2)
+
+
+def features(path: Path, rows: int = 200) -> Path:
+    import numpy as np
+    import pandas as pd
+
+    pd.DataFrame({"x": np.linspace(0, 1, rows), "y": np.full(rows, 0.25)}).to_parquet(path)
+    return path
+
+
+def parent_run(mlflow_uri: str, experiment: str) -> Any:
+    return next(r for r in runs_of(mlflow_uri, experiment) if "mlflow.parentRunId" not in r.data.tags)
+
+
+@pytest.mark.unit
+def test_data_and_threshold_are_templated() -> None:
+    assert {"data", "data_format", "broadcast_threshold_bytes"} <= set(HyperoptSparkOperator.template_fields)
+    op = HyperoptSparkOperator(
+        task_id="t", search_space=UNIT_SPACE, objective=mean_y, data="{{ ti.xcom_pull(task_ids='wait') }}"
+    )
+    assert op.data == "{{ ti.xcom_pull(task_ids='wait') }}"
+
+
+@pytest.mark.unit
+def test_missing_data_fails_before_tracking_or_spark(tmp_path: Path) -> None:
+    from airflow_provider_sparktune.exceptions import StagingError
+
+    op = HyperoptSparkOperator(
+        task_id="t", search_space=UNIT_SPACE, objective=mean_y, data=str(tmp_path / "nope.parquet")
+    )
+    with pytest.raises(StagingError, match=rf"data '{tmp_path}/nope.parquet': no such file or directory"):
+        op.execute(context())  # type: ignore[arg-type]
+
+
+@pytest.mark.unit
+def test_builtin_objective_without_data_fails_before_spark() -> None:
+    from airflow_provider_sparktune.exceptions import ObjectiveError
+
+    op = HyperoptSparkOperator(
+        task_id="t",
+        search_space={"n_estimators": {"hp": "quniform", "low": 10, "high": 20, "q": 10}},
+        objective={"estimator": "sklearn.ensemble.GradientBoostingClassifier", "target": "label"},
+    )
+    with pytest.raises(ObjectiveError, match="trains on data, and none was given; pass data="):
+        op.execute(context())  # type: ignore[arg-type]
+
+
+@pytest.mark.integration
+def test_a_uri_is_planned_and_the_plan_lands_in_xcom_mlflow_and_the_log(
+    spark: Any,
+    mlflow_uri: str,
+    experiment_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import structlog.testing
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    path = features(tmp_path / "features.parquet")
+    size = path.stat().st_size
+    op = HyperoptSparkOperator(
+        task_id="t",
+        search_space=UNIT_SPACE,
+        objective=mean_y,
+        data=str(path),
+        broadcast_threshold_bytes=str(size - 1),  # rendered templates are text
+        max_evals=3,
+        parallelism=2,
+        seed=1,
+        mlflow_experiment=experiment_name,
+    )
+    with structlog.testing.capture_logs() as task_log:
+        value = op.execute(context())  # type: ignore[arg-type]
+    assert value["staging"]["mode"] == "reload"
+    assert value["staging"]["uri"] == str(path) and value["staging"]["size_bytes"] == size
+    assert value["staging"]["threshold_bytes"] == size - 1
+    assert value["best_loss"] < 0.1
+    json.dumps(value, allow_nan=False)
+    parent = parent_run(mlflow_uri, experiment_name)
+    assert parent.data.params["staging_mode"] == "reload"
+    assert parent.data.params["staging_uri"] == str(path)
+    assert parent.data.params["staging_size_bytes"] == str(size)
+    assert "not below the broadcast threshold" in parent.data.tags["sparktune.staging_reason"]
+    assert any("staged by reload" in entry["event"] for entry in task_log)
+
+
+@pytest.mark.integration
+def test_a_sensor_plan_as_rendered_template_text_is_used_as_it_is(
+    spark: Any, mlflow_uri: str, experiment_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow_provider_sparktune.staging import plan_dataset
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    plan = plan_dataset(str(features(tmp_path / "features.parquet"))).to_dict()
+    op = HyperoptSparkOperator(
+        task_id="t",
+        search_space=UNIT_SPACE,
+        objective=mean_y,
+        data=str(plan),  # what "{{ ti.xcom_pull(task_ids='wait_for_data') }}" renders to
+        max_evals=3,
+        parallelism=2,
+        seed=1,
+        mlflow_experiment=experiment_name,
+    )
+    value = op.execute(context())  # type: ignore[arg-type]
+    assert value["staging"] == plan and plan["mode"] == "broadcast"
+    assert parent_run(mlflow_uri, experiment_name).data.params["staging_mode"] == "broadcast"
+    assert op._staged is not None and op._staged.broadcast is None  # destroyed when the run ended

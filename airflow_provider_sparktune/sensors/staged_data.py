@@ -1,0 +1,173 @@
+"""StagedDataSensor: wait until the training data is complete, then hand the tuning task its staging plan."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import AirflowSensorTimeout
+
+from airflow_provider_sparktune.exceptions import StagingError
+from airflow_provider_sparktune.hooks.staging import DataStagingHook
+from airflow_provider_sparktune.staging import (
+    BROADCAST_LIMIT_BYTES,
+    StagingPlan,
+    check_threshold,
+    parse_bytes,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+# Reschedule mode starts a new process per poke: the size seen last time is kept in the task state store.
+OBSERVED_KEY = "sparktune.staged_data.observed"
+STABILITY_WAIT_S = 5.0
+
+
+class StagedDataSensor(BaseSensorOperator):
+    """Wait until a dataset is ready, and return its staging plan (broadcast or reload) as XCom.
+
+    Ready means: the URI exists and holds data, ``success_marker`` (e.g. ``_SUCCESS``) is present
+    when given, the size is at least ``min_size_bytes``, and the size (and number of data files) did
+    not change between two pokes, so a job still writing is not mistaken for a finished one.
+
+    :param uri: dataset URI (file or directory) for any fsspec protocol (templated).
+    :param data_format: ``parquet``, ``csv``, ``npy`` or ``npz``; default from the URI (templated).
+    :param success_marker: file that marks the dataset complete, relative to the dataset directory
+        (a file's folder) or a URI of its own (templated).
+    :param min_size_bytes: wait until the data files hold at least this many bytes (templated).
+    :param broadcast_threshold_bytes: broadcast below this size, reload at or above (default 2 GiB, templated).
+    :param require_stable: wait for two pokes that see the same size (default True).
+    :param data_conn_id: optional connection of type ``fsspec`` with the storage credentials.
+    :param deferrable: wait in the triggerer instead of a worker slot.
+    """
+
+    template_fields: Sequence[str] = (
+        "uri",
+        "data_format",
+        "success_marker",
+        "min_size_bytes",
+        "broadcast_threshold_bytes",
+    )
+    ui_color = "#e8f7e4"
+
+    def __init__(
+        self,
+        *,
+        uri: str,
+        data_format: str | None = None,
+        success_marker: str | None = None,
+        min_size_bytes: int | str = 0,
+        broadcast_threshold_bytes: int | str = BROADCAST_LIMIT_BYTES,
+        require_stable: bool = True,
+        data_conn_id: str | None = DataStagingHook.default_conn_name,
+        deferrable: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.uri = uri
+        self.data_format = data_format
+        self.success_marker = success_marker
+        self.min_size_bytes = min_size_bytes
+        self.broadcast_threshold_bytes = broadcast_threshold_bytes
+        self.require_stable = require_stable
+        self.data_conn_id = data_conn_id
+        self.deferrable = deferrable
+        self._observed: list[int] | None = None
+
+    @cached_property
+    def hook(self) -> DataStagingHook:
+        return DataStagingHook(self.data_conn_id, broadcast_threshold_bytes=self._threshold())
+
+    def _threshold(self) -> int:
+        return check_threshold(self.broadcast_threshold_bytes)
+
+    def _conditions(self) -> dict[str, Any]:
+        if not self.uri or not str(self.uri).strip():
+            raise StagingError("uri: empty; pass the dataset URI (file or directory)")
+        return {
+            "data_format": self.data_format or None,
+            "success_marker": self.success_marker or None,
+            "min_size_bytes": parse_bytes(self.min_size_bytes or 0, "min_size_bytes"),
+            "require_stable": self.require_stable,
+        }
+
+    def _previous(self, context: Context) -> Any:
+        store = context.get("task_state_store") if self.reschedule else None
+        return store.get(OBSERVED_KEY) if store is not None else self._observed
+
+    def _remember(self, context: Context, observed: list[int] | None) -> None:
+        self._observed = observed
+        store = context.get("task_state_store") if self.reschedule else None
+        if store is None:
+            return
+        if observed is None:
+            store.delete(OBSERVED_KEY)
+        else:
+            value: Any = list(observed)  # JSON: [size_bytes, data files]
+            store.set(OBSERVED_KEY, value)
+
+    def poke(self, context: Context) -> bool | PokeReturnValue:
+        conditions = self._conditions()
+        readiness = self.hook.check_readiness(self.uri, previous=self._previous(context), **conditions)
+        if readiness.awaiting_stability and self._cannot_remember(context):
+            # Reschedule mode without a task state store: nothing survives to the next poke, so look
+            # twice now, a short while apart.
+            time.sleep(min(float(self.poke_interval), STABILITY_WAIT_S))
+            readiness = self.hook.check_readiness(self.uri, previous=readiness.observed, **conditions)
+        if readiness.ready and readiness.plan is not None:
+            self._log_plan(readiness.plan)
+            return PokeReturnValue(is_done=True, xcom_value=readiness.plan.to_dict())
+        self.log.info("not ready: %s", readiness.message)
+        self._remember(context, readiness.observed)
+        return False
+
+    def _cannot_remember(self, context: Context) -> bool:
+        """Reschedule mode starts each poke afresh; without a task state store it keeps nothing."""
+        return self.reschedule and context.get("task_state_store") is None
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        from airflow_provider_sparktune.triggers.staged_data import StagedDataTrigger
+
+        conditions = self._conditions()  # bad arguments fail here, not in the triggerer
+        self.defer(
+            trigger=StagedDataTrigger(
+                uri=str(self.uri),
+                broadcast_threshold_bytes=self._threshold(),
+                data_conn_id=self.data_conn_id,
+                poke_interval=float(self.poke_interval),
+                timeout_at=time.time() + float(self.timeout),
+                **conditions,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=float(self.timeout)),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger fired: the plan, or the timeout (skipped with soft_fail), or the error."""
+        event = event or {}
+        status = event.get("status")
+        if status == "success":
+            plan = StagingPlan.from_value(event.get("plan"), "event.plan")
+            self._log_plan(plan, pokes=event.get("pokes"))
+            return plan.to_dict()
+        if status == "timeout":
+            raise AirflowSensorTimeout(f"Sensor has timed out: {event.get('message')}")
+        raise StagingError(str(event.get("message") or f"the trigger sent no usable event: {event!r}"))
+
+    def _log_plan(self, plan: StagingPlan, pokes: Any = None) -> None:
+        self.log.info(
+            "dataset ready%s: %s (%s, %d bytes) -> %s: %s",
+            f" after {pokes} pokes" if pokes else "",
+            plan.uri,
+            plan.format,
+            plan.size_bytes,
+            plan.mode,
+            plan.reason,
+        )

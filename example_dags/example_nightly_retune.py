@@ -1,0 +1,144 @@
+"""Nightly re-tuning: wait for the day's training data, tune a gradient-boosting classifier, train the model.
+
+1. ``export_features`` stands in for the upstream job: it writes the day's dataset (scikit-learn's
+   breast cancer data, nothing is downloaded) as a partitioned Parquet directory and a ``_SUCCESS``
+   marker. With a real upstream, delete this task and point ``data_root`` at where it writes.
+2. ``wait_for_data`` (StagedDataSensor) waits for the marker and a stable size, then returns the
+   staging plan: broadcast below 2 GiB, reload from storage above.
+3. ``tune`` (HyperoptSparkOperator) runs the built-in estimator objective: no Python objective to
+   write, each trial cross-validates the classifier with the trial's hyperparameters.
+4. ``train_final_model`` fits the classifier on all the data with ``best_params`` and logs it to MLflow.
+
+Without connections this runs Spark ``local[*]`` and a SQLite MLflow store under AIRFLOW_HOME
+(``make demo-nightly``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOperator
+from airflow_provider_sparktune.sensors.staged_data import StagedDataSensor
+
+DEFAULT_DATA_ROOT = os.path.join(os.environ.get("AIRFLOW_HOME", "/tmp"), "sparktune-example-data")
+DATASET_URI = "{{ params.data_root }}/breast_cancer/ds={{ ds }}/"
+ESTIMATOR = "sklearn.ensemble.GradientBoostingClassifier"
+FIXED_PARAMS = {"random_state": 0}
+
+SEARCH_SPACE = {
+    "n_estimators": {"hp": "quniform", "low": 20, "high": 120, "q": 20},
+    "learning_rate": {"hp": "loguniform", "low": 0.01, "high": 0.3},
+    "max_depth": {"hp": "choice", "options": [2, 3, 4]},
+    "subsample": {"hp": "uniform", "low": 0.6, "high": 1.0},
+}
+
+
+with DAG(
+    dag_id="example_nightly_retune",
+    schedule="@daily",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["example", "sparktune"],
+    params={"data_root": Param(DEFAULT_DATA_ROOT, type="string", description="where the datasets are")},
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def export_features(params: dict[str, Any] | None = None, ds: str | None = None) -> str:
+        """The upstream job's part: the day's features as Parquet part files, then the success marker."""
+        from pathlib import Path
+
+        from sklearn.datasets import load_breast_cancer
+
+        frame = load_breast_cancer(as_frame=True).frame
+        frame.columns = [str(c).replace(" ", "_") for c in frame.columns]
+        frame = frame.rename(columns={"target": "label"})
+        folder = Path((params or {})["data_root"]) / "breast_cancer" / f"ds={ds}"
+        folder.mkdir(parents=True, exist_ok=True)
+        half = len(frame) // 2
+        frame.iloc[:half].to_parquet(folder / "part-00000.snappy.parquet", index=False)
+        frame.iloc[half:].to_parquet(folder / "part-00001.snappy.parquet", index=False)
+        (folder / "_SUCCESS").touch()  # written last: the dataset is complete
+        return str(folder)
+
+    wait_for_data = StagedDataSensor(
+        task_id="wait_for_data",
+        uri=DATASET_URI,
+        success_marker="_SUCCESS",
+        mode="reschedule",  # frees the worker slot between pokes; data may arrive hours late
+        poke_interval=5,  # seconds; a real nightly DAG would poke every few minutes
+        timeout=6 * 60 * 60,
+    )
+
+    tune = HyperoptSparkOperator(
+        task_id="tune",
+        search_space=SEARCH_SPACE,
+        objective={
+            "estimator": ESTIMATOR,
+            "target": "label",
+            "scoring": "roc_auc",
+            "cv": 3,
+            "fixed_params": FIXED_PARAMS,
+        },
+        data=wait_for_data.output,  # the plan; "{{ ti.xcom_pull(task_ids='wait_for_data') }}" works too
+        max_evals=8,
+        parallelism=2,
+        seed=7,
+    )
+
+    @task
+    def train_final_model(tuning: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+        """Fit on all the data with the best hyperparameters and log the model to MLflow."""
+        import mlflow
+        from mlflow.models import infer_signature
+        from sklearn.ensemble import GradientBoostingClassifier
+        from sklearn.metrics import roc_auc_score
+
+        from airflow_provider_sparktune.estimator import cast_whole_floats, integer_parameters
+        from airflow_provider_sparktune.hooks.mlflow import MlflowHook
+        from airflow_provider_sparktune.storage import read_dataset
+        from airflow_provider_sparktune.tracking import local_artifact_root
+
+        frame = read_dataset(plan["uri"], plan["format"])
+        features, labels = frame.drop(columns=["label"]), frame["label"]
+        params = cast_whole_floats(
+            {**FIXED_PARAMS, **tuning["best_params"]}, integer_parameters(GradientBoostingClassifier)
+        )
+        model = GradientBoostingClassifier(**params).fit(features, labels)
+        train_auc = float(roc_auc_score(labels, model.predict_proba(features)[:, 1]))
+
+        hook = MlflowHook()
+        uri = hook.get_tracking_uri()
+        with hook.credentials():
+            client = mlflow.MlflowClient(uri)
+            name = "example_nightly_retune.model"
+            experiment = client.get_experiment_by_name(name)
+            experiment_id = (
+                experiment.experiment_id
+                if experiment is not None
+                else client.create_experiment(name, artifact_location=local_artifact_root(uri))
+            )
+            mlflow.set_tracking_uri(uri)
+            with mlflow.start_run(experiment_id=experiment_id, run_name=f"final model {plan['uri']}") as run:
+                mlflow.set_tags(
+                    {"sparktune.tuning_run_id": tuning["mlflow"]["run_id"], "sparktune.data_uri": plan["uri"]}
+                )
+                mlflow.log_params(params)
+                mlflow.log_metrics({"train_roc_auc": train_auc, "cv_roc_auc": -tuning["best_loss"]})
+                mlflow.sklearn.log_model(
+                    model,
+                    name="model",
+                    signature=infer_signature(features.head(), model.predict(features.head())),
+                    pip_requirements=["scikit-learn"],
+                    skops_trusted_types=["sklearn.tree._tree.Tree"],  # our own model: its trees are trusted
+                )
+        print(f"final model: run {run.info.run_id}, cv roc_auc {-tuning['best_loss']:.4f}, params {params}")
+        return {"run_id": run.info.run_id, "model_uri": f"runs:/{run.info.run_id}/model", "params": params}
+
+    export_features() >> wait_for_data
+    train_final_model(tune.output, wait_for_data.output)

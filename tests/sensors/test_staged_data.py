@@ -1,0 +1,170 @@
+"""StagedDataSensor through real dag.test() runs: poke, reschedule, deferrable, timeouts, soft_fail."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airflow_provider_sparktune.exceptions import StagingError
+from airflow_provider_sparktune.sensors.staged_data import StagedDataSensor
+from tests.operators.test_hyperopt_spark import xcom_values
+
+TEST_DAGS = Path(__file__).resolve().parents[1] / "dags"
+
+
+def write_dataset(root: Path, marker: bool = True, rows: int = 200) -> int:
+    root.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"x": np.arange(float(rows)), "label": np.arange(rows) % 2}).to_parquet(
+        root / "part-0.parquet"
+    )
+    if marker:
+        (root / "_SUCCESS").touch()
+    return (root / "part-0.parquet").stat().st_size
+
+
+def write_later(root: Path, delay: float, marker: bool = True) -> threading.Thread:
+    thread = threading.Thread(target=lambda: (time.sleep(delay), write_dataset(root, marker)), daemon=True)
+    thread.start()
+    return thread
+
+
+def run(dag_id: str, **conf: Any) -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(TEST_DAGS / "staged_data_sensors.py")).get_dag(dag_id)
+    return dag.test(run_conf=conf)
+
+
+def state_of(dag_run: Any) -> str:
+    return str(dag_run.get_task_instance("wait_for_data").state)
+
+
+# --------------------------------------------------------------------------------------------------
+# without a database
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+def test_template_fields_and_no_io_in_the_constructor() -> None:
+    sensor = StagedDataSensor(task_id="s", uri="s3://bucket/{{ ds }}/", min_size_bytes="{{ params.min }}")
+    assert {"uri", "data_format", "success_marker", "min_size_bytes", "broadcast_threshold_bytes"} <= set(
+        StagedDataSensor.template_fields
+    )
+    assert sensor.uri == "s3://bucket/{{ ds }}/"
+
+
+@pytest.mark.unit
+def test_poke_is_false_until_two_pokes_see_the_same_size(tmp_path: Path) -> None:
+    sensor = StagedDataSensor(
+        task_id="s", uri=str(tmp_path / "ds"), success_marker="_SUCCESS", data_conn_id=None
+    )
+    context: Any = {}
+    assert not sensor.poke(context)
+    size = write_dataset(tmp_path / "ds")
+    assert not sensor.poke(context)  # first sight
+    done = sensor.poke(context)
+    assert done and done.xcom_value["size_bytes"] == size and done.xcom_value["mode"] == "broadcast"
+
+
+@pytest.mark.unit
+def test_reschedule_without_a_state_store_looks_twice_in_one_poke(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import airflow_provider_sparktune.sensors.staged_data as module
+
+    monkeypatch.setattr(module, "STABILITY_WAIT_S", 0.1)
+    write_dataset(tmp_path / "ds")
+    sensor = StagedDataSensor(task_id="s", uri=str(tmp_path / "ds"), mode="reschedule", data_conn_id=None)
+    done = sensor.poke({})  # type: ignore[arg-type]
+    assert done and done.xcom_value["uri"] == str(tmp_path / "ds")
+
+
+@pytest.mark.unit
+def test_bad_arguments_fail_the_poke_naming_the_field(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "ds")
+    sensor = StagedDataSensor(
+        task_id="s", uri=str(tmp_path / "ds"), min_size_bytes="a lot", data_conn_id=None
+    )
+    with pytest.raises(StagingError, match="min_size_bytes: 'a lot' is not a number of bytes"):
+        sensor.poke({})  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------------
+# dag.test() runs
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_dataset_that_appears_after_a_few_pokes(airflow_db: Any, tmp_path: Path) -> None:
+    root = tmp_path / "features"
+    writer = write_later(root, delay=2.0)
+    started = time.monotonic()
+    dag_run = run("staged_data_poke", uri=str(root), marker="_SUCCESS")
+    writer.join()
+    assert dag_run.state == "success"
+    assert time.monotonic() - started >= 2.0
+    assert dag_run.get_task_instance("wait_for_data").trigger_id is None  # poke mode held its slot
+    plan = xcom_values(dag_run.run_id, "wait_for_data")["return_value"]
+    assert plan["uri"] == str(root) and plan["format"] == "parquet" and plan["mode"] == "broadcast"
+    assert plan["size_bytes"] == (root / "part-0.parquet").stat().st_size
+
+
+@pytest.mark.integration
+def test_data_without_its_success_marker_is_not_ready(airflow_db: Any, tmp_path: Path) -> None:
+    root = tmp_path / "features"
+    write_dataset(root, marker=False)
+    dag_run = run("staged_data_timeout", uri=str(root), marker="_SUCCESS")
+    assert dag_run.state == "failed" and state_of(dag_run) == "failed"
+    (root / "_SUCCESS").touch()
+    dag_run = run("staged_data_poke", uri=str(root), marker="_SUCCESS")
+    assert dag_run.state == "success"
+
+
+@pytest.mark.integration
+def test_timeout_fails_and_soft_fail_skips(airflow_db: Any, tmp_path: Path) -> None:
+    missing = str(tmp_path / "never")
+    failed = run("staged_data_timeout", uri=missing)
+    assert failed.state == "failed" and state_of(failed) == "failed"
+    skipped = run("staged_data_soft_fail", uri=missing)
+    assert skipped.state == "success" and state_of(skipped) == "skipped"
+    assert "return_value" not in xcom_values(skipped.run_id, "wait_for_data")
+
+
+@pytest.mark.integration
+def test_reschedule_mode_keeps_the_last_size_between_pokes(airflow_db: Any, tmp_path: Path) -> None:
+    from airflow.models.taskreschedule import TaskReschedule
+    from airflow.utils.session import create_session
+
+    root = tmp_path / "features"
+    size = write_dataset(root)
+    dag_run = run("staged_data_reschedule", uri=str(root), marker="_SUCCESS")
+    assert dag_run.state == "success"
+    ti = dag_run.get_task_instance("wait_for_data")
+    with create_session() as session:
+        reschedules = session.query(TaskReschedule).filter(TaskReschedule.ti_id == ti.id).count()
+    assert reschedules >= 1  # first sight freed the slot; the stored size let the next poke finish
+    assert xcom_values(dag_run.run_id, "wait_for_data")["return_value"]["size_bytes"] == size
+
+
+@pytest.mark.integration
+def test_deferrable_waits_in_the_trigger(airflow_db: Any, tmp_path: Path) -> None:
+    root = tmp_path / "features"
+    writer = write_later(root, delay=1.5)
+    dag_run = run("staged_data_deferrable", uri=str(root), marker="_SUCCESS")
+    writer.join()
+    assert dag_run.state == "success"
+    assert dag_run.get_task_instance("wait_for_data").trigger_id is not None  # it did defer
+    plan = xcom_values(dag_run.run_id, "wait_for_data")["return_value"]
+    assert plan["uri"] == str(root) and plan["mode"] == "broadcast"
+
+
+@pytest.mark.integration
+def test_deferrable_timeout_with_soft_fail_skips(airflow_db: Any, tmp_path: Path) -> None:
+    dag_run = run("staged_data_deferrable_soft_fail", uri=str(tmp_path / "never"))
+    assert state_of(dag_run) == "skipped"

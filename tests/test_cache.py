@@ -1,0 +1,96 @@
+"""Reload cache: one storage read per executor host, shared by processes, renewed when the data changes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airflow_provider_sparktune import cache
+from airflow_provider_sparktune.exceptions import StagingError
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    root = tmp_path / "executor-local"
+    monkeypatch.setenv(cache.CACHE_DIR_ENV, str(root))
+    cache.clear_memory()
+    yield root
+    cache.clear_memory()
+
+
+def write(path: Path, value: float) -> Path:
+    pd.DataFrame({"y": np.full(100, value)}).to_parquet(path)
+    return path
+
+
+def test_a_worker_that_runs_several_trials_reads_once(cache_root: Path, tmp_path: Path) -> None:
+    uri = str(write(tmp_path / "f.parquet", 1.0))
+    frames = [cache.load(uri, "parquet") for _ in range(5)]
+    assert cache.read_count(uri) == 1
+    assert all(f is frames[0] for f in frames)  # served from this process's memory
+
+
+def test_a_fresh_worker_maps_the_local_copy_instead_of_reading_storage(
+    cache_root: Path, tmp_path: Path
+) -> None:
+    uri = str(write(tmp_path / "f.parquet", 2.0))
+    first = cache.load(uri, "parquet")
+    cache.clear_memory()  # what a new Python worker starts with
+    second = cache.load(uri, "parquet")
+    assert second is not first and second.equals(first)
+    assert cache.read_count(uri) == 1
+    assert len(list((cache_root / "sparktune-cache").glob("*.arrow"))) == 1
+
+
+def test_changed_data_is_read_again_and_the_old_copy_dropped(cache_root: Path, tmp_path: Path) -> None:
+    path = write(tmp_path / "f.parquet", 3.0)
+    assert cache.load(str(path), "parquet")["y"].iloc[0] == 3.0
+    write(path, 4.0)
+    os.utime(path, (time.time() + 10, time.time() + 10))
+    assert cache.load(str(path), "parquet")["y"].iloc[0] == 4.0
+    assert cache.read_count(str(path)) == 2
+    assert len(list((cache_root / "sparktune-cache").glob("*.arrow"))) == 1
+
+
+def test_numpy_copy_is_copy_on_write(cache_root: Path, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.arange(10.0))
+    uri = str(tmp_path / "x.npy")
+    cache.load(uri, "npy")
+    cache.clear_memory()
+    mapped = cache.load(uri, "npy")
+    mapped[0] = 99.0  # a trial scribbling on its data must not change the next trial's
+    cache.clear_memory()
+    assert cache.load(uri, "npy")[0] == 0.0
+    assert cache.read_count(uri) == 1
+
+
+def test_concurrent_first_trials_wait_for_one_read(cache_root: Path, tmp_path: Path) -> None:
+    uri = str(write(tmp_path / "f.parquet", 5.0))
+    code = (
+        "import sys; from airflow_provider_sparktune import cache; "
+        "print(cache.load(sys.argv[1], 'parquet')['y'].iloc[0])"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, uri], stdout=subprocess.PIPE, text=True, env={**os.environ}
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert outputs == ["5.0"] * 3
+    assert cache.read_count(uri) == 1
+
+
+def test_data_gone_since_planning_is_a_clear_error(cache_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(StagingError, match=rf"data '{tmp_path}/gone.parquet': no such file or directory"):
+        cache.load(str(tmp_path / "gone.parquet"), "parquet")

@@ -1,0 +1,305 @@
+"""The broadcast-or-reload plan, sensor readiness, and both staging modes end to end on local Spark."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from pyspark import cloudpickle
+
+from airflow_provider_sparktune.engine import execute_run, prepare_run
+from airflow_provider_sparktune.exceptions import StagingError
+from airflow_provider_sparktune.staging import (
+    BROADCAST_LIMIT_BYTES,
+    StagedData,
+    StagingPlan,
+    check_readiness,
+    decide,
+    format_bytes,
+    parse_bytes,
+    plan_dataset,
+    serialized_size,
+)
+
+SPACE = {"a": {"hp": "uniform", "low": 0, "high": 6}}
+GIB = 1024**3
+
+
+def write_features(path: Path, rows: int = 400, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    pd.DataFrame({"x": rng.normal(size=rows), "y": rng.normal(loc=3.0, size=rows)}).to_parquet(path)
+    return path
+
+
+def sparse_file(path: Path, size: int) -> Path:
+    """A file that says ``size`` bytes but occupies (almost) no disk."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def mean_objective(params: dict[str, Any], data: Any = None) -> dict[str, Any]:
+    """Loss depends on the data; metrics say how the data arrived and in which process."""
+    from airflow_provider_sparktune.cache import read_count
+
+    frame = data.value
+    return {
+        "loss": float((params["a"] - frame["y"].mean()) ** 2),
+        "metrics": {
+            "rows": len(frame),
+            "pid": os.getpid(),
+            "via_broadcast": int(data.broadcast is not None),
+            "storage_reads": read_count(data.plan.uri),
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# pure logic
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (2147483648, 2 * GIB),
+        ("2147483648", 2 * GIB),
+        ("2GiB", 2 * GIB),
+        ("2 GiB", 2 * GIB),
+        ("512MiB", 512 * 1024**2),
+        ("1.5GB", 1_500_000_000),
+        ("10kb", 10_000),
+        (0, 0),
+    ],
+)
+def test_parse_bytes(value: Any, expected: int) -> None:
+    assert parse_bytes(value) == expected
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("value", ["two gigs", "2 parsecs", "-5", True, float("nan")])
+def test_parse_bytes_rejects_non_sizes_naming_the_field(value: Any) -> None:
+    with pytest.raises(StagingError, match="broadcast_threshold_bytes: "):
+        parse_bytes(value)
+
+
+@pytest.mark.unit
+def test_decision_is_broadcast_strictly_below_the_threshold() -> None:
+    assert decide(BROADCAST_LIMIT_BYTES - 1, BROADCAST_LIMIT_BYTES)[0] == "broadcast"
+    mode, reason = decide(BROADCAST_LIMIT_BYTES, BROADCAST_LIMIT_BYTES)
+    assert mode == "reload"
+    assert "2.0 GiB" in reason and "once per executor" in reason
+    assert format_bytes(1536) == "1.5 KiB"
+
+
+@pytest.mark.unit
+def test_plan_travels_as_json_and_as_rendered_template_text(tmp_path: Path) -> None:
+    plan = plan_dataset(str(write_features(tmp_path / "f.parquet")))
+    as_dict = plan.to_dict()
+    assert set(as_dict) == {"uri", "format", "size_bytes", "threshold_bytes", "mode", "reason"}
+    assert json.loads(json.dumps(as_dict)) == as_dict
+    assert StagingPlan.from_value(as_dict) == plan
+    assert StagingPlan.from_value(plan.to_json()) == plan
+    assert StagingPlan.from_value(str(as_dict)) == plan  # what "{{ ti.xcom_pull(...) }}" renders to
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("{not json", "data: '{not json' is neither a dataset URI nor a staging plan"),
+        (
+            {"uri": "/x.parquet"},
+            "data: the staging plan lacks ['format', 'size_bytes', 'threshold_bytes', 'mode']",
+        ),
+        (
+            {"uri": "/x", "format": "parquet", "size_bytes": 1, "threshold_bytes": 2, "mode": "teleport"},
+            "data.mode: 'teleport' is not one of broadcast, reload",
+        ),
+        (42, "data: expected a dataset URI or a staging plan (dict), got int"),
+    ],
+)
+def test_bad_plans_name_the_field(value: Any, fragment: str) -> None:
+    with pytest.raises(StagingError) as exc:
+        StagingPlan.from_value(value)
+    assert fragment in str(exc.value)
+
+
+@pytest.mark.unit
+def test_threshold_below_the_size_forces_reload(tmp_path: Path) -> None:
+    path = write_features(tmp_path / "f.parquet")
+    size = path.stat().st_size
+    assert plan_dataset(str(path)).mode == "broadcast"
+    plan = plan_dataset(str(path), threshold_bytes=size - 1)
+    assert (plan.mode, plan.size_bytes, plan.threshold_bytes) == ("reload", size, size - 1)
+    assert plan.with_threshold(size + 1).mode == "broadcast"
+
+
+@pytest.mark.unit
+def test_a_file_above_2_gib_is_planned_reload_without_reading_it(tmp_path: Path) -> None:
+    path = sparse_file(tmp_path / "huge.parquet", 3 * GIB)  # zeros: reading it as Parquet would fail
+    assert path.stat().st_blocks * 512 < 1024**2  # the test did not write 3 GiB
+    started = time.monotonic()
+    plan = plan_dataset(str(path))
+    assert time.monotonic() - started < 5
+    assert (plan.mode, plan.size_bytes, plan.threshold_bytes) == ("reload", 3 * GIB, BROADCAST_LIMIT_BYTES)
+    assert "3.0 GiB" in plan.reason
+
+
+@pytest.mark.unit
+def test_a_directory_of_parts_adds_up_above_2_gib(tmp_path: Path) -> None:
+    root = tmp_path / "spark-output"
+    root.mkdir()
+    for i in range(3):  # 3 x 800 MiB = 2.34 GiB, each part far below the limit on its own
+        sparse_file(root / f"part-{i:05d}.snappy.parquet", 800 * 1024**2)
+    (root / "_SUCCESS").touch()
+    plan = plan_dataset(str(root))
+    assert (plan.format, plan.mode, plan.size_bytes) == ("parquet", "reload", 3 * 800 * 1024**2)
+
+
+@pytest.mark.unit
+def test_missing_and_empty_datasets_name_the_uri_and_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(
+        StagingError, match=rf"data '{tmp_path}/nope.parquet': no such file or directory; check"
+    ):
+        plan_dataset(str(tmp_path / "nope.parquet"))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "_SUCCESS").touch()
+    with pytest.raises(StagingError, match=rf"data '{tmp_path}/empty': the directory holds no data files"):
+        plan_dataset(str(tmp_path / "empty"))
+    (tmp_path / "zero.parquet").touch()
+    with pytest.raises(StagingError, match=r"the dataset is empty \(0 bytes\)"):
+        plan_dataset(str(tmp_path / "zero.parquet"))
+
+
+@pytest.mark.unit
+def test_readiness_exists_then_marker_then_stable_size(tmp_path: Path) -> None:
+    root = tmp_path / "out"
+    check = {"success_marker": "_SUCCESS", "min_size_bytes": 100}
+    first = check_readiness(str(root), **check)
+    assert not first.ready and "does not exist yet" in first.message
+    root.mkdir()
+    assert "holds no data yet" in check_readiness(str(root), success_marker=None).message
+    write_features(root / "part-0.parquet")
+    assert "waiting for its success marker '_SUCCESS'" in check_readiness(str(root), **check).message
+    (root / "_SUCCESS").touch()
+    seen = check_readiness(str(root), **check)
+    assert not seen.ready and "first sight" in seen.message and seen.observed is not None
+    write_features(root / "part-1.parquet", seed=1)  # still being written
+    grown = check_readiness(str(root), previous=seen.observed, **check)
+    assert not grown.ready and f"was {seen.observed[0]} bytes" in grown.message
+    ready = check_readiness(str(root), previous=grown.observed, **check)
+    assert ready.ready and ready.plan is not None
+    assert ready.plan.size_bytes == grown.observed[0]  # type: ignore[index]
+    too_small = check_readiness(
+        str(root), previous=grown.observed, success_marker="_SUCCESS", min_size_bytes=10**9
+    )
+    assert not too_small.ready and "waiting for at least" in too_small.message
+
+
+@pytest.mark.unit
+def test_serialized_size_stops_at_the_limit() -> None:
+    frame = pd.DataFrame({"z": np.zeros(100_000)})
+    size = serialized_size(frame, 10**9)
+    assert size is not None and size > 800_000
+    assert serialized_size(frame, 1000) is None
+
+
+@pytest.mark.unit
+def test_handle_pickles_and_never_shows_credentials(tmp_path: Path) -> None:
+    plan = plan_dataset(str(write_features(tmp_path / "f.parquet")))
+    data = StagedData.open(plan, {"secret": "hunter2"})
+    assert data.columns == ("x", "y") and data.rows == 400
+    assert "hunter2" not in repr(data)
+    copy = cloudpickle.loads(cloudpickle.dumps(data))
+    assert copy.plan == plan and copy.broadcast is None
+
+
+# --------------------------------------------------------------------------------------------------
+# both modes on a real local Spark session
+# --------------------------------------------------------------------------------------------------
+
+
+def run_mode(spark: Any, data: StagedData, seen: dict[str, Any]) -> Any:
+    prepared = prepare_run(SPACE, mean_objective, data=data, max_evals=6, parallelism=2, seed=11)
+
+    def on_start(spec: Any, facts: Any) -> None:
+        seen["broadcast"] = data.broadcast
+        seen["plan_at_start"] = data.plan
+
+    return execute_run(prepared, spark, on_start=on_start)
+
+
+@pytest.fixture(scope="module")
+def both_modes(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The same objective, data and seed, once broadcast and once reloaded (threshold below the size)."""
+    path = write_features(tmp_path_factory.mktemp("staging") / "features.parquet")
+    runs: dict[str, Any] = {}
+    for mode, threshold in (("broadcast", BROADCAST_LIMIT_BYTES), ("reload", path.stat().st_size // 2)):
+        data = StagedData.open(plan_dataset(str(path), threshold_bytes=threshold))
+        seen: dict[str, Any] = {}
+        result = run_mode(spark, data, seen)
+        runs[mode] = {"data": data, "result": result, **seen}
+    return runs
+
+
+@pytest.mark.integration
+def test_both_modes_give_the_same_results_for_the_same_seed(both_modes: dict[str, Any]) -> None:
+    broadcast, reload = both_modes["broadcast"], both_modes["reload"]
+    assert broadcast["data"].plan.mode == "broadcast" and reload["data"].plan.mode == "reload"
+    losses = {mode: [(r.tid, r.loss) for r in run["result"].records] for mode, run in both_modes.items()}
+    assert len(losses["broadcast"]) == 6
+    assert losses["broadcast"] == losses["reload"]
+    assert broadcast["result"].best_params == reload["result"].best_params
+    for mode, run in both_modes.items():
+        assert all(r.metrics["rows"] == 400 for r in run["result"].records), mode
+    assert {r.metrics["via_broadcast"] for r in broadcast["result"].records} == {1.0}
+    assert {r.metrics["via_broadcast"] for r in reload["result"].records} == {0.0}
+
+
+@pytest.mark.integration
+def test_the_broadcast_is_destroyed_when_the_run_ends(both_modes: dict[str, Any]) -> None:
+    broadcast = both_modes["broadcast"]["broadcast"]
+    assert broadcast is not None  # it existed while the trials ran
+    assert both_modes["broadcast"]["data"].broadcast is None
+    assert not os.path.exists(broadcast._path)  # destroy() removes the driver's copy
+    assert both_modes["reload"]["broadcast"] is None
+
+
+@pytest.mark.integration
+def test_reload_reads_storage_once_for_all_trials_of_the_executor(both_modes: dict[str, Any]) -> None:
+    from airflow_provider_sparktune.cache import read_count
+
+    reload = both_modes["reload"]
+    records = reload["result"].records
+    pids = {r.metrics["pid"] for r in records}
+    assert (
+        len(pids) > 1
+    )  # SparkTrials gives trials fresh Python workers: a per-process cache alone would not do
+    assert read_count(reload["data"].plan.uri) == 1  # observed by the executors' own counter file
+    assert max(r.metrics["storage_reads"] for r in records) == 1
+    assert read_count(both_modes["broadcast"]["data"].plan.uri) == 1  # same file: broadcast added no read
+
+
+@pytest.mark.integration
+def test_compressed_data_that_serializes_past_the_limit_falls_back_to_reload(
+    spark: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "zeros.parquet"
+    pd.DataFrame({"z": np.zeros(200_000)}).to_parquet(path)  # a few KiB on disk, 1.6 MB in memory
+    threshold = 200_000
+    data = StagedData.open(plan_dataset(str(path), threshold_bytes=threshold))
+    assert data.plan.mode == "broadcast" and data.plan.size_bytes < threshold
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_sparktune.staging"):
+        plan = data.attach(spark)
+    assert plan.mode == "reload" and data.plan is plan and data.broadcast is None
+    assert "serializes to more than" in plan.reason and "fell back to reload" in plan.reason
+    assert any("fell back to reload" in r.getMessage() for r in caplog.records)

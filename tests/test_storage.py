@@ -1,0 +1,264 @@
+"""Datasets behind URIs through fsspec: listing, size, format, cheap inspection and reading (no Spark)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from airflow_provider_sparktune.exceptions import SparktuneError, StagingError
+from airflow_provider_sparktune.storage import (
+    detect_format,
+    inspect_dataset,
+    is_data_file,
+    list_dataset,
+    marker_exists,
+    normalize_uri,
+    open_fs,
+    read_dataset,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def frame(rows: int = 50, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"x": rng.normal(size=rows), "label": rng.integers(0, 2, size=rows)})
+
+
+def spark_style_dir(root: Path, parts: int = 2, rows: int = 40) -> Path:
+    """A directory as Spark writes it: part files, a _SUCCESS marker, .crc files, a _temporary folder."""
+    root.mkdir(parents=True)
+    for i in range(parts):
+        frame(rows, seed=i).to_parquet(root / f"part-{i:05d}-abc.snappy.parquet", index=False)
+        (root / f".part-{i:05d}-abc.snappy.parquet.crc").write_bytes(b"crc" * 10)
+    (root / "_SUCCESS").touch()
+    (root / "_temporary" / "0").mkdir(parents=True)
+    (root / "_temporary" / "0" / "part-99.parquet").write_bytes(b"x" * 1000)
+    return root
+
+
+# --------------------------------------------------------------------------------------------------
+# listing and size
+# --------------------------------------------------------------------------------------------------
+
+
+def test_a_file_counts_its_own_size(tmp_path: Path) -> None:
+    path = tmp_path / "d.parquet"
+    frame().to_parquet(path)
+    listing = list_dataset(str(path))
+    assert listing is not None
+    assert listing.size_bytes == path.stat().st_size
+    assert listing.files == (str(path),) and not listing.is_dir
+
+
+def test_a_directory_counts_only_its_data_files(tmp_path: Path) -> None:
+    root = spark_style_dir(tmp_path / "out")
+    listing = list_dataset(f"file://{root}")
+    assert listing is not None and listing.is_dir
+    parts = sorted(root.glob("part-*.parquet"))
+    assert [Path(f).name for f in listing.files] == [p.name for p in parts]
+    assert listing.size_bytes == sum(p.stat().st_size for p in parts)
+
+
+@pytest.mark.parametrize(
+    ("relative", "is_data"),
+    [
+        ("part-0.parquet", True),
+        ("year=2026/part-0.parquet", True),
+        ("_SUCCESS", False),
+        (".part-0.parquet.crc", False),
+        ("_temporary/0/part-0.parquet", False),
+        ("year=2026/_committed_123", False),
+    ],
+)
+def test_bookkeeping_files_are_not_data(relative: str, is_data: bool) -> None:
+    assert is_data_file(relative) is is_data
+
+
+def test_missing_path_lists_as_none(tmp_path: Path) -> None:
+    assert list_dataset(str(tmp_path / "nope.parquet")) is None
+
+
+def test_fingerprint_changes_when_a_file_is_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "d.parquet"
+    frame(seed=1).to_parquet(path)
+    first = list_dataset(str(path))
+    assert first is not None and first == list_dataset(str(path))
+    frame(seed=1).to_parquet(path)
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    second = list_dataset(str(path))
+    assert second is not None and second.fingerprint != first.fingerprint
+
+
+def test_memory_protocol_works_like_any_fsspec_filesystem() -> None:
+    fs, path = open_fs("memory://sparktune-tests/d.csv")
+    with fs.open(path, "wb") as f:
+        f.write(b"x,label\n1.0,0\n2.0,1\n")
+    listing = list_dataset("memory://sparktune-tests/d.csv")
+    assert listing is not None and listing.size_bytes == len(b"x,label\n1.0,0\n2.0,1\n")
+    assert read_dataset("memory://sparktune-tests/d.csv", "csv")["label"].tolist() == [0, 1]
+
+
+def test_relative_local_paths_become_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert normalize_uri("data/d.parquet") == str(tmp_path / "data" / "d.parquet")
+    assert normalize_uri("s3://bucket/key.parquet") == "s3://bucket/key.parquet"
+    assert normalize_uri("/abs/d.parquet") == "/abs/d.parquet"
+
+
+# --------------------------------------------------------------------------------------------------
+# protocols that cannot be opened
+# --------------------------------------------------------------------------------------------------
+
+
+def test_unknown_protocol_names_the_uri_and_the_fix() -> None:
+    with pytest.raises(StagingError) as exc:
+        list_dataset("nosuchfs://bucket/features.parquet")
+    message = str(exc.value)
+    assert "data 'nosuchfs://bucket/features.parquet': unknown protocol 'nosuchfs'" in message
+    assert "fsspec.available_protocols()" in message
+    assert isinstance(exc.value, SparktuneError)
+
+
+def test_protocol_whose_filesystem_is_not_installed_says_what_to_install() -> None:
+    pytest.importorskip("fsspec")
+    try:
+        import s3fs  # noqa: F401
+
+        pytest.skip("s3fs is installed here")
+    except ImportError:
+        pass
+    with pytest.raises(
+        StagingError, match=r"data 's3://bucket/f.parquet': the fsspec filesystem for 's3'.*install"
+    ):
+        list_dataset("s3://bucket/f.parquet")
+
+
+# --------------------------------------------------------------------------------------------------
+# success marker
+# --------------------------------------------------------------------------------------------------
+
+
+def test_marker_is_relative_to_the_dataset_directory_or_a_files_folder(tmp_path: Path) -> None:
+    root = spark_style_dir(tmp_path / "out")
+    assert marker_exists(str(root), "_SUCCESS")
+    assert not marker_exists(str(root), "_DONE")
+    single = tmp_path / "single.parquet"
+    frame().to_parquet(single)
+    assert not marker_exists(str(single), "single.done")
+    (tmp_path / "single.done").touch()
+    assert marker_exists(str(single), "single.done")
+    assert marker_exists(str(single), str(tmp_path / "single.done"))
+
+
+# --------------------------------------------------------------------------------------------------
+# format
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "fmt"),
+    [
+        ("s3://b/features.parquet", "parquet"),
+        ("/data/f.PQ", "parquet"),
+        ("gs://b/f.csv", "csv"),
+        ("/data/f.csv.gz", "csv"),
+        ("/data/x.npy", "npy"),
+        ("/data/xy.npz", "npz"),
+    ],
+)
+def test_format_from_the_uri(uri: str, fmt: str) -> None:
+    assert detect_format(uri) == fmt
+
+
+def test_format_of_a_directory_from_its_data_files(tmp_path: Path) -> None:
+    root = spark_style_dir(tmp_path / "out")
+    listing = list_dataset(str(root))
+    assert detect_format(str(root), listing) == "parquet"
+
+
+def test_given_format_wins_and_is_checked() -> None:
+    assert detect_format("/data/features.bin", given="Parquet") == "parquet"
+    with pytest.raises(
+        StagingError, match=r"data_format: 'json' is not supported for '/data/f.json'; use one of"
+    ):
+        detect_format("/data/f.json", given="json")
+
+
+def test_unknown_format_names_the_uri_and_the_fix() -> None:
+    with pytest.raises(StagingError) as exc:
+        detect_format("/data/features.json")
+    assert "data '/data/features.json': unknown format" in str(exc.value)
+    assert "pass data_format (parquet, csv, npy or npz)" in str(exc.value)
+
+
+def test_directory_with_mixed_formats_asks_for_the_format(tmp_path: Path) -> None:
+    (tmp_path / "mixed").mkdir()
+    frame().to_parquet(tmp_path / "mixed" / "a.parquet")
+    frame().to_csv(tmp_path / "mixed" / "b.csv")
+    with pytest.raises(StagingError, match="mix formats"):
+        detect_format(str(tmp_path / "mixed"), list_dataset(str(tmp_path / "mixed")))
+
+
+# --------------------------------------------------------------------------------------------------
+# inspect (cheap) and read
+# --------------------------------------------------------------------------------------------------
+
+
+def test_parquet_directory_with_hive_partitions(tmp_path: Path) -> None:
+    for day in ("2026-01-01", "2026-01-02"):
+        (tmp_path / "ds" / f"day={day}").mkdir(parents=True)
+        frame(30).to_parquet(tmp_path / "ds" / f"day={day}" / "part-0.parquet", index=False)
+    info = inspect_dataset(str(tmp_path / "ds"), "parquet")
+    assert info.rows == 60 and set(info.columns or ()) == {"x", "label", "day"}
+    value = read_dataset(str(tmp_path / "ds"), "parquet")
+    assert isinstance(value, pd.DataFrame) and len(value) == 60
+
+
+def test_csv_numpy_and_npz(tmp_path: Path) -> None:
+    frame(20).to_csv(tmp_path / "d.csv", index=False)
+    with gzip.open(tmp_path / "d.csv.gz", "wt") as f:
+        frame(20).to_csv(f, index=False)
+    np.save(tmp_path / "x.npy", np.arange(12.0).reshape(4, 3))
+    np.savez(tmp_path / "xy.npz", X=np.ones((5, 2)), y=np.zeros(5))
+    assert inspect_dataset(str(tmp_path / "d.csv"), "csv").columns == ("x", "label")
+    assert read_dataset(str(tmp_path / "d.csv.gz"), "csv").shape == (20, 2)
+    assert inspect_dataset(str(tmp_path / "x.npy"), "npy").rows == 4
+    assert read_dataset(str(tmp_path / "x.npy"), "npy").shape == (4, 3)
+    assert inspect_dataset(str(tmp_path / "xy.npz"), "npz").columns == ("X", "y")
+    assert set(read_dataset(str(tmp_path / "xy.npz"), "npz")) == {"X", "y"}
+
+
+def test_corrupt_parquet_fails_on_inspection_naming_the_uri_and_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "broken.parquet"
+    frame().to_parquet(path)
+    path.write_bytes(path.read_bytes()[:-40])  # truncated: the footer is gone, as a killed writer leaves it
+    for check in (inspect_dataset, read_dataset):
+        with pytest.raises(StagingError) as exc:
+            check(str(path), "parquet")
+        message = str(exc.value)
+        assert f"data '{path}': cannot read it as parquet" in message
+        assert "success_marker" in message and "not corrupt" in message
+
+
+def test_parquet_with_no_rows_is_an_empty_dataset(tmp_path: Path) -> None:
+    path = tmp_path / "empty.parquet"
+    frame().iloc[:0].to_parquet(path)
+    with pytest.raises(
+        StagingError, match=rf"data '{path}': the dataset is empty \(0 rows\).*min_size_bytes"
+    ):
+        inspect_dataset(str(path), "parquet")
+
+
+def test_csv_with_a_header_only_is_an_empty_dataset(tmp_path: Path) -> None:
+    (tmp_path / "h.csv").write_text("x,label\n")
+    with pytest.raises(StagingError, match="the dataset is empty"):
+        inspect_dataset(str(tmp_path / "h.csv"), "csv")
+    with pytest.raises(StagingError, match="the dataset is empty"):
+        read_dataset(str(tmp_path / "h.csv"), "csv")
