@@ -42,3 +42,4 @@ def test_providers_manager_finds_the_provider() -> None:
     assert staging.hook_class_name == "airflow_provider_sparktune.hooks.staging.DataStagingHook"
     assert staging.connection_id_attribute_name == "data_conn_id"
     assert manager.field_behaviours["fsspec"]["relabeling"]["password"] == "Secret"
+    assert "host" in manager.field_behaviours["fsspec"]["hidden_fields"]

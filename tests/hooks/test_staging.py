@@ -101,9 +101,3 @@ def test_bad_threshold_names_the_field(tmp_path: Path) -> None:
         DataStagingHook(None, broadcast_threshold_bytes="lots").plan(str(path))
     with pytest.raises(StagingError, match="broadcast_threshold_bytes: must be a positive number"):
         DataStagingHook(None, broadcast_threshold_bytes=0).plan(str(path))
-
-
-def test_ui_fields() -> None:
-    behaviour = DataStagingHook.get_ui_field_behaviour()
-    assert "host" in behaviour["hidden_fields"]
-    assert "extra" in behaviour["placeholders"]
