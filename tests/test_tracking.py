@@ -41,6 +41,8 @@ def result_of(records: list[TrialRecord]) -> TuningResult:
         trials_cancelled=sum(r.status == "cancelled" for r in records),
         stopped_reason="max_evals",
         duration_s=3.5,
+        efficiency=0.8,
+        trial_overhead_s=0.25,
         spec=TuningSpec(max_evals=3, parallelism=2, seed=7),
         records=tuple(records),
     )
@@ -106,6 +108,8 @@ def test_parent_and_child_runs_read_back(store_uri: str, experiment_name: str) -
     assert parent.data.params["staging_mode"] == "none"
     assert parent.data.metrics["best_loss"] == 0.5
     assert parent.data.metrics["trials_failed"] == 1
+    assert parent.data.metrics["efficiency"] == 0.8
+    assert parent.data.metrics["trial_overhead_s"] == 0.25
     artifacts = {f.path for f in client.list_artifacts(tracker.run_id)}
     assert {"best_params.json", "trials.json", "loss_per_trial.png", "search_space.json"} <= artifacts
     best_params_file = client.download_artifacts(tracker.run_id, "best_params.json")
