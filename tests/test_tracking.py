@@ -41,6 +41,8 @@ def result_of(records: list[TrialRecord]) -> TuningResult:
         trials_cancelled=sum(r.status == "cancelled" for r in records),
         stopped_reason="max_evals",
         duration_s=3.5,
+        efficiency=0.5,
+        trial_overhead_s=0.1,
         spec=TuningSpec(max_evals=3, parallelism=2, seed=7),
         records=tuple(records),
     )
