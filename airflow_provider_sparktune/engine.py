@@ -533,6 +533,8 @@ class _Run:
         target = self._resident if self.spec.dispatcher == "resident" else self._fmin
         if self.preloaded >= int(self.spec.max_evals):
             target = self._nothing_left
+        if self.control.cancel_requested:  # killed while Spark or the history was still loading
+            target = self._cancelled_before_start
         runner = threading.Thread(target=target, name="sparktune-dispatch", daemon=True)
         watcher.start()
         runner.start()
@@ -554,6 +556,9 @@ class _Run:
     def _nothing_left(self) -> None:
         log.info("every trial of the budget was finished by earlier tries; nothing left to run")
 
+    def _cancelled_before_start(self) -> None:
+        log.info("cancelled (%s) before the first trial started", self.control.reason)
+
     def _resident(self) -> None:
         import numpy as np
         from hyperopt.base import Domain
@@ -573,6 +578,8 @@ class _Run:
             failure_limit=self.failure_limit,
         )
         deadline = None if self.spec.timeout is None else self.started + self.spec.timeout
+        if self.control.cancel_requested:  # the watcher may have acted before the dispatcher existed
+            self.resident.cancel(self.control.reason or "killed")
         try:
             self.resident.run(deadline)
         except BaseException as err:  # re-raised in the calling thread

@@ -217,3 +217,43 @@ def airflow_dags_test(
         text=True,
         timeout=timeout_s,
     )
+
+
+def airflow_cli(
+    args: list[str], env: dict[str, str], timeout_s: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Any ``airflow`` command in its own process, with the same environment as ``airflow_dags_test``."""
+    return subprocess.run(
+        [str(VENV_BIN / "airflow"), *args],
+        env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+@contextmanager
+def process_group(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A command in a new session (its own process group), so that it and its JVM can be killed together."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", **env},
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            kill_group(process)
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group we created for ``process`` (no cleanup runs), then reap it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(30)

@@ -11,7 +11,16 @@ import pytest
 
 from airflow_provider_sparktune.exceptions import SearchSpaceError, TrackingError, TuningCancelledError
 from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOperator
-from tests.servers import MlflowServer, SparkCluster, airflow_dags_test, free_port
+from tests.servers import (
+    VENV_BIN,
+    MlflowServer,
+    SparkCluster,
+    airflow_cli,
+    airflow_dags_test,
+    free_port,
+    kill_group,
+    process_group,
+)
 
 TEST_DAGS = Path(__file__).resolve().parents[1] / "dags"
 UNIT_SPACE = {"x": {"hp": "uniform", "low": 0, "high": 1}}
@@ -220,3 +229,101 @@ def test_master_down_fails_within_the_bound(
     parent = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])[0]
     assert parent.info.status == "FAILED"
     assert "no Spark executor registered" in parent.data.tags["sparktune.error"]
+
+
+# -- nothing lost: a killed try is resumed by the next one ------------------------------------------
+
+
+def trial_runs(mlflow_uri: str, parent_run_id: str, status: str | None = "FINISHED") -> list[Any]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    )
+    return [r for r in runs if status is None or r.info.status == status]
+
+
+def second_try_of(dag_id: str, task_id: str, run_id: str) -> int:
+    """What the scheduler does when a task's process died and it has a retry left: record the try,
+    mark it up for retry, then schedule the next try. Returns the new try number."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    with create_session() as session:
+        ti = session.scalar(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag_id, TaskInstance.task_id == task_id, TaskInstance.run_id == run_id
+            )
+        )
+        assert ti is not None
+        assert (ti.state, ti.try_number) == (TaskInstanceState.RUNNING, 1)  # killed: nobody cleaned up
+        ti.prepare_db_for_next_try(session)
+        ti.try_number += 1
+        ti.state = TaskInstanceState.SCHEDULED
+        session.merge(ti)
+        return int(ti.try_number)
+
+
+@pytest.mark.integration
+def test_a_killed_try_is_resumed_by_the_next_try(airflow_db: Any, tmp_path: Path) -> None:
+    """SIGKILL the task process half way, then run the second try of the same task instance.
+
+    Try 1 is ``airflow dags test`` in its own process group, killed (with its Spark JVM) once three
+    trials are in MLflow. Try 2 is the same task instance after the scheduler's retry bookkeeping
+    (``second_try_of``), run by ``airflow tasks test DAG TASK RUN_ID``, which runs the task
+    instance as stored, with try_number 2.
+    """
+    from mlflow import MlflowClient
+
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {"AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "mlflow", "host": mlflow_uri})}
+    cmd = [str(VENV_BIN / "airflow"), "dags", "test", "resumable_tuning", "2026-02-01"]
+    client = MlflowClient(mlflow_uri)
+    with process_group(cmd, env, tmp_path / "try1.log") as first:
+        deadline = time.monotonic() + 240
+        done: list[Any] = []
+        while len(done) < 3:
+            assert first.poll() is None, (tmp_path / "try1.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "three trials did not finish in time"
+            time.sleep(0.5)
+            experiment = client.get_experiment_by_name("resumable_tuning.tune")
+            if experiment is not None:
+                runs = client.search_runs([experiment.experiment_id])
+                done = [
+                    r for r in runs if "mlflow.parentRunId" in r.data.tags and r.info.status == "FINISHED"
+                ]
+        kill_group(first)
+    runs = client.search_runs([experiment.experiment_id])
+    [parent1] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent1.info.status == "RUNNING"  # SIGKILL: no cleanup ran
+    run_id = parent1.data.tags["airflow.run_id"]
+    first_trials = trial_runs(mlflow_uri, parent1.info.run_id)
+    assert 3 <= len(first_trials) < 8
+
+    assert second_try_of("resumable_tuning", "tune", run_id) == 2
+    second = airflow_cli(["tasks", "test", "resumable_tuning", "tune", run_id], env)
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+
+    parents = [
+        r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" not in r.data.tags
+    ]
+    [parent2] = [r for r in parents if r.info.run_id != parent1.info.run_id]
+    assert parent2.data.tags["airflow.try_number"] == "2"
+    assert parent2.data.tags["sparktune.resumed_from"] == parent1.info.run_id
+    assert int(parent2.data.tags["sparktune.resumed_trials"]) == len(first_trials)
+    assert client.get_run(parent1.info.run_id).info.status == "FAILED"  # closed by the try that took over
+    assert parent2.info.status == "FINISHED"
+    second_trials = trial_runs(mlflow_uri, parent2.info.run_id)
+    assert len(first_trials) + len(second_trials) == 8  # only the remaining trials ran
+    all_vals = {r.data.tags["sparktune.vals"] for r in first_trials + second_trials}
+    assert len(all_vals) == 8  # distinct trials, none run twice
+    value = xcom_values(run_id, "tune")["return_value"]
+    assert value["trials"]["total"] == 8
+    assert value["mlflow"]["run_id"] == parent2.info.run_id
+    losses = [r.data.metrics["loss"] for r in first_trials + second_trials]
+    assert value["best_loss"] == pytest.approx(min(losses))  # the best covers both tries
+    assert float(parent2.data.metrics["trials_total"]) == 8
