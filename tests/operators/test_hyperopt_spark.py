@@ -327,3 +327,71 @@ def test_a_killed_try_is_resumed_by_the_next_try(airflow_db: Any, tmp_path: Path
     losses = [r.data.metrics["loss"] for r in first_trials + second_trials]
     assert value["best_loss"] == pytest.approx(min(losses))  # the best covers both tries
     assert float(parent2.data.metrics["trials_total"]) == 8
+
+
+# -- nightly warm start -------------------------------------------------------------------------
+
+
+def context_for(run_id: str, run_type: str = "manual") -> dict[str, Any]:
+    return {
+        "ti": StandInTaskInstance(try_number=1, pushed={}),
+        "run_id": run_id,
+        "dag_run": SimpleNamespace(run_type=run_type),
+    }
+
+
+@pytest.mark.integration
+def test_nightly_warm_start_begins_with_last_nights_best_points(
+    spark: Any, mlflow_uri: str, experiment_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    client = MlflowClient(mlflow_uri)
+
+    def tune(space: dict[str, Any], run_id: str, run_type: str, **kwargs: Any) -> Any:
+        op = HyperoptSparkOperator(
+            task_id="t",
+            search_space=space,
+            objective=x_objective,
+            max_evals=5,
+            parallelism=1,
+            seed=len(run_id),
+            warm_start_k="2",
+            mlflow_experiment=experiment_name,
+            **kwargs,
+        )
+        value = op.execute(context_for(run_id, run_type))  # type: ignore[arg-type]
+        parent = client.get_run(value["mlflow"]["run_id"])
+        trials = sorted(
+            trial_runs(mlflow_uri, parent.info.run_id), key=lambda r: int(r.data.tags["sparktune.tid"])
+        )
+        return parent, trials
+
+    first, first_trials = tune(UNIT_SPACE, "manual__1", "manual")
+    assert "sparktune.warm_start.from_runs" not in first.data.tags  # manual runs start cold by default
+    best = sorted(first_trials, key=lambda r: r.data.metrics["loss"])[:2]
+
+    second, second_trials = tune(UNIT_SPACE, "scheduled__2", "scheduled")  # default: on for scheduled runs
+    assert second.data.tags["sparktune.warm_start.from_runs"] == first.info.run_id
+    assert second.data.tags["sparktune.warm_start.trials"] == "2"
+    assert [r.data.params["x"] for r in second_trials[:2]] == [r.data.params["x"] for r in best]
+    assert [r.data.tags["sparktune.origin"] for r in second_trials] == ["warm_start"] * 2 + ["new"] * 3
+    assert [r.data.tags["sparktune.source_run"] for r in second_trials[:2]] == [r.info.run_id for r in best]
+
+    # The space changed: the best point so far now lies below the new lower bound and is dropped.
+    candidates = sorted(first_trials + second_trials, key=lambda r: r.data.metrics["loss"])
+    distinct = list({r.data.params["x"]: r for r in candidates}.values())[:2]
+    low = (float(distinct[0].data.params["x"]) + float(distinct[1].data.params["x"])) / 2
+    changed = {"x": {"hp": "uniform", "low": low, "high": 1}}
+    third, third_trials = tune(changed, "scheduled__3", "scheduled", warm_start=True)
+    assert set(third.data.tags["sparktune.warm_start.from_runs"].split(",")) == {
+        first.info.run_id,
+        second.info.run_id,
+    }
+    assert third.data.tags["sparktune.warm_start.trials"] == "1"
+    dropped = json.loads(third.data.tags["sparktune.warm_start.dropped"])
+    assert [d["vals"]["x"] for d in dropped] == [float(distinct[0].data.params["x"])]
+    assert "is outside" in dropped[0]["reason"]
+    assert third_trials[0].data.params["x"] == distinct[1].data.params["x"]
+    assert third_trials[0].data.tags["sparktune.origin"] == "warm_start"
