@@ -178,10 +178,10 @@ class MlflowServer:
 
 
 @contextmanager
-def mlflow_server(work: Path) -> Iterator[MlflowServer]:
-    """``mlflow server`` with a SQLite backend and a local artifact root."""
+def mlflow_server(work: Path, port: int | None = None) -> Iterator[MlflowServer]:
+    """``mlflow server`` with a SQLite backend and a local artifact root (kept across restarts in ``work``)."""
     work.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     cmd += [
         "--backend-store-uri",
@@ -189,14 +189,15 @@ def mlflow_server(work: Path) -> Iterator[MlflowServer]:
         "--artifacts-destination",
         str(work / "artifacts"),
     ]
-    process = _start(cmd, work / "mlflow.log", {**os.environ})
+    log = work / f"mlflow-{port}-{time.monotonic_ns()}.log"
+    process = _start(cmd, log, {**os.environ})
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_until(
             lambda: urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200,
             120,
             "MLflow server",
-            work / "mlflow.log",
+            log,
         )
         yield MlflowServer(uri, process)
     finally:

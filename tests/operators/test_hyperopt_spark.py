@@ -395,3 +395,116 @@ def test_nightly_warm_start_begins_with_last_nights_best_points(
     assert "is outside" in dropped[0]["reason"]
     assert third_trials[0].data.params["x"] == distinct[1].data.params["x"]
     assert third_trials[0].data.tags["sparktune.origin"] == "warm_start"
+
+
+# -- MLflow going away in the middle of a run -----------------------------------------------------
+
+
+def one_second_x(params: dict[str, Any]) -> float:
+    time.sleep(1)
+    return params["x"]
+
+
+def tune_in_background(
+    op: HyperoptSparkOperator, ctx: dict[str, Any]
+) -> tuple[threading.Thread, dict[str, Any]]:
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = op.execute(ctx)  # type: ignore[arg-type]
+        except BaseException as err:
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def wait_for_trials(uri: str, experiment: str, count: int, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if len([r for r in runs_of(uri, experiment) if "mlflow.parentRunId" in r.data.tags]) >= count:
+                return
+        except Exception:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{count} trial runs did not appear within {timeout_s} s")
+
+
+@pytest.mark.integration
+def test_mlflow_restarting_mid_run_loses_nothing(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.servers import mlflow_server, stop
+
+    caplog.set_level("WARNING", logger="airflow_provider_sparktune.durable")
+    port = free_port()
+    with mlflow_server(tmp_path, port) as server:
+        monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", server.connection())
+        op = HyperoptSparkOperator(
+            task_id="t",
+            search_space=UNIT_SPACE,
+            objective=one_second_x,
+            max_evals=8,
+            parallelism=2,
+            seed=2,
+            mlflow_experiment="restart",
+        )
+        thread, outcome = tune_in_background(op, context())
+        wait_for_trials(server.uri, "restart", 2)
+        stop(server.process)  # the tracking server goes away in the middle of the run
+        outage_started = time.monotonic()
+    time.sleep(max(0.0, 5 - (time.monotonic() - outage_started)))  # trials keep finishing meanwhile
+    assert thread.is_alive()  # the run goes on without MLflow
+    with mlflow_server(tmp_path, port) as server:
+        thread.join(240)
+        assert not thread.is_alive()
+        assert "error" not in outcome, outcome.get("error")
+        assert outcome["value"]["trials"]["total"] == 8
+        runs = runs_of(server.uri, "restart")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert sorted(int(r.data.tags["sparktune.tid"]) for r in trials) == list(range(8))  # every trial, once
+    assert all(r.info.status == "FINISHED" for r in trials)
+    assert float(parents[0].data.metrics["trials_total"]) == 8
+    assert any("retrying with backoff" in message for message in caplog.messages)
+
+
+@pytest.mark.integration
+def test_mlflow_that_never_returns_fails_the_task_with_the_result_kept(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from tests.servers import mlflow_server, stop
+
+    with mlflow_server(tmp_path) as server:
+        monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", server.connection())
+        op = HyperoptSparkOperator(
+            task_id="t",
+            search_space=UNIT_SPACE,
+            objective=one_second_x,
+            max_evals=4,
+            parallelism=2,
+            seed=3,
+            mlflow_experiment="gone",
+            mlflow_retry_timeout=3,
+        )
+        ctx = context()
+        thread, outcome = tune_in_background(op, ctx)
+        wait_for_trials(server.uri, "gone", 1)
+        stop(server.process)
+        thread.join(240)
+    assert isinstance(outcome.get("error"), TrackingError)
+    message = str(outcome["error"])
+    assert message.startswith("mlflow_conn_id: ")
+    assert "never reached" in message and "mlflow_retry_timeout=3" in message
+    pushed = ctx["ti"].pushed
+    assert pushed["return_value"]["trials"]["total"] == 4  # the best result is still in XCom
+    assert pushed["best_params"] == pushed["return_value"]["best_params"]
+    marker = "every trial of this run, as JSON: "
+    [logged] = [line for line in capfd.readouterr().out.splitlines() if marker in line]
+    trials = json.loads(logged.split(marker, 1)[1].rsplit("] [airflow.task", 1)[0] + "]")
+    assert sorted(t["tid"] for t in trials) == list(range(4))
+    assert min(t["loss"] for t in trials) == pytest.approx(pushed["return_value"]["best_loss"])
