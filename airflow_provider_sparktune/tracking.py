@@ -102,12 +102,12 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
         response = requests.get(url, timeout=timeout_s)
     except requests.RequestException as err:
         raise TrackingError(
-            f"MLflow tracking server {tracking_uri} is unreachable ({type(err).__name__}); start it or fix "
-            "the host of the mlflow connection"
+            f"mlflow_conn_id: MLflow tracking server {tracking_uri} is unreachable ({type(err).__name__}); "
+            "start it or fix the host of the mlflow connection"
         ) from None
     if response.status_code >= 400:
         raise TrackingError(
-            f"MLflow tracking server {tracking_uri} answered {response.status_code} on /health"
+            f"mlflow_conn_id: MLflow tracking server {tracking_uri} answered {response.status_code} on /health"
         )
 
 

@@ -92,7 +92,10 @@ class SparkSessionHook(BaseHook):
                     f"spark_conn_id: connection {self.spark_conn_id!r} has type {conn.conn_type!r}; "
                     "use a connection of type 'spark' (host: local[N], spark://host:port, yarn or k8s://...)"
                 )
-            master = resolve_master(conn.host, conn.port)
+            try:
+                master = resolve_master(conn.host, conn.port)
+            except SparkConnectionError as err:
+                raise SparkConnectionError(f"spark_conn_id {self.spark_conn_id!r}: {err}") from None
             extra = conn.extra_dejson if conn.extra else {}
             if not isinstance(extra.get("spark_conf") or {}, Mapping):
                 raise SparkConnectionError(

@@ -508,3 +508,146 @@ def test_mlflow_that_never_returns_fails_the_task_with_the_result_kept(
     trials = json.loads(logged.split(marker, 1)[1].rsplit("] [airflow.task", 1)[0] + "]")
     assert sorted(t["tid"] for t in trials) == list(range(4))
     assert min(t["loss"] for t in trials) == pytest.approx(pushed["return_value"]["best_loss"])
+
+
+# -- bad input: one clear error naming the argument, before any Spark job, no run left RUNNING ----------
+
+
+def spark_conn(**fields: Any) -> str:
+    return json.dumps({"conn_type": "spark", **fields})
+
+
+BAD_INPUT: list[tuple[str, dict[str, Any], dict[str, str], str]] = [
+    # (case id, operator arguments, connections (AIRFLOW_CONN_<ID> suffix -> JSON), error starts with)
+    ("search_space-wrong-type", {"search_space": 42}, {}, "search_space: int given"),
+    ("search_space-garbage-template", {"search_space": "{{ not json"}, {}, "search_space: not valid JSON"),
+    ("search_space-unknown-hp", {"search_space": {"x": {"hp": "integer"}}}, {}, "search_space.x.hp: unknown"),
+    (
+        "search_space-out-of-range",
+        {"search_space": {"x": {"hp": "uniform", "low": 1, "high": 0}}},
+        {},
+        "search_space.x: low",
+    ),
+    ("objective-wrong-type", {"objective": 42}, {}, "objective: expected"),
+    ("objective-missing-module", {"objective": "no_such_pkg.mod:fn"}, {}, "objective: cannot import"),
+    ("objective-template", {"objective": "{{ params.objective }}"}, {}, "objective: "),
+    ("objective_kwargs-wrong-type", {"objective_kwargs": "[1, 2]"}, {}, "objective_kwargs: expected a dict"),
+    ("objective_kwargs-unknown-key", {"objective_kwargs": {"nope": 1}}, {}, "objective_kwargs: "),
+    ("max_evals-garbage-template", {"max_evals": "ten"}, {}, "max_evals: rendered to 'ten'"),
+    ("max_evals-out-of-range", {"max_evals": 0}, {}, "max_evals: 0 must be"),
+    ("max_evals-wrong-type", {"max_evals": 2.5}, {}, "max_evals: 2.5 must be"),
+    ("parallelism-out-of-range", {"parallelism": 500}, {}, "parallelism: 500 is above"),
+    ("parallelism-wrong-type", {"parallelism": True}, {}, "parallelism: True must be"),
+    ("algo-unknown", {"algo": "bayes"}, {}, "algo: unknown algorithm"),
+    ("algo-wrong-type", {"algo": 3}, {}, "algo: unknown algorithm"),
+    ("seed-out-of-range", {"seed": -1}, {}, "seed: -1 must be"),
+    ("seed-garbage-template", {"seed": "abc"}, {}, "seed: rendered to 'abc'"),
+    ("timeout-out-of-range", {"timeout": 0}, {}, "timeout: 0 must be"),
+    ("timeout-garbage-template", {"timeout": "soon"}, {}, "timeout: rendered to 'soon'"),
+    ("loss_threshold-garbage-template", {"loss_threshold": "low"}, {}, "loss_threshold: rendered to 'low'"),
+    ("early_stop_after-out-of-range", {"early_stop_after": 0}, {}, "early_stop_after: 0 must be"),
+    ("dispatcher-unknown", {"dispatcher": "fast"}, {}, "dispatcher: unknown dispatcher"),
+    ("max_failed_trials-out-of-range", {"max_failed_trials": 0}, {}, "max_failed_trials: 0 must be"),
+    ("max_failed_trials-garbage-template", {"max_failed_trials": "x"}, {}, "max_failed_trials: rendered to"),
+    ("max_failure_ratio-out-of-range", {"max_failure_ratio": 2}, {}, "max_failure_ratio: 2 must be"),
+    ("warm_start-garbage-template", {"warm_start": "maybe"}, {}, "warm_start: 'maybe' is not a boolean"),
+    ("warm_start_k-out-of-range", {"warm_start_k": 0}, {}, "warm_start_k: 0 must be"),
+    ("warm_start_k-garbage-template", {"warm_start_k": "many"}, {}, "warm_start_k: rendered to 'many'"),
+    ("tuning_key-injection", {"tuning_key": "k' or '1'='1"}, {}, "tuning_key: "),
+    ("tuning_key-wrong-type", {"tuning_key": 7}, {}, "tuning_key: 7 must be"),
+    ("mlflow_retry_timeout-out-of-range", {"mlflow_retry_timeout": -1}, {}, "mlflow_retry_timeout: -1"),
+    ("mlflow_experiment-wrong-type", {"mlflow_experiment": 42}, {}, "mlflow_experiment: 42 must be"),
+    ("mlflow_experiment-empty", {"mlflow_experiment": "  "}, {}, "mlflow_experiment: '  ' must be"),
+    ("spark_conf-wrong-type", {"spark_conf": [1, 2]}, {}, "spark_conf: list given"),
+    ("spark_conf-garbage-template", {"spark_conf": "{oops"}, {}, "spark_conf: rendered to text"),
+    ("spark_connect_timeout-out-of-range", {"spark_connect_timeout": -5}, {}, "spark_connect_timeout: -5"),
+    (
+        "spark_connect_timeout-wrong-type",
+        {"spark_connect_timeout": "soon"},
+        {},
+        "spark_connect_timeout: rendered",
+    ),
+    ("spark_conn_id-empty", {"spark_conn_id": ""}, {}, "spark_conn_id: '' must be"),
+    (
+        "spark_conn_id-unknown-type",
+        {"spark_conn_id": "bad"},
+        {"BAD": json.dumps({"conn_type": "http", "host": "x"})},
+        "spark_conn_id: connection 'bad' has type 'http'",
+    ),
+    (
+        "spark_conn_id-spark-connect",
+        {"spark_conn_id": "bad"},
+        {"BAD": spark_conn(host="sc://127.0.0.1", port=15002)},
+        "spark_conn_id 'bad': spark connection host",
+    ),
+    (
+        "spark_conn_id-extra-conf",
+        {"spark_conn_id": "bad"},
+        {"BAD": spark_conn(host="local[2]", extra={"spark_conf": [1]})},
+        "spark_conn_id: the extra",
+    ),
+    (
+        "spark_conn_id-extra-timeout",
+        {"spark_conn_id": "bad"},
+        {"BAD": spark_conn(host="local[2]", extra={"connect_timeout": "soon"})},
+        "spark_conn_id: extra connect_timeout",
+    ),
+    ("mlflow_conn_id-empty", {"mlflow_conn_id": ""}, {}, "mlflow_conn_id: '' must be"),
+    (
+        "mlflow_conn_id-unknown-type",
+        {"mlflow_conn_id": "bad"},
+        {"BAD": json.dumps({"conn_type": "http", "host": "x"})},
+        "mlflow_conn_id: connection 'bad' has type 'http'",
+    ),
+    (
+        "mlflow_conn_id-empty-host",
+        {"mlflow_conn_id": "bad"},
+        {"BAD": json.dumps({"conn_type": "mlflow"})},
+        "mlflow_conn_id 'bad': the connection's host is empty",
+    ),
+    (
+        "mlflow_conn_id-unreachable",
+        {"mlflow_conn_id": "bad"},
+        {"BAD": "UNREACHABLE"},
+        "mlflow_conn_id: MLflow tracking server",
+    ),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("arguments", "connections", "expected"),
+    [case[1:] for case in BAD_INPUT],
+    ids=[case[0] for case in BAD_INPUT],
+)
+def test_bad_input(
+    spark: Any,
+    mlflow_uri: str,
+    experiment_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    arguments: dict[str, Any],
+    connections: dict[str, str],
+    expected: str,
+) -> None:
+    from airflow_provider_sparktune.exceptions import SparktuneError
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    for conn_id, conn in connections.items():
+        if conn == "UNREACHABLE":
+            conn = json.dumps({"conn_type": "mlflow", "host": f"http://127.0.0.1:{free_port()}"})
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id}", conn)
+    settings = {
+        "search_space": UNIT_SPACE,
+        "objective": x_objective,
+        "max_evals": 2,
+        "parallelism": 2,
+        "mlflow_experiment": experiment_name,
+        **arguments,
+    }
+    jobs_before = len(spark.sparkContext.statusTracker().getJobIdsForGroup())
+    op = HyperoptSparkOperator(task_id="t", **settings)
+    with pytest.raises(SparktuneError) as caught:
+        op.execute(context())  # type: ignore[arg-type]
+    assert str(caught.value).startswith(expected), str(caught.value)
+    assert len(spark.sparkContext.statusTracker().getJobIdsForGroup()) == jobs_before  # no Spark job
+    assert [r.info.status for r in runs_of(mlflow_uri, experiment_name) if r.info.status == "RUNNING"] == []
