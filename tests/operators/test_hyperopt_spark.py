@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -651,3 +652,71 @@ def test_bad_input(
     assert str(caught.value).startswith(expected), str(caught.value)
     assert len(spark.sparkContext.statusTracker().getJobIdsForGroup()) == jobs_before  # no Spark job
     assert [r.info.status for r in runs_of(mlflow_uri, experiment_name) if r.info.status == "RUNNING"] == []
+
+
+# -- run conf is data; secrets stay secret --------------------------------------------------------
+
+SECRET = "sparktune-Secret-7f3a9c"
+
+
+@pytest.mark.integration
+def test_run_conf_is_data_and_secrets_appear_nowhere(
+    spark: Any,
+    airflow_db: Any,
+    mlflow_tracking_server: MlflowServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from mlflow import MlflowClient
+
+    mlflow_conn = {"conn_type": "mlflow", "host": mlflow_tracking_server.uri, "password": SECRET}
+    spark_conn_secret = {
+        "conn_type": "spark",
+        "host": "local[2]",
+        "login": "spark-user",
+        "password": SECRET,
+        "extra": {"spark.authenticate.secret": SECRET},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(mlflow_conn))
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps(spark_conn_secret))
+    marker = tmp_path / "evaluated"
+    code_like = f"__import__('os').system('touch {marker}')"
+    space = {
+        "x": {"hp": "uniform", "low": 0, "high": 1},
+        "note": "{{ 7 * 7 }}",
+        "cmd": code_like,
+        "objective": "os:system",
+    }
+    dag = DagBag(dag_folder=str(TEST_DAGS / "templated_tuning.py")).get_dag("templated_tuning")
+    dag_run = dag.test(run_conf={"space": space, "max_evals": 2, "objective": "os:system"})
+    assert dag_run.state == "success"
+    written = capfd.readouterr()
+
+    value = xcom_values(dag_run.run_id, "tune")["return_value"]
+    params = value["best_params"]
+    assert params["note"] == "{{ 7 * 7 }}"  # data from run conf is not rendered again
+    assert params["cmd"] == code_like and not marker.exists()  # nor evaluated
+    assert 2 <= value["best_loss"] <= 3  # the DAG's own objective ran (x + 2), not the one in run conf
+
+    client = MlflowClient(mlflow_tracking_server.uri)
+    runs = runs_of(mlflow_tracking_server.uri, "templated_tuning.tune", run_id=dag_run.run_id)
+    everything = [written.out, written.err, json.dumps(xcom_values(dag_run.run_id, "tune"), default=str)]
+    for parent in runs:
+        children = client.search_runs(
+            [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+        )
+        for run in [parent, *children]:
+            everything += [json.dumps(run.data.params), json.dumps(run.data.tags), run.info.run_name or ""]
+        for artifact in client.list_artifacts(parent.info.run_id):
+            if artifact.path.endswith(".json"):
+                local = client.download_artifacts(parent.info.run_id, artifact.path, str(tmp_path))
+                everything.append(Path(local).read_text())
+    logs = Path(os.environ["AIRFLOW_HOME"], "logs")
+    everything += (
+        [p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file()] if logs.exists() else []
+    )
+    assert len(runs) == 1 and len(everything) > 8
+    assert not [text[:200] for text in everything if SECRET in text]
+    assert "trial 2/2" in written.out  # the task log was captured, so the grep above saw it
