@@ -535,16 +535,21 @@ class _Run:
             target = self._nothing_left
         if self.control.cancel_requested:  # killed while Spark or the history was still loading
             target = self._cancelled_before_start
-        runner = threading.Thread(target=target, name="sparktune-dispatch", daemon=True)
+        dispatched = threading.Event()
+        runner = threading.Thread(
+            target=self._dispatch, args=(target, dispatched), name="sparktune-dispatch", daemon=True
+        )
         watcher.start()
         runner.start()
         try:
-            while runner.is_alive():
-                runner.join(0.5)
+            # An Event, not Thread.join: a join interrupted by a signal (execution_timeout's SIGALRM)
+            # can mark a live thread as stopped in CPython 3.11, and a later join would not wait.
+            while not dispatched.wait(0.5):
+                pass
         except BaseException:
             # A task timeout or interrupt in the main thread: stop the Spark jobs before leaving.
             self.control.cancel("interrupted")
-            runner.join(30)
+            dispatched.wait(30)
             raise
         finally:
             self.fmin_done.set()
@@ -552,6 +557,13 @@ class _Run:
         if self.fmin_error is not None:
             raise self.fmin_error
         return self._result()
+
+    @staticmethod
+    def _dispatch(target: Callable[[], None], dispatched: threading.Event) -> None:
+        try:
+            target()
+        finally:
+            dispatched.set()
 
     def _nothing_left(self) -> None:
         log.info("every trial of the budget was finished by earlier tries; nothing left to run")

@@ -720,3 +720,30 @@ def test_run_conf_is_data_and_secrets_appear_nowhere(
     assert len(runs) == 1 and len(everything) > 8
     assert not [text[:200] for text in everything if SECRET in text]
     assert "trial 2/2" in written.out  # the task log was captured, so the grep above saw it
+
+
+@pytest.mark.integration
+def test_execution_timeout_kills_the_run_within_the_bound(airflow_db: Any, tmp_path: Path) -> None:
+    """A real Airflow run: execution_timeout fires, running trials are cancelled, runs end KILLED."""
+    from mlflow import MlflowClient
+
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {"AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "mlflow", "host": mlflow_uri})}
+    started = time.monotonic()
+    done = airflow_dags_test("timeout_tuning", env)
+    elapsed = time.monotonic() - started
+    output = done.stdout + done.stderr
+    assert "AirflowTaskTimeout" in output, output[-4000:]
+    assert elapsed < 45 + 30 + 120  # the timeout, the cancel bound, Airflow's and the JVM's start-up
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("timeout_tuning.tune")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    [parent] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert parent.info.status == "KILLED"
+    assert (
+        parent.info.end_time - parent.info.start_time
+    ) / 1000 < 25 + 30  # killed within 30 s of the timeout
+    assert trials and all(r.info.status == "KILLED" for r in trials)  # the running trials, cancelled
+    assert len(trials) <= 2  # no new trial started after the kill
