@@ -31,7 +31,7 @@ class Write:
 class RetryingWriter:
     """One background thread working through writes in order; a failed write is retried, not skipped."""
 
-    def __init__(self, *, first_delay_s: float = 0.5, max_delay_s: float = 15.0) -> None:
+    def __init__(self, *, first_delay_s: float = 0.5, max_delay_s: float = 5.0) -> None:
         self.first_delay_s, self.max_delay_s = first_delay_s, max_delay_s
         self._pending: deque[Write] = deque()
         self._cond = threading.Condition()

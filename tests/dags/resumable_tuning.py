@@ -13,7 +13,7 @@ from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOpe
 
 
 def slow_x(params: dict[str, Any], data: Any = None) -> float:
-    time.sleep(2)
+    time.sleep(1)
     return params["x"]
 
 

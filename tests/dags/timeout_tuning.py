@@ -28,5 +28,5 @@ with DAG(
         objective=sleeps_for_ten_minutes,
         max_evals=4,
         parallelism=2,
-        execution_timeout=timedelta(seconds=45),
+        execution_timeout=timedelta(seconds=15),
     )
