@@ -177,11 +177,9 @@ class MlflowServer:
         return json.dumps({"conn_type": "mlflow", "host": self.uri})
 
 
-@contextmanager
-def mlflow_server(work: Path, port: int | None = None) -> Iterator[MlflowServer]:
-    """``mlflow server`` with a SQLite backend and a local artifact root (kept across restarts in ``work``)."""
+def start_mlflow_server(work: Path, port: int) -> MlflowServer:
+    """``mlflow server`` with a SQLite backend and a local artifact root in ``work``, once it answers."""
     work.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
     cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     cmd += [
         "--backend-store-uri",
@@ -199,9 +197,41 @@ def mlflow_server(work: Path, port: int | None = None) -> Iterator[MlflowServer]
             "MLflow server",
             log,
         )
-        yield MlflowServer(uri, process)
-    finally:
+    except BaseException:
         stop(process)
+        raise
+    return MlflowServer(uri, process)
+
+
+@contextmanager
+def mlflow_server(work: Path, port: int | None = None) -> Iterator[MlflowServer]:
+    """``mlflow server`` for the length of a block."""
+    server = start_mlflow_server(work, port or free_port())
+    try:
+        yield server
+    finally:
+        stop(server.process)
+
+
+class RestartableMlflowServer:
+    """An ``mlflow server`` on a fixed port and store that tests stop and start again (an outage)."""
+
+    def __init__(self, work: Path) -> None:
+        self.work, self.port = work, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.server: MlflowServer | None = None
+
+    def start(self) -> None:
+        if self.server is None:
+            self.server = start_mlflow_server(self.work, self.port)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            stop(self.server.process)
+            self.server = None
+
+    def connection(self) -> str:
+        return json.dumps({"conn_type": "mlflow", "host": self.uri})
 
 
 def airflow_dags_test(

@@ -15,6 +15,7 @@ from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOpe
 from tests.servers import (
     VENV_BIN,
     MlflowServer,
+    RestartableMlflowServer,
     SparkCluster,
     airflow_cli,
     airflow_dags_test,
@@ -436,35 +437,34 @@ def wait_for_trials(uri: str, experiment: str, count: int, timeout_s: float = 18
 
 @pytest.mark.integration
 def test_mlflow_restarting_mid_run_loses_nothing(
-    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    spark: Any,
+    mlflow_outage_server: RestartableMlflowServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from tests.servers import mlflow_server, stop
-
     caplog.set_level("WARNING", logger="airflow_provider_sparktune.durable")
-    port = free_port()
-    with mlflow_server(tmp_path, port) as server:
-        monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", server.connection())
-        op = HyperoptSparkOperator(
-            task_id="t",
-            search_space=UNIT_SPACE,
-            objective=one_second_x,
-            max_evals=8,
-            parallelism=2,
-            seed=2,
-            mlflow_experiment="restart",
-        )
-        thread, outcome = tune_in_background(op, context())
-        wait_for_trials(server.uri, "restart", 2)
-        stop(server.process)  # the tracking server goes away in the middle of the run
-        outage_started = time.monotonic()
-    time.sleep(max(0.0, 5 - (time.monotonic() - outage_started)))  # trials keep finishing meanwhile
+    server = mlflow_outage_server
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", server.connection())
+    op = HyperoptSparkOperator(
+        task_id="t",
+        search_space=UNIT_SPACE,
+        objective=one_second_x,
+        max_evals=8,
+        parallelism=2,
+        seed=2,
+        mlflow_experiment="restart",
+    )
+    thread, outcome = tune_in_background(op, context())
+    wait_for_trials(server.uri, "restart", 2)
+    server.stop()  # the tracking server goes away in the middle of the run
+    time.sleep(3)  # trials keep finishing meanwhile
     assert thread.is_alive()  # the run goes on without MLflow
-    with mlflow_server(tmp_path, port) as server:
-        thread.join(240)
-        assert not thread.is_alive()
-        assert "error" not in outcome, outcome.get("error")
-        assert outcome["value"]["trials"]["total"] == 8
-        runs = runs_of(server.uri, "restart")
+    server.start()
+    thread.join(240)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["value"]["trials"]["total"] == 8
+    runs = runs_of(server.uri, "restart")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert [p.info.status for p in parents] == ["FINISHED"]
@@ -476,27 +476,28 @@ def test_mlflow_restarting_mid_run_loses_nothing(
 
 @pytest.mark.integration
 def test_mlflow_that_never_returns_fails_the_task_with_the_result_kept(
-    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    spark: Any,
+    mlflow_outage_server: RestartableMlflowServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
-    from tests.servers import mlflow_server, stop
-
-    with mlflow_server(tmp_path) as server:
-        monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", server.connection())
-        op = HyperoptSparkOperator(
-            task_id="t",
-            search_space=UNIT_SPACE,
-            objective=one_second_x,
-            max_evals=4,
-            parallelism=2,
-            seed=3,
-            mlflow_experiment="gone",
-            mlflow_retry_timeout=3,
-        )
-        ctx = context()
-        thread, outcome = tune_in_background(op, ctx)
-        wait_for_trials(server.uri, "gone", 1)
-        stop(server.process)
-        thread.join(240)
+    server = mlflow_outage_server
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", server.connection())
+    op = HyperoptSparkOperator(
+        task_id="t",
+        search_space=UNIT_SPACE,
+        objective=one_second_x,
+        max_evals=4,
+        parallelism=2,
+        seed=3,
+        mlflow_experiment="gone",
+        mlflow_retry_timeout=3,
+    )
+    ctx = context()
+    thread, outcome = tune_in_background(op, ctx)
+    wait_for_trials(server.uri, "gone", 1)
+    server.stop()
+    thread.join(240)
     assert isinstance(outcome.get("error"), TrackingError)
     message = str(outcome["error"])
     assert message.startswith("mlflow_conn_id: ")
