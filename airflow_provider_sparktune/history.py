@@ -66,7 +66,10 @@ def earlier_tries(
     client: Any, experiment_id: str, *, dag_id: str, task_id: str, run_id: str, current_parent: str
 ) -> EarlierTries:
     """Every earlier try of (dag_id, task_id, run_id) in the experiment and its finished trials."""
-    query = _tag_filter(airflow__dag_id=dag_id, airflow__task_id=task_id)
+    tags = {"airflow__dag_id": dag_id, "airflow__task_id": task_id}
+    if "'" not in run_id and "\\" not in run_id:
+        tags["airflow__run_id"] = run_id  # else filtered below: a quote cannot go into the search
+    query = _tag_filter(**tags)
     parents = [
         run
         for run in _search(client, experiment_id, query)
