@@ -8,7 +8,11 @@ Three things are added around hyperopt's own loop:
 * ``fmin`` runs in a worker thread, so a task timeout or SIGTERM landing in the main thread cancels
   the Spark job group first instead of waiting in SparkTrials' thread joins for running trials;
 * suggestions are seeded per trial id, so ``seed`` reproduces the same points however the trials
-  were batched by timing (adaptive TPE rounds still depend on which trials had finished).
+  were batched by timing (adaptive TPE rounds still depend on which trials had finished);
+* trials of earlier runs come in two ways: ``resume`` (finished trials of an earlier try, loaded as
+  done so that TPE learns from them and ``max_evals`` counts them) and ``warm_start`` (the best points
+  of earlier runs, evaluated again first); and a run whose objective fails systematically stops
+  early (``max_failed_trials``, ``max_failure_ratio``) instead of spending its whole budget.
 """
 
 from __future__ import annotations
@@ -18,17 +22,19 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from airflow_provider_sparktune.exceptions import (
     AllTrialsFailedError,
+    TooManyFailedTrialsError,
     TuningCancelledError,
     TuningConfigError,
 )
 from airflow_provider_sparktune.objective import build_trial_objective
+from airflow_provider_sparktune.prior import PriorTrial, finished_trial_doc, new_trial_doc, space_labels
 from airflow_provider_sparktune.resident import ResidentDispatcher
 from airflow_provider_sparktune.results import json_native
 from airflow_provider_sparktune.space import SpaceFacts, build_space, space_facts
@@ -41,6 +47,10 @@ DISPATCHERS = ("resident", "sparktrials")
 MAX_PARALLELISM = 128  # SparkTrials' hard cap on concurrent trials
 StopReason = Literal["max_evals", "timeout", "loss_threshold", "early_stop"]
 TrialStatus = Literal["ok", "failed", "cancelled"]
+TrialOrigin = Literal["new", "resumed", "warm_start"]
+AUTO_FAILED_TRIALS_MIN = 3  # "auto": stop when this many (or parallelism) trials failed before any succeeded
+FAILURE_RATIO_MIN_FINISHED = 5  # max_failure_ratio is judged once this many trials (or parallelism) finished
+FAILURE_STOP = "too many failed trials"
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,8 @@ class TuningSpec:
     loss_threshold: float | None = None
     early_stop_after: int | None = None
     dispatcher: str = "resident"
+    max_failed_trials: int | Literal["auto"] | None = "auto"
+    max_failure_ratio: float | None = None
 
     def __post_init__(self) -> None:
         _check_count("max_evals", self.max_evals, allow_auto=True)
@@ -77,6 +89,13 @@ class TuningSpec:
             raise TuningConfigError(
                 f"dispatcher: unknown dispatcher {self.dispatcher!r}; use one of {', '.join(DISPATCHERS)}"
             )
+        if self.max_failed_trials is not None:
+            _check_count("max_failed_trials", self.max_failed_trials, allow_auto=True)
+        ratio = self.max_failure_ratio
+        if ratio is not None and (not _is_number(ratio) or not 0 < ratio < 1):
+            raise TuningConfigError(
+                f"max_failure_ratio: {ratio!r} must be a number between 0 and 1 (exclusive) or None"
+            )
 
     def resolved(self, facts: SpaceFacts, task_slots: int) -> TuningSpec:
         """The same spec with ``"auto"`` budgets replaced by the seed's guidance."""
@@ -95,6 +114,8 @@ class TuningSpec:
             loss_threshold=self.loss_threshold,
             early_stop_after=self.early_stop_after,
             dispatcher=self.dispatcher,
+            max_failed_trials=self.max_failed_trials,
+            max_failure_ratio=self.max_failure_ratio,
         )
 
 
@@ -130,6 +151,8 @@ class TrialRecord:
     started_at: float | None
     finished_at: float | None
     eval_s: float | None = None  # time inside the objective, measured on the executor
+    origin: TrialOrigin = "new"  # "resumed": finished by an earlier try; "warm_start": a best point re-run
+    source_run_id: str | None = None  # the MLflow trial run a resumed or warm-start trial came from
 
     @property
     def duration_s(self) -> float | None:
@@ -151,6 +174,8 @@ class TrialRecord:
                 "finished_at": self.finished_at,
                 "duration_s": self.duration_s,
                 "eval_s": self.eval_s,
+                "origin": self.origin,
+                "source_run_id": self.source_run_id,
             }
         )
 
@@ -205,6 +230,51 @@ class EarlyStop:
             return False
         self.triggered = True
         log.info("early stop: %d finished trials without improving best loss %s", self.limit, self.best)
+        return True
+
+
+class FailureLimit:
+    """Stop a run whose objective fails systematically: ``max_failed_trials`` and ``max_failure_ratio``.
+
+    Counts the trials finished in this try only, so a retry after fixing the cause is not stopped by
+    the failures it resumed.
+    """
+
+    def __init__(self, spec: TuningSpec) -> None:
+        self.limit, self.ratio = spec.max_failed_trials, spec.max_failure_ratio
+        self.parallelism = int(spec.parallelism) if spec.parallelism != "auto" else 1
+        self.ok = self.failed = 0
+        self.message: str | None = None
+
+    def observe(self, ok: bool, *, remaining: bool) -> bool:
+        """Record one finished trial; True exactly once, when a limit is first reached with trials left."""
+        if ok:
+            self.ok += 1
+        else:
+            self.failed += 1
+        if self.message is not None or not remaining:
+            return False
+        finished = self.ok + self.failed
+        message = None
+        if self.limit == "auto":
+            threshold = max(AUTO_FAILED_TRIALS_MIN, self.parallelism)
+            if self.ok == 0 and self.failed >= threshold:
+                message = (
+                    f"max_failed_trials: the first {self.failed} trials all failed (auto: stop after "
+                    f"max(3, parallelism) = {threshold} failures before any success)"
+                )
+        elif self.limit is not None and self.failed >= self.limit:
+            message = f"max_failed_trials: {self.failed} trials failed (limit {self.limit})"
+        enough = finished >= max(FAILURE_RATIO_MIN_FINISHED, self.parallelism)
+        if message is None and self.ratio is not None and enough and self.failed / finished > self.ratio:
+            message = (
+                f"max_failure_ratio: {self.failed} of {finished} finished trials failed "
+                f"({self.failed / finished:.0%} > {self.ratio:.0%})"
+            )
+        if message is None:
+            return False
+        self.message = message
+        log.error("%s; no new trial starts", message)
         return True
 
 
@@ -281,12 +351,23 @@ def prepare_run(
     loss_threshold: float | None = None,
     early_stop_after: int | None = None,
     dispatcher: str = "resident",
+    max_failed_trials: int | Literal["auto"] | None = "auto",
+    max_failure_ratio: float | None = None,
     objective_kwargs: Mapping[str, Any] | None = None,
     data: Any = None,
 ) -> PreparedRun:
     """Validate every argument that needs no Spark; raises a SparktuneError naming the field."""
     spec = TuningSpec(
-        max_evals, parallelism, algo, seed, timeout, loss_threshold, early_stop_after, dispatcher
+        max_evals,
+        parallelism,
+        algo,
+        seed,
+        timeout,
+        loss_threshold,
+        early_stop_after,
+        dispatcher,
+        max_failed_trials,
+        max_failure_ratio,
     )
     space = build_space(search_space)
     facts = space_facts(search_space)
@@ -306,11 +387,16 @@ def execute_run(
     on_trial: TrialCallback | None = None,
     control: RunControl | None = None,
     on_start: Callable[[TuningSpec, SpaceFacts], None] | None = None,
+    resume: Sequence[PriorTrial] = (),
+    warm_start: Sequence[PriorTrial] = (),
 ) -> TuningResult:
     """Run a prepared tuning on ``spark``; ``on_start`` sees the budget once "auto" is resolved.
 
     Staged data is attached first (broadcast mode loads and broadcasts it, or falls back to reload)
     so ``on_start`` sees the final plan, and the broadcast is destroyed however the run ends.
+    ``resume``: finished trials of an earlier try; they count toward ``max_evals`` and are not run
+    again. ``warm_start``: points evaluated first, before ``algo`` is asked. Both must fit the space
+    (see :func:`prior.split_fitting`).
     """
     spec = prepared.spec.resolved(prepared.facts, task_slots=spark.sparkContext.defaultParallelism)
     data = getattr(prepared.objective, "data", None)
@@ -329,6 +415,7 @@ def execute_run(
             on_trial,
             control or RunControl(),
         )
+        run.preload(resume, warm_start)
         return run.execute()
     finally:
         if staged is not None:
@@ -347,13 +434,37 @@ def run_tuning(
     """Tune ``objective`` over ``search_space`` with SparkTrials on ``spark`` and return the best point.
 
     ``settings`` are those of :func:`prepare_run` (max_evals, parallelism, algo, seed, timeout,
-    loss_threshold, early_stop_after, dispatcher, objective_kwargs, data). ``data`` may be a
-    ``StagingPlan`` or a ``StagedData``: the objective then reads ``data.value`` however the data was
-    staged. Everything that can be checked without Spark is checked first. ``on_trial`` is called on
-    the driver, off the dispatch path, once per finished trial.
+    loss_threshold, early_stop_after, dispatcher, max_failed_trials, max_failure_ratio,
+    objective_kwargs, data). ``data`` may be a ``StagingPlan`` or a ``StagedData``: the objective
+    then reads ``data.value`` however the data was staged. Everything that can be checked without
+    Spark is checked first. ``on_trial`` is called on the driver, off the dispatch path, once per
+    finished trial.
     """
     prepared = prepare_run(search_space, objective, **settings)
     return execute_run(prepared, spark, on_trial=on_trial, control=control)
+
+
+class _WarmStart:
+    """Suggests the given points first, in order, then asks ``algo``; remembers which tid got which."""
+
+    def __init__(self, points: Sequence[PriorTrial], labels: Sequence[str], algo: Callable[..., Any]) -> None:
+        self.points = list(points)
+        self.labels, self.algo = labels, algo
+        self.assigned: dict[int, PriorTrial] = {}
+
+    def __call__(self, new_ids: list[int], domain: Any, trials: Any, seed: int) -> list[Any]:
+        docs: list[Any] = []
+        rest: list[int] = []
+        for new_id in new_ids:
+            if self.points:
+                point = self.points.pop(0)
+                self.assigned[new_id] = point
+                docs.append(new_trial_doc(trials, new_id, point.vals, self.labels))
+            else:
+                rest.append(new_id)
+        if rest:
+            docs.extend(self.algo(rest, domain, trials, seed))
+        return docs
 
 
 class _Run:
@@ -383,21 +494,84 @@ class _Run:
         self.fmin_done = threading.Event()
         self.resident: ResidentDispatcher | None = None
         self.started = time.monotonic()
+        self.preloaded = 0
+        self.preloaded_failed = 0
+        self.warm: _WarmStart | None = None
+        self.failure_limit = FailureLimit(spec)
+
+    def preload(self, resume: Sequence[PriorTrial], warm_start: Sequence[PriorTrial]) -> None:
+        """Finished trials of an earlier try as done trial docs; warm-start points queued first."""
+        if not resume and not warm_start:
+            return
+        labels = space_labels(self.space)
+        if resume:
+            tids = self.trials.new_trial_ids(len(resume))
+            docs = [
+                finished_trial_doc(self.trials, tid, prior, labels)
+                for tid, prior in zip(tids, resume, strict=True)
+            ]
+            self.trials.insert_trial_docs(docs)
+            self.trials.refresh()
+            for tid, prior in zip(tids, resume, strict=True):
+                record = self._prior_record(tid, prior)
+                self.records[tid] = record
+                if record.status == "ok" and record.loss is not None:
+                    self.best_loss = (
+                        record.loss if self.best_loss is None else min(self.best_loss, record.loss)
+                    )
+            self.preloaded = len(resume)
+            self.preloaded_failed = sum(prior.status != "ok" for prior in resume)
+            log.info(
+                "resumed %d finished trial(s) of earlier tries (%d failed); %d left to run",
+                self.preloaded,
+                self.preloaded_failed,
+                max(0, int(self.spec.max_evals) - self.preloaded),
+            )
+        if warm_start:
+            self.warm = _WarmStart(warm_start, labels, self.suggest)
+            self.suggest = self.warm
+
+    def _prior_record(self, tid: int, prior: PriorTrial) -> TrialRecord:
+        from hyperopt import space_eval
+
+        params = json_native(space_eval(self.space, prior.vals))
+        ok = prior.status == "ok"
+        return TrialRecord(
+            tid=tid,
+            status=prior.status,
+            loss=prior.loss if ok else None,
+            params=params if isinstance(params, dict) else {"value": params},
+            vals=json_native(prior.vals),
+            metrics=dict(prior.metrics) if ok else {},
+            error=None if ok else prior.error,
+            started_at=prior.started_at,
+            finished_at=prior.finished_at,
+            origin="resumed",
+            source_run_id=prior.source_run_id,
+        )
 
     def execute(self) -> TuningResult:
         watcher = threading.Thread(target=self._watch, name="sparktune-watcher", daemon=True)
-        if self.spec.dispatcher == "resident":
-            self.resident = self._resident_dispatcher()  # before the watcher may need to cancel it
-        runner = threading.Thread(target=self._dispatch, name="sparktune-dispatch", daemon=True)
+        target = self._resident if self.spec.dispatcher == "resident" else self._fmin
+        if self.preloaded >= int(self.spec.max_evals):
+            target = self._nothing_left
+        if self.control.cancel_requested:  # killed while Spark or the history was still loading
+            target = self._cancelled_before_start
+        dispatched = threading.Event()
+        runner = threading.Thread(
+            target=self._dispatch, args=(target, dispatched), name="sparktune-dispatch", daemon=True
+        )
         watcher.start()
         runner.start()
         try:
-            while runner.is_alive():
-                runner.join(0.5)
+            # An Event, not Thread.join: a join interrupted by a signal (execution_timeout's SIGALRM)
+            # can mark a live thread as stopped in CPython 3.11, and a later join would not wait.
+            while not dispatched.wait(0.5):
+                pass
         except BaseException:
             # A task timeout or interrupt in the main thread: stop the Spark jobs before leaving.
             self.control.cancel("interrupted")
-            runner.join(30)
+            dispatched.wait(30)
             raise
         finally:
             self.fmin_done.set()
@@ -406,21 +580,24 @@ class _Run:
             raise self.fmin_error
         return self._result()
 
-    def _dispatch(self) -> None:
-        if self.resident is None:
-            self._fmin()
-            return
-        deadline = None if self.spec.timeout is None else self.started + self.spec.timeout
+    @staticmethod
+    def _dispatch(target: Callable[[], None], dispatched: threading.Event) -> None:
         try:
-            self.resident.run(deadline)
-        except BaseException as err:  # re-raised in the calling thread
-            self.fmin_error = err
+            target()
+        finally:
+            dispatched.set()
 
-    def _resident_dispatcher(self) -> ResidentDispatcher:
+    def _nothing_left(self) -> None:
+        log.info("every trial of the budget was finished by earlier tries; nothing left to run")
+
+    def _cancelled_before_start(self) -> None:
+        log.info("cancelled (%s) before the first trial started", self.control.reason)
+
+    def _resident(self) -> None:
         import numpy as np
         from hyperopt.base import Domain
 
-        return ResidentDispatcher(
+        self.resident = ResidentDispatcher(
             spark=self.spark,
             trials=self.trials,
             domain=Domain(self.objective, self.space, pass_expr_memo_ctrl=None),
@@ -431,7 +608,16 @@ class _Run:
             loss_threshold=self.spec.loss_threshold,
             early_stop=self.early_stop,
             job_group=self.control.job_group,
+            already_queued=self.preloaded,
+            failure_limit=self.failure_limit,
         )
+        deadline = None if self.spec.timeout is None else self.started + self.spec.timeout
+        if self.control.cancel_requested:  # the watcher may have acted before the dispatcher existed
+            self.resident.cancel(self.control.reason or "killed")
+        try:
+            self.resident.run(deadline)
+        except BaseException as err:  # re-raised in the calling thread
+            self.fmin_error = err
 
     def _fmin(self) -> None:
         import numpy as np
@@ -446,7 +632,8 @@ class _Run:
                 fn=self.objective,
                 space=self.space,
                 algo=self.suggest,
-                max_evals=self.spec.max_evals,
+                # fmin counts finished docs except errors toward max_evals; resumed failures count too
+                max_evals=int(self.spec.max_evals) - self.preloaded_failed,
                 trials=self.trials,
                 rstate=np.random.default_rng(self.spec.seed),
                 loss_threshold=self.spec.loss_threshold,
@@ -504,6 +691,7 @@ class _Run:
             record = self._record(trial)
             self.records[record.tid] = record
             self._update_best(record)
+            self._check_failures(record)
             if self.on_trial is not None:
                 progress = Progress(
                     finished=len(self.records),
@@ -524,6 +712,15 @@ class _Run:
         # The resident dispatcher checks early stopping itself, as each result arrives.
         if self.resident is None and self.early_stop is not None and self.early_stop.observe(record.loss):
             self._cancel("early_stop")
+
+    def _check_failures(self, record: TrialRecord) -> None:
+        # The resident dispatcher checks the failure limit itself, as each result arrives.
+        if self.resident is not None or record.status == "cancelled":
+            return
+        if self.failure_limit.observe(
+            record.status == "ok", remaining=len(self.records) < int(self.spec.max_evals)
+        ):
+            self._cancel(FAILURE_STOP)
 
     @property
     def early_stopped(self) -> bool:
@@ -552,6 +749,7 @@ class _Run:
         except Exception:  # a cancelled trial may carry partial vals
             params = {}
         loss = result.get("loss") if status == "ok" else None
+        warm = self.warm.assigned.get(int(trial["tid"])) if self.warm is not None else None
         return TrialRecord(
             tid=int(trial["tid"]),
             status=status,
@@ -563,11 +761,17 @@ class _Run:
             started_at=_timestamp(trial.get("book_time")),
             finished_at=_timestamp(trial.get("refresh_time")),
             eval_s=trial["misc"].get("sparktune_eval_s"),
+            origin="warm_start" if warm is not None else "new",
+            source_run_id=warm.source_run_id if warm is not None else None,
         )
 
     def _result(self) -> TuningResult:
         records = tuple(sorted(self.records.values(), key=lambda r: r.tid))
-        if self.control.cancel_requested and self.control.reason != "early_stop":
+        if self.failure_limit.message is not None:
+            raise TooManyFailedTrialsError(
+                _failure_stop_message(self.failure_limit.message, records, self.spec)
+            )
+        if self.control.cancel_requested:
             raise TuningCancelledError(
                 f"tuning run cancelled ({self.control.reason}) after {len(records)} finished trials"
             )
@@ -629,6 +833,17 @@ def _error_text(error: Any) -> str | None:
         kind, detail = error
         return str(detail) if detail else str(kind)
     return str(error)
+
+
+def _failure_stop_message(stop: str, records: tuple[TrialRecord, ...], spec: TuningSpec) -> str:
+    failed = [r for r in records if r.status == "failed" and r.origin != "resumed"]
+    first = failed[0]
+    return (
+        f"{stop}; stopped after {len(records)} of max_evals={spec.max_evals} trials instead of spending the "
+        "whole budget: the objective fails systematically (bad data? a module missing on the executors?). "
+        f"Raise max_failed_trials or set it to None to go on regardless. First failure, trial {first.tid} "
+        f"with params {first.params}:\n{first.error}"
+    )
 
 
 def _no_success_message(records: tuple[TrialRecord, ...], reason: StopReason, spec: TuningSpec) -> str:

@@ -31,6 +31,10 @@ class AllTrialsFailedError(SparktuneError):
     """Every trial of the run failed; the message carries the first trial's traceback."""
 
 
+class TooManyFailedTrialsError(SparktuneError):
+    """The objective failed systematically; the run stopped before spending its whole budget."""
+
+
 class TuningCancelledError(SparktuneError):
     """The run was cancelled (task killed) before it could finish."""
 

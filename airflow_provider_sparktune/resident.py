@@ -75,6 +75,8 @@ class ResidentDispatcher:
         loss_threshold: float | None,
         early_stop: Any,
         job_group: str,
+        already_queued: int = 0,
+        failure_limit: Any = None,
     ) -> None:
         self.spark, self.trials, self.domain, self.suggest, self.rstate = (
             spark,
@@ -86,8 +88,9 @@ class ResidentDispatcher:
         self.max_evals, self.parallelism, self.loss_threshold = max_evals, parallelism, loss_threshold
         self.early_stop = early_stop  # engine.EarlyStop or None; running trials finish, no new ones start
         self.job_group = job_group
+        self.failure_limit = failure_limit  # engine.FailureLimit or None; stops new trials when reached
         self.lock = threading.Condition()
-        self.queued = 0
+        self.queued = already_queued  # trials finished by an earlier try count toward max_evals
         self.running: set[int] = set()
         self.stop_new = False  # no new trials (budget, threshold, cancel)
         self.cancelled = False
@@ -279,6 +282,7 @@ class ResidentDispatcher:
             else:
                 trial["misc"]["error"] = (reply[2], reply[3])
                 trial["state"] = base.JOB_STATE_ERROR
+            self._count_failure(kind == "ok" and reply[2].get("status") == base.STATUS_OK)
             self.trials.refresh()
             self.lock.notify_all()
 
@@ -306,8 +310,16 @@ class ResidentDispatcher:
                 "the Spark task running this trial was lost (executor lost or killed)",
             )
             trial["refresh_time"] = _now()
+            self._count_failure(False)
             self.trials.refresh()
             self.lock.notify_all()
+
+    def _count_failure(self, ok: bool) -> None:
+        """Called with the lock held, once per finished trial."""
+        if self.failure_limit is not None and self.failure_limit.observe(
+            ok, remaining=self.queued < self.max_evals
+        ):
+            self.stop_new = True
 
     def _trial(self, tid: int) -> dict[str, Any] | None:
         return next((t for t in self.trials._dynamic_trials if t["tid"] == tid), None)

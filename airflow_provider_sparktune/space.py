@@ -106,6 +106,10 @@ def is_hyperopt_expression(space: Any) -> bool:
 
 def validate_space(spec: Any) -> SpaceFacts:
     """Check a parsed spec; raise one SearchSpaceError listing every problem with its field path."""
+    if not isinstance(spec, (Mapping, list, tuple)):
+        raise SearchSpaceError(
+            f"{ROOT}: {type(spec).__name__} given; use a dict of hyperparameters (or its JSON text)"
+        )
     checker = _Checker()
     checker.walk(spec, ROOT)
     if checker.problems:

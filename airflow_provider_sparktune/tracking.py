@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -28,6 +29,28 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
 RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
+# MLflow's REST client retries a refused request for minutes by default; the write-behind queue
+# (durable.py) does the waiting instead, so each request gives up quickly.
+FAST_FAILING_REQUESTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+
+
+@contextmanager
+def fast_failing_requests() -> Iterator[None]:
+    """MLflow HTTP requests that fail within seconds, for this block; settings already made are kept."""
+    import os
+
+    added = [key for key in FAST_FAILING_REQUESTS if key not in os.environ]
+    for key in added:
+        os.environ[key] = FAST_FAILING_REQUESTS[key]
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -79,12 +102,12 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
         response = requests.get(url, timeout=timeout_s)
     except requests.RequestException as err:
         raise TrackingError(
-            f"MLflow tracking server {tracking_uri} is unreachable ({type(err).__name__}); start it or fix "
-            "the host of the mlflow connection"
+            f"mlflow_conn_id: MLflow tracking server {tracking_uri} is unreachable ({type(err).__name__}); "
+            "start it or fix the host of the mlflow connection"
         ) from None
     if response.status_code >= 400:
         raise TrackingError(
-            f"MLflow tracking server {tracking_uri} answered {response.status_code} on /health"
+            f"mlflow_conn_id: MLflow tracking server {tracking_uri} answered {response.status_code} on /health"
         )
 
 
@@ -148,27 +171,73 @@ class TuningTracker:
 
     def log_trial(self, record: TrialRecord) -> str:
         """One child run per finished trial, created when it finishes, timed as the trial ran."""
+        return self.trial_write(record)()
+
+    def trial_write(self, record: TrialRecord) -> Callable[[], str]:
+        """The writes of one trial run as a call that can be retried: a step that succeeded is not redone.
+
+        The run is created RUNNING with everything needed to rebuild the trial (``sparktune.vals``,
+        ``sparktune.status``) and only marked FINISHED/FAILED/KILLED once params and metrics are in,
+        so a reader can tell a complete trial run from one whose writing was cut off.
+        """
         tags = {
             "mlflow.parentRunId": self.run_id,
             "sparktune.tid": str(record.tid),
             "sparktune.status": record.status,
             "sparktune.vals": _text(record.vals, MAX_TAG_VALUE),
+            "sparktune.origin": record.origin,
         }
+        if record.source_run_id:
+            tags["sparktune.source_run"] = record.source_run_id
         if record.error:
             tags["sparktune.error"] = _text(record.error, MAX_TAG_VALUE)
-        start_ms = int((record.started_at or time.time()) * 1000)
-        run = self.client.create_run(
-            self.experiment_id, start_time=start_ms, tags=tags, run_name=f"trial-{record.tid:04d}"
-        )
-        metrics = {"loss": record.loss, **record.metrics} if record.loss is not None else dict(record.metrics)
-        self._log_batch(run.info.run_id, params=flatten(record.params), metrics=metrics)
-        end_ms = int((record.finished_at or time.time()) * 1000)
-        self.client.set_terminated(run.info.run_id, status=RUN_STATUS[record.status], end_time=end_ms)
-        return run.info.run_id
+        done: dict[str, Any] = {}
+
+        def write() -> str:
+            if "run_id" not in done:
+                start_ms = int((record.started_at or time.time()) * 1000)
+                run = self.client.create_run(
+                    self.experiment_id, start_time=start_ms, tags=tags, run_name=f"trial-{record.tid:04d}"
+                )
+                done["run_id"] = run.info.run_id
+            if "logged" not in done:
+                metrics = dict(record.metrics)
+                if record.loss is not None:
+                    metrics = {"loss": record.loss, **metrics}
+                self._log_batch(done["run_id"], params=flatten(record.params), metrics=metrics)
+                done["logged"] = True
+            end_ms = int((record.finished_at or time.time()) * 1000)
+            self.client.set_terminated(done["run_id"], status=RUN_STATUS[record.status], end_time=end_ms)
+            return str(done["run_id"])
+
+        return write
+
+    def set_tags(self, tags: Mapping[str, Any], run_id: str | None = None) -> None:
+        self._log_batch(run_id or self.run_id, tags=tags)
 
     def finish(self, result: TuningResult) -> None:
         """Metrics and artifacts of the whole run, then close the parent run."""
-        trials = [record.to_dict() for record in result.records]
+        self.finish_write(result)()
+
+    def finish_write(self, result: TuningResult) -> Callable[[], None]:
+        """:meth:`finish` as a call that can be retried: a step that succeeded is not redone."""
+        trials: Any = [record.to_dict() for record in result.records]  # log_dict takes lists too
+        steps: list[Callable[[], Any]] = [
+            lambda: self._log_summary(result),
+            lambda: self.client.log_dict(self.run_id, json_native(result.best_params), "best_params.json"),
+            lambda: self.client.log_dict(self.run_id, trials, "trials.json"),
+            lambda: self.client.log_figure(self.run_id, loss_plot(result.records), "loss_per_trial.png"),
+            lambda: self.client.set_terminated(self.run_id, status="FINISHED"),
+        ]
+
+        def write() -> None:
+            while steps:
+                steps[0]()
+                steps.pop(0)
+
+        return write
+
+    def _log_summary(self, result: TuningResult) -> None:
         metrics = {
             "best_loss": result.best_loss,
             "trials_total": result.trials_total,
@@ -182,10 +251,6 @@ class TuningTracker:
         self._log_batch(
             self.run_id, metrics=metrics, tags={"sparktune.stopped_reason": result.stopped_reason}
         )
-        self.client.log_dict(self.run_id, json_native(result.best_params), "best_params.json")
-        self.client.log_dict(self.run_id, trials, "trials.json")  # type: ignore[arg-type]  # lists are fine
-        self.client.log_figure(self.run_id, loss_plot(result.records), "loss_per_trial.png")
-        self.client.set_terminated(self.run_id, status="FINISHED")
 
     def end(self, status: str, error: str | None = None) -> None:
         """Close the parent run as FAILED or KILLED; never raises, the original error matters more."""

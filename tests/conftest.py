@@ -19,7 +19,13 @@ from typing import Any
 
 import pytest
 
-from tests.servers import MlflowServer, SparkCluster, mlflow_server, spark_standalone_cluster
+from tests.servers import (
+    MlflowServer,
+    RestartableMlflowServer,
+    SparkCluster,
+    mlflow_server,
+    spark_standalone_cluster,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 _HOME = Path(tempfile.mkdtemp(prefix="sparktune-airflow-home-"))
@@ -102,3 +108,19 @@ def mlflow_tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     """A real ``mlflow server`` on 127.0.0.1, for the whole test session."""
     with mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def restartable_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RestartableMlflowServer]:
+    """An ``mlflow server`` that tests stop and start again; running at the start of each test."""
+    server = RestartableMlflowServer(tmp_path_factory.mktemp("mlflow-outage"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mlflow_outage_server(restartable_mlflow: RestartableMlflowServer) -> RestartableMlflowServer:
+    restartable_mlflow.start()
+    return restartable_mlflow

@@ -177,11 +177,9 @@ class MlflowServer:
         return json.dumps({"conn_type": "mlflow", "host": self.uri})
 
 
-@contextmanager
-def mlflow_server(work: Path) -> Iterator[MlflowServer]:
-    """``mlflow server`` with a SQLite backend and a local artifact root."""
+def start_mlflow_server(work: Path, port: int) -> MlflowServer:
+    """``mlflow server`` with a SQLite backend and a local artifact root in ``work``, once it answers."""
     work.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     cmd += [
         "--backend-store-uri",
@@ -189,18 +187,51 @@ def mlflow_server(work: Path) -> Iterator[MlflowServer]:
         "--artifacts-destination",
         str(work / "artifacts"),
     ]
-    process = _start(cmd, work / "mlflow.log", {**os.environ})
+    log = work / f"mlflow-{port}-{time.monotonic_ns()}.log"
+    process = _start(cmd, log, {**os.environ})
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_until(
             lambda: urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200,
             120,
             "MLflow server",
-            work / "mlflow.log",
+            log,
         )
-        yield MlflowServer(uri, process)
-    finally:
+    except BaseException:
         stop(process)
+        raise
+    return MlflowServer(uri, process)
+
+
+@contextmanager
+def mlflow_server(work: Path, port: int | None = None) -> Iterator[MlflowServer]:
+    """``mlflow server`` for the length of a block."""
+    server = start_mlflow_server(work, port or free_port())
+    try:
+        yield server
+    finally:
+        stop(server.process)
+
+
+class RestartableMlflowServer:
+    """An ``mlflow server`` on a fixed port and store that tests stop and start again (an outage)."""
+
+    def __init__(self, work: Path) -> None:
+        self.work, self.port = work, free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.server: MlflowServer | None = None
+
+    def start(self) -> None:
+        if self.server is None:
+            self.server = start_mlflow_server(self.work, self.port)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            stop(self.server.process)
+            self.server = None
+
+    def connection(self) -> str:
+        return json.dumps({"conn_type": "mlflow", "host": self.uri})
 
 
 def airflow_dags_test(
@@ -217,3 +248,43 @@ def airflow_dags_test(
         text=True,
         timeout=timeout_s,
     )
+
+
+def airflow_cli(
+    args: list[str], env: dict[str, str], timeout_s: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Any ``airflow`` command in its own process, with the same environment as ``airflow_dags_test``."""
+    return subprocess.run(
+        [str(VENV_BIN / "airflow"), *args],
+        env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+@contextmanager
+def process_group(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A command in a new session (its own process group), so that it and its JVM can be killed together."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", **env},
+            start_new_session=True,
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            kill_group(process)
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group we created for ``process`` (no cleanup runs), then reap it."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(30)

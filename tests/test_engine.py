@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 from airflow_provider_sparktune.engine import (
+    FailureLimit,
     RunControl,
     TuningSpec,
+    execute_run,
     prepare_run,
     run_tuning,
 )
@@ -19,9 +21,11 @@ from airflow_provider_sparktune.exceptions import (
     AllTrialsFailedError,
     ObjectiveError,
     SearchSpaceError,
+    TooManyFailedTrialsError,
     TuningCancelledError,
     TuningConfigError,
 )
+from airflow_provider_sparktune.prior import PriorTrial
 from airflow_provider_sparktune.space import space_facts
 
 SEED_SPACE = {
@@ -134,6 +138,9 @@ def dispatcher(request: pytest.FixtureRequest) -> str:
         ({"timeout": 0}, "timeout"),
         ({"loss_threshold": float("nan")}, "loss_threshold"),
         ({"early_stop_after": 0}, "early_stop_after"),
+        ({"max_failed_trials": 0}, "max_failed_trials"),
+        ({"max_failed_trials": "some"}, "max_failed_trials"),
+        ({"max_failure_ratio": 1.5}, "max_failure_ratio"),
     ],
     ids=lambda v: json.dumps(v) if isinstance(v, dict) else str(v),
 )
@@ -407,3 +414,74 @@ def test_the_broadcast_is_destroyed_even_when_the_run_fails_to_start(spark: Any,
         execute_run(prepared, spark, on_start=failing_start)
     assert seen[0] is not None  # broadcast before the trials would have started
     assert data.broadcast is None and not os.path.exists(seen[0]._path)
+
+
+@pytest.mark.unit
+def test_failure_limits_count_this_try_and_fire_once() -> None:
+    auto = FailureLimit(TuningSpec(max_evals=20, parallelism=2))
+    assert [auto.observe(False, remaining=True) for _ in range(4)] == [False, False, True, False]
+    assert "the first 3 trials all failed" in (auto.message or "")
+    after_success = FailureLimit(TuningSpec(max_evals=20, parallelism=2))
+    after_success.observe(True, remaining=True)
+    assert not any(
+        after_success.observe(False, remaining=True) for _ in range(5)
+    )  # auto: only before a success
+    ratio = FailureLimit(
+        TuningSpec(max_evals=20, parallelism=2, max_failed_trials=None, max_failure_ratio=0.5)
+    )
+    outcomes = [True, False, True, False, False]
+    assert [ratio.observe(ok, remaining=True) for ok in outcomes] == [False] * 4 + [True]
+    assert (ratio.message or "").startswith("max_failure_ratio: 3 of 5 finished trials failed")
+    last = FailureLimit(TuningSpec(max_evals=3, parallelism=2, max_failed_trials=1))
+    assert not last.observe(False, remaining=False)  # nothing left to save: the run ends as usual
+
+
+@pytest.mark.integration
+def test_resumed_trials_count_toward_max_evals_and_are_not_run_again(spark: Any, dispatcher: str) -> None:
+    resume = [
+        PriorTrial({"x": 0.01}, "ok", 0.01, "run-a", metrics={"auc": 0.9}),
+        PriorTrial({"x": 0.9}, "failed", None, "run-b", error="boom"),
+        PriorTrial({"x": 0.5}, "ok", 0.5, "run-c"),
+    ]
+    evaluated: list[int] = []
+    prepared = prepare_run(UNIT_SPACE, x_objective, max_evals=6, parallelism=2, seed=3, dispatcher=dispatcher)
+    result = execute_run(
+        prepared, spark, resume=resume, on_trial=lambda record, progress: evaluated.append(record.tid)
+    )
+    assert result.trials_total == 6
+    assert sorted(evaluated) == [3, 4, 5]  # only the remaining trials ran and were reported
+    assert [r.origin for r in result.records] == ["resumed"] * 3 + ["new"] * 3
+    assert [r.source_run_id for r in result.records[:3]] == ["run-a", "run-b", "run-c"]
+    assert result.best_loss == 0.01 and result.best_params == {"x": 0.01}  # the best covers earlier tries
+    assert result.trials_failed == 1
+    assert len(result.trials.trials) == 5  # hyperopt's own view: every ok trial (errors are kept apart)
+
+
+@pytest.mark.integration
+def test_warm_start_points_are_evaluated_first(spark: Any) -> None:
+    warm = [PriorTrial({"x": 0.2}, "ok", 0.2, "best"), PriorTrial({"x": 0.3}, "ok", 0.3, "second")]
+    result = execute_run(
+        prepare_run(UNIT_SPACE, x_objective, max_evals=4, parallelism=1, seed=0), spark, warm_start=warm
+    )
+    first = result.records[:2]
+    assert [(r.params["x"], r.origin, r.source_run_id) for r in first] == [
+        (0.2, "warm_start", "best"),
+        (0.3, "warm_start", "second"),
+    ]
+    assert [r.loss for r in first] == [0.2, 0.3]  # evaluated again, not copied
+    assert [r.origin for r in result.records[2:]] == ["new", "new"]
+
+
+@pytest.mark.integration
+def test_systematic_failures_stop_the_run_early(spark: Any, dispatcher: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(TooManyFailedTrialsError) as caught:
+        run_tuning(
+            UNIT_SPACE, failing_objective, spark=spark, max_evals=8, parallelism=2, dispatcher=dispatcher
+        )
+    message = str(caught.value)
+    assert message.startswith("max_failed_trials: the first 3 trials all failed")
+    assert "instead of spending the whole budget" in message
+    assert "boom 123: the feature table is empty" in message
+    assert "stopped after 8 of" not in message
+    assert time.monotonic() - started < 120

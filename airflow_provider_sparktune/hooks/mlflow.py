@@ -52,7 +52,11 @@ class MlflowHook(BaseHook):
                         f"mlflow_conn_id: connection {self.mlflow_conn_id!r} has type {conn.conn_type!r}; "
                         "use a connection of type 'mlflow' whose host is the tracking URI"
                     )
-                self._resolved = (self._uri_from(conn), conn.password or None)
+                try:
+                    uri = self._uri_from(conn)
+                except TrackingError as err:
+                    raise TrackingError(f"mlflow_conn_id {self.mlflow_conn_id!r}: {err}") from None
+                self._resolved = (uri, conn.password or None)
         return self._resolved
 
     @staticmethod
@@ -60,7 +64,7 @@ class MlflowHook(BaseHook):
         host = (conn.host or "").strip()
         if not host:
             raise TrackingError(
-                "mlflow connection: host is empty; set it to the tracking URI (http://host:5000)"
+                "the connection's host is empty; set it to the tracking URI (http://host:5000)"
             )
         if "://" not in host:
             host = f"{conn.schema or 'http'}://{host}"

@@ -71,7 +71,7 @@ class SparkSessionHook(BaseHook):
     ) -> None:
         super().__init__()
         self.spark_conn_id = spark_conn_id
-        self.spark_conf = dict(spark_conf or {})
+        self.spark_conf = spark_conf
         self.app_name = app_name
         self.connect_timeout = connect_timeout
         self._session: Any = None
@@ -92,12 +92,40 @@ class SparkSessionHook(BaseHook):
                     f"spark_conn_id: connection {self.spark_conn_id!r} has type {conn.conn_type!r}; "
                     "use a connection of type 'spark' (host: local[N], spark://host:port, yarn or k8s://...)"
                 )
-            master = resolve_master(conn.host, conn.port)
+            try:
+                master = resolve_master(conn.host, conn.port)
+            except SparkConnectionError as err:
+                raise SparkConnectionError(f"spark_conn_id {self.spark_conn_id!r}: {err}") from None
             extra = conn.extra_dejson if conn.extra else {}
+            if not isinstance(extra.get("spark_conf") or {}, Mapping):
+                raise SparkConnectionError(
+                    f"spark_conn_id: the extra of connection {self.spark_conn_id!r} has a spark_conf that is "
+                    'not a JSON object; use {"spark_conf": {"spark.executor.memory": "4g"}}'
+                )
+        if self.spark_conf is not None and not isinstance(self.spark_conf, Mapping):
+            raise SparkConnectionError(
+                f"spark_conf: {type(self.spark_conf).__name__} given; use a dict of Spark conf keys and values"
+            )
         conf = {"spark.ui.showConsoleProgress": "false", **conf_from_extra(extra)}
-        conf.update({str(k): str(v) for k, v in self.spark_conf.items()})
-        timeout = self.connect_timeout or float(extra.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT_S))
+        conf.update({str(k): str(v) for k, v in (self.spark_conf or {}).items()})
+        timeout = self._timeout(extra)
         return master, conf, timeout
+
+    def _timeout(self, extra: Mapping[str, Any]) -> float:
+        """``connect_timeout`` of the operator, else of the connection's extra, else the default."""
+        value: Any = self.connect_timeout
+        where = "spark_connect_timeout"
+        if value is None:
+            where, value = "spark_conn_id: extra connect_timeout", extra.get("connect_timeout")
+            if value is None:
+                return DEFAULT_CONNECT_TIMEOUT_S
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            seconds = float("nan")
+        if isinstance(value, bool) or not seconds > 0 or seconds == float("inf"):
+            raise SparkConnectionError(f"{where}: {value!r} must be a positive number of seconds")
+        return seconds
 
     def get_session(self) -> Any:
         """The SparkSession to run trials on; created once per hook."""

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_sparktune.exceptions import TuningCancelledError, TuningConfigError
+from airflow_provider_sparktune import arguments
+from airflow_provider_sparktune.exceptions import TrackingError, TuningCancelledError, TuningConfigError
 from airflow_provider_sparktune.hooks.mlflow import MlflowHook
 from airflow_provider_sparktune.hooks.spark_session import SparkSessionHook
 from airflow_provider_sparktune.hooks.staging import DataStagingHook
@@ -17,25 +18,21 @@ from airflow_provider_sparktune.links import MlflowRunLink
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_sparktune.engine import Progress, RunControl, TrialRecord, TuningSpec
+    from airflow_provider_sparktune.durable import RetryingWriter
+    from airflow_provider_sparktune.engine import (
+        PreparedRun,
+        Progress,
+        RunControl,
+        TrialRecord,
+        TuningSpec,
+    )
+    from airflow_provider_sparktune.prior import PriorTrial
     from airflow_provider_sparktune.staging import StagedData, StagingPlan
     from airflow_provider_sparktune.tracking import TuningTracker
 
-_INT_FIELDS = ("max_evals", "parallelism", "seed", "early_stop_after")
-_FLOAT_FIELDS = ("timeout", "loss_threshold")
-
-
-def _coerce(name: str, value: Any, kind: type) -> Any:
-    """Rendered templates arrive as text: ``"50"`` -> 50, ``""``/``"None"`` -> None."""
-    if not isinstance(value, str) or value == "auto":
-        return value
-    text = value.strip()
-    if text in ("", "None", "null"):
-        return None
-    try:
-        return kind(text)
-    except ValueError:
-        raise TuningConfigError(f"{name}: rendered to {value!r}, which is not a {kind.__name__}") from None
+_INT_FIELDS = ("max_evals", "parallelism", "seed", "early_stop_after", "max_failed_trials")
+_FLOAT_FIELDS = ("timeout", "loss_threshold", "max_failure_ratio")
+KILL_FLUSH_S = 10.0  # on a kill, how long queued MLflow writes may take before the run is closed
 
 
 class HyperoptSparkOperator(BaseOperator):
@@ -69,6 +66,14 @@ class HyperoptSparkOperator(BaseOperator):
     :param broadcast_threshold_bytes: broadcast below this size, reload at or above; default 2 GiB, or the
         plan's own threshold when ``data`` is a plan (templated).
     :param data_conn_id: optional connection of type ``fsspec`` with the storage credentials.
+    :param warm_start: start from the best points of the latest successful runs of ``tuning_key``
+        (templated); ``None`` (default): on for scheduled DAG runs, off for manual ones.
+    :param warm_start_k: how many best points a warm start evaluates first (templated).
+    :param tuning_key: what a warm start matches earlier runs by; default ``"<dag_id>.<task_id>"``.
+    :param max_failed_trials: stop early with an error after this many failed trials (templated);
+        ``"auto"``: after max(3, parallelism) failures before any success; ``None``: never.
+    :param max_failure_ratio: stop early with an error once more than this share of trials failed.
+    :param mlflow_retry_timeout: seconds to keep retrying MLflow writes after the last trial.
     """
 
     template_fields: Sequence[str] = (
@@ -85,6 +90,10 @@ class HyperoptSparkOperator(BaseOperator):
         "data",
         "data_format",
         "broadcast_threshold_bytes",
+        "warm_start",
+        "warm_start_k",
+        "max_failed_trials",
+        "max_failure_ratio",
     )
     template_fields_renderers = {
         "search_space": "json",
@@ -118,6 +127,12 @@ class HyperoptSparkOperator(BaseOperator):
         data_format: str | None = None,
         broadcast_threshold_bytes: int | str | None = None,
         data_conn_id: str | None = DataStagingHook.default_conn_name,
+        warm_start: bool | str | None = None,
+        warm_start_k: int | str = 5,
+        tuning_key: str | None = None,
+        max_failed_trials: int | str | None = "auto",
+        max_failure_ratio: float | str | None = None,
+        mlflow_retry_timeout: float = 300.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -141,6 +156,12 @@ class HyperoptSparkOperator(BaseOperator):
         self.data_format = data_format
         self.broadcast_threshold_bytes = broadcast_threshold_bytes
         self.data_conn_id = data_conn_id
+        self.warm_start = warm_start
+        self.warm_start_k = warm_start_k
+        self.tuning_key = tuning_key
+        self.max_failed_trials = max_failed_trials
+        self.max_failure_ratio = max_failure_ratio
+        self.mlflow_retry_timeout = mlflow_retry_timeout
         self._control: RunControl | None = None
         self._staged: StagedData | None = None
 
@@ -174,16 +195,36 @@ class HyperoptSparkOperator(BaseOperator):
             "objective_kwargs": self.objective_kwargs,
         }
         for name in _INT_FIELDS:
-            settings[name] = _coerce(name, getattr(self, name), int)
+            settings[name] = arguments.coerce(name, getattr(self, name), int)
         for name in _FLOAT_FIELDS:
-            settings[name] = _coerce(name, getattr(self, name), float)
+            settings[name] = arguments.coerce(name, getattr(self, name), float)
         return settings
 
+    def _check_arguments(self) -> None:
+        """The operator's own arguments (the engine checks the budget): fail before any I/O."""
+        arguments.name("spark_conn_id", self.spark_conn_id, allow_none=False)
+        arguments.name("mlflow_conn_id", self.mlflow_conn_id, allow_none=False)
+        arguments.name("mlflow_experiment", self.mlflow_experiment)
+        arguments.mapping("spark_conf", self.spark_conf)
+        arguments.positive_number("spark_connect_timeout", self.spark_connect_timeout)
+        arguments.positive_number("mlflow_retry_timeout", self.mlflow_retry_timeout, allow_none=False)
+        arguments.flag("warm_start", self.warm_start, allow_none=True)
+        k = arguments.coerce("warm_start_k", self.warm_start_k, int)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise TuningConfigError(f"warm_start_k: {self.warm_start_k!r} must be a positive integer")
+        arguments.tuning_key(self.tuning_key)
+        self.spark_conf = arguments.mapping("spark_conf", self.spark_conf)
+
     def execute(self, context: Context) -> dict[str, Any]:
+        import json
+
+        from airflow_provider_sparktune.durable import RetryingWriter
         from airflow_provider_sparktune.engine import RunControl, execute_run, prepare_run
         from airflow_provider_sparktune.results import to_xcom
         from airflow_provider_sparktune.space import is_hyperopt_expression, parse_space_spec
+        from airflow_provider_sparktune.tracking import fast_failing_requests
 
+        self._check_arguments()
         space_spec = (
             self.search_space
             if is_hyperopt_expression(self.search_space)
@@ -198,27 +239,34 @@ class HyperoptSparkOperator(BaseOperator):
             prepared.facts.n_categorical,
             prepared.facts.categorical_breadth,
         )
-        self._control = RunControl()
-        with self.mlflow_hook.credentials():
+        self.spark_hook.resolve()  # connection type, master and conf are checked before MLflow is touched
+        self._control = control = RunControl()
+        with self.mlflow_hook.credentials(), fast_failing_requests():
             tracker = self._start_tracking(context, space_spec)
+            writer = RetryingWriter()
             try:
+                resume = self._resume(context, tracker, prepared)
+                warm = self._warm_start(context, tracker, prepared, resume)
                 spark = self.spark_hook.get_session()
                 result = execute_run(
                     prepared,
                     spark,
-                    on_trial=lambda record, progress: self._report_trial(tracker, record, progress),
-                    control=self._control,
-                    on_start=lambda spec, facts: self._log_budget(tracker, spec),
+                    on_trial=lambda record, progress: self._report_trial(writer, tracker, record, progress),
+                    control=control,
+                    on_start=lambda spec, facts: self._log_budget(writer, tracker, spec),
+                    resume=resume,
+                    warm_start=warm,
                 )
-                tracker.finish(result)
-            except TuningCancelledError as err:
-                tracker.end("KILLED", str(err))
-                raise
+                writer.submit("run summary", tracker.finish_write(result))
             except BaseException as err:
-                tracker.end("FAILED", f"{type(err).__name__}: {err}")
+                killed = isinstance(err, TuningCancelledError) or control.cancel_requested
+                timeout = min(KILL_FLUSH_S, float(self.mlflow_retry_timeout)) if killed else 30.0
+                writer.close(timeout)
+                tracker.end("KILLED" if killed else "FAILED", f"{type(err).__name__}: {err}")
                 raise
             finally:
                 self.spark_hook.stop()
+            unwritten = writer.close(float(self.mlflow_retry_timeout))
         staging = self._staged.plan.to_dict() if self._staged is not None else None
         value = to_xcom(result, mlflow=tracker.info, staging=staging)
         self.log.info(
@@ -237,7 +285,104 @@ class HyperoptSparkOperator(BaseOperator):
             result.trial_overhead_s,
         )
         context["ti"].xcom_push(key="best_params", value=value["best_params"])
+        if unwritten:
+            context["ti"].xcom_push(key="return_value", value=value)
+            self.log.error(
+                "every trial of this run, as JSON: %s", json.dumps([r.to_dict() for r in result.records])
+            )
+            raise TrackingError(
+                f"mlflow_conn_id: {len(unwritten)} write(s) ({', '.join(w.what for w in unwritten[:5])}"
+                f"{', ...' if len(unwritten) > 5 else ''}) never reached {tracker.tracking_uri} within "
+                f"mlflow_retry_timeout={self.mlflow_retry_timeout} s (last error: {writer.last_error}); the best "
+                "result is in XCom and every trial is in this task log as JSON"
+            )
         return value
+
+    def _resume(self, context: Context, tracker: TuningTracker, prepared: PreparedRun) -> list[PriorTrial]:
+        """Finished trials of earlier tries of this task instance; the new parent run links to theirs."""
+        from airflow_provider_sparktune.history import earlier_tries
+        from airflow_provider_sparktune.prior import split_fitting
+
+        tries = earlier_tries(
+            tracker.client,
+            tracker.experiment_id,
+            dag_id=self.dag_id,
+            task_id=self.task_id,
+            run_id=str(context.get("run_id", "")),
+            current_parent=tracker.run_id,
+        )
+        if not tries.parent_run_ids:
+            return []
+        kept, dropped = split_fitting(prepared.space, tries.trials)
+        for trial, reason in dropped:
+            self.log.warning("not resuming trial run %s: %s", trial.source_run_id, reason)
+        for parent in tries.still_running:  # a try killed without cleanup left its run open
+            tracker.set_tags({"sparktune.superseded_by": tracker.run_id}, run_id=parent)
+            tracker.client.set_terminated(parent, status="FAILED")
+        tracker.set_tags(
+            {"sparktune.resumed_from": ",".join(tries.parent_run_ids), "sparktune.resumed_trials": len(kept)}
+        )
+        self.log.info(
+            "resuming %d finished trial(s) of %d earlier tr%s (MLflow run(s) %s)",
+            len(kept),
+            len(tries.parent_run_ids),
+            "y" if len(tries.parent_run_ids) == 1 else "ies",
+            ", ".join(tries.parent_run_ids),
+        )
+        return kept
+
+    def _warm_start_enabled(self, context: Context) -> bool:
+        enabled = arguments.flag("warm_start", self.warm_start, allow_none=True)
+        if enabled is not None:
+            return enabled
+        dag_run = context.get("dag_run")
+        run_type = str(getattr(dag_run, "run_type", "") or "")
+        return run_type.lower().endswith("scheduled")
+
+    def _warm_start(
+        self, context: Context, tracker: TuningTracker, prepared: PreparedRun, resume: list[PriorTrial]
+    ) -> list[PriorTrial]:
+        """The best points of the latest successful runs of the tuning key that fit today's space."""
+        from airflow_provider_sparktune.history import point_key, warm_start_source
+        from airflow_provider_sparktune.prior import split_fitting
+
+        if not self._warm_start_enabled(context):
+            return []
+        source = warm_start_source(
+            tracker.client,
+            tracker.experiment_id,
+            tuning_key=self._tuning_key,
+            k=int(arguments.coerce("warm_start_k", self.warm_start_k, int)),
+            exclude_airflow_run_id=str(context.get("run_id", "")),
+        )
+        kept, dropped = split_fitting(prepared.space, source.points)
+        for trial, reason in dropped:
+            self.log.warning(
+                "warm start: dropping point %s of trial run %s: %s", trial.vals, trial.source_run_id, reason
+            )
+        done = {point_key(trial.vals) for trial in resume}  # evaluated by an earlier try already
+        kept = [trial for trial in kept if point_key(trial.vals) not in done]
+        tracker.set_tags(
+            {
+                "sparktune.warm_start.from_runs": ",".join(source.parent_run_ids),
+                "sparktune.warm_start.trials": len(kept),
+                "sparktune.warm_start.dropped": [
+                    {"source_run": t.source_run_id, "vals": t.vals, "reason": r} for t, r in dropped
+                ],
+            }
+        )
+        self.log.info(
+            "warm start from %d earlier run(s) of %s: %d point(s) first, %d dropped as outside today's space",
+            len(source.parent_run_ids),
+            self._tuning_key,
+            len(kept),
+            len(dropped),
+        )
+        return kept
+
+    @property
+    def _tuning_key(self) -> str:
+        return self.tuning_key or f"{self.dag_id}.{self.task_id}"
 
     def _start_tracking(self, context: Context, space_spec: Any) -> TuningTracker:
         import json
@@ -255,6 +400,7 @@ class HyperoptSparkOperator(BaseOperator):
             "airflow.task_id": self.task_id,
             "airflow.run_id": context.get("run_id", ""),
             "airflow.try_number": str(getattr(ti, "try_number", "")),
+            "sparktune.tuning_key": self._tuning_key,
             "sparktune.search_space": json.dumps(space_spec) if declarative else repr(space_spec),
         }
         run_name = f"{self.task_id} {context.get('run_id', '')} try {tags['airflow.try_number']}"
@@ -262,7 +408,7 @@ class HyperoptSparkOperator(BaseOperator):
         self.log.info("MLflow run %s in experiment %s at %s", tracker.run_id, tracker.experiment_id, uri)
         return tracker
 
-    def _log_budget(self, tracker: TuningTracker, spec: TuningSpec) -> None:
+    def _log_budget(self, writer: RetryingWriter, tracker: TuningTracker, spec: TuningSpec) -> None:
         self.log.info(
             "tuning with max_evals=%d%s parallelism=%d%s algo=%s seed=%s",
             spec.max_evals,
@@ -272,10 +418,15 @@ class HyperoptSparkOperator(BaseOperator):
             spec.algo,
             spec.seed,
         )
+        extra: dict[str, Any] = {
+            "max_failed_trials": spec.max_failed_trials,
+            "max_failure_ratio": spec.max_failure_ratio,
+        }
         plan = self._staged.plan if self._staged is not None else None
         if plan is None:
             self.log.info("no data staged: the objective gets data=None")
-            tracker.log_spec(spec, {"staging_mode": "none"})
+            extra["staging_mode"] = "none"
+            writer.submit("run parameters", lambda: tracker.log_spec(spec, extra))
             return
         self.log.info(
             "data %s (%s, %d bytes, threshold %d bytes) staged by %s: %s",
@@ -286,17 +437,17 @@ class HyperoptSparkOperator(BaseOperator):
             plan.mode,
             plan.reason,
         )
-        tracker.log_spec(
-            spec,
+        extra.update(
             {
                 "staging_mode": plan.mode,
                 "staging_uri": plan.uri,
                 "staging_format": plan.format,
                 "staging_size_bytes": plan.size_bytes,
                 "staging_threshold_bytes": plan.threshold_bytes,
-            },
+            }
         )
-        tracker.log_staging(plan.to_dict())
+        writer.submit("run parameters", lambda: tracker.log_spec(spec, extra))
+        writer.submit("staging plan", lambda: tracker.log_staging(plan.to_dict()))
 
     def _open_data(self) -> StagedData | None:
         """``data`` as a checked handle: a URI is planned here, a sensor's plan is used as it is."""
@@ -330,7 +481,9 @@ class HyperoptSparkOperator(BaseOperator):
         )
         return plan.with_threshold(threshold)
 
-    def _report_trial(self, tracker: TuningTracker, record: TrialRecord, progress: Progress) -> None:
+    def _report_trial(
+        self, writer: RetryingWriter, tracker: TuningTracker, record: TrialRecord, progress: Progress
+    ) -> None:
         if record.loss is not None:
             outcome = f"loss={record.loss:.6g}"
         else:
@@ -338,15 +491,16 @@ class HyperoptSparkOperator(BaseOperator):
             outcome = f"error={lines[-1] if lines else 'unknown'}"
         best = "n/a" if progress.best_loss is None else f"{progress.best_loss:.6g}"
         self.log.info(
-            "trial %d/%d %s %s best=%s elapsed=%.1fs",
+            "trial %d/%d %s%s %s best=%s elapsed=%.1fs",
             progress.finished,
             progress.max_evals,
             record.status,
+            " (warm start)" if record.origin == "warm_start" else "",
             outcome,
             best,
             progress.elapsed_s,
         )
-        tracker.log_trial(record)
+        writer.submit(f"trial {record.tid}", tracker.trial_write(record))
 
     def on_kill(self) -> None:
         """Cancel this task's Spark job group; no new trial starts and the MLflow run ends KILLED."""

@@ -63,3 +63,36 @@ def test_test_connection_reports_an_unreachable_server(monkeypatch: pytest.Monke
     ok, message = MlflowHook("ml").test_connection()
     assert not ok
     assert "unreachable" in message
+
+
+MLFLOW_BAD_INPUT = [
+    # (case id, connection JSON for conn id "bad", error starts with)
+    (
+        "mlflow_conn_id-unknown-type",
+        json.dumps({"conn_type": "http", "host": "x"}),
+        "mlflow_conn_id: connection 'bad'",
+    ),
+    (
+        "mlflow_conn_id-empty-host",
+        json.dumps({"conn_type": "mlflow", "host": "  "}),
+        "mlflow_conn_id 'bad': ",
+    ),
+    ("mlflow_conn_id-unreachable", "UNREACHABLE", "mlflow_conn_id: MLflow tracking server"),
+]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("connection", "expected"),
+    [case[1:] for case in MLFLOW_BAD_INPUT],
+    ids=[case[0] for case in MLFLOW_BAD_INPUT],
+)
+def test_bad_input(monkeypatch: pytest.MonkeyPatch, connection: str, expected: str) -> None:
+    from tests.servers import free_port
+
+    if connection == "UNREACHABLE":
+        connection = json.dumps({"conn_type": "mlflow", "host": f"http://127.0.0.1:{free_port()}"})
+    monkeypatch.setenv("AIRFLOW_CONN_BAD", connection)
+    ok, message = MlflowHook("bad").test_connection()
+    assert not ok
+    assert message.startswith(expected), message

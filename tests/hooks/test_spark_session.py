@@ -77,3 +77,57 @@ def test_existing_session_is_reused_and_left_running(spark: Any) -> None:
     assert hook.get_session().sparkContext is spark.sparkContext
     hook.stop()
     assert spark.sparkContext.range(3).count() == 3  # still alive
+
+
+HOOK_BAD_INPUT: list[tuple[str, dict[str, Any], str | None, str]] = [
+    # (case id, hook arguments, connection JSON for conn id "bad", error starts with)
+    (
+        "spark_conn_id-unknown-type",
+        {},
+        json.dumps({"conn_type": "http", "host": "x"}),
+        "spark_conn_id: connection 'bad'",
+    ),
+    (
+        "spark_conn_id-spark-connect",
+        {},
+        json.dumps({"conn_type": "spark", "host": "sc://h"}),
+        "spark_conn_id 'bad': ",
+    ),
+    (
+        "spark_conn_id-extra-conf",
+        {},
+        json.dumps({"conn_type": "spark", "extra": {"spark_conf": "x"}}),
+        "spark_conn_id: the extra",
+    ),
+    (
+        "spark_conn_id-extra-timeout",
+        {},
+        json.dumps({"conn_type": "spark", "extra": {"connect_timeout": -1}}),
+        "spark_conn_id: extra connect_timeout",
+    ),
+    ("spark_conf-wrong-type", {"spark_conf": "spark.x=1"}, None, "spark_conf: str given"),
+    ("connect_timeout-out-of-range", {"connect_timeout": 0}, None, "spark_connect_timeout: 0 must be"),
+    (
+        "connect_timeout-wrong-type",
+        {"connect_timeout": "soon"},
+        None,
+        "spark_connect_timeout: 'soon' must be",
+    ),
+]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("arguments", "connection", "expected"),
+    [case[1:] for case in HOOK_BAD_INPUT],
+    ids=[case[0] for case in HOOK_BAD_INPUT],
+)
+def test_bad_input(
+    monkeypatch: pytest.MonkeyPatch, arguments: dict[str, Any], connection: str | None, expected: str
+) -> None:
+    if connection is not None:
+        monkeypatch.setenv("AIRFLOW_CONN_BAD", connection)
+    hook = SparkSessionHook("bad" if connection is not None else "no_such_spark", **arguments)
+    with pytest.raises(SparkConnectionError) as caught:
+        hook.resolve()  # what the operator calls before MLflow or Spark is touched
+    assert str(caught.value).startswith(expected), str(caught.value)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -11,7 +12,17 @@ import pytest
 
 from airflow_provider_sparktune.exceptions import SearchSpaceError, TrackingError, TuningCancelledError
 from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOperator
-from tests.servers import MlflowServer, SparkCluster, airflow_dags_test, free_port
+from tests.servers import (
+    VENV_BIN,
+    MlflowServer,
+    RestartableMlflowServer,
+    SparkCluster,
+    airflow_cli,
+    airflow_dags_test,
+    free_port,
+    kill_group,
+    process_group,
+)
 
 TEST_DAGS = Path(__file__).resolve().parents[1] / "dags"
 UNIT_SPACE = {"x": {"hp": "uniform", "low": 0, "high": 1}}
@@ -338,3 +349,523 @@ def test_a_sensor_plan_as_rendered_template_text_is_used_as_it_is(
     assert value["staging"] == plan and plan["mode"] == "broadcast"
     assert parent_run(mlflow_uri, experiment_name).data.params["staging_mode"] == "broadcast"
     assert op._staged is not None and op._staged.broadcast is None  # destroyed when the run ended
+
+
+# -- nothing lost: a killed try is resumed by the next one ------------------------------------------
+
+
+def trial_runs(mlflow_uri: str, parent_run_id: str, status: str | None = "FINISHED") -> list[Any]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    parent = client.get_run(parent_run_id)
+    runs = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    )
+    return [r for r in runs if status is None or r.info.status == status]
+
+
+def second_try_of(dag_id: str, task_id: str, run_id: str) -> int:
+    """What the scheduler does when a task's process died and it has a retry left: record the try,
+    mark it up for retry, then schedule the next try. Returns the new try number."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    with create_session() as session:
+        ti = session.scalar(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag_id, TaskInstance.task_id == task_id, TaskInstance.run_id == run_id
+            )
+        )
+        assert ti is not None
+        assert (ti.state, ti.try_number) == (TaskInstanceState.RUNNING, 1)  # killed: nobody cleaned up
+        ti.prepare_db_for_next_try(session)
+        ti.try_number += 1
+        ti.state = TaskInstanceState.SCHEDULED
+        session.merge(ti)
+        return int(ti.try_number)
+
+
+@pytest.mark.integration
+def test_a_killed_try_is_resumed_by_the_next_try(airflow_db: Any, tmp_path: Path) -> None:
+    """SIGKILL the task process half way, then run the second try of the same task instance.
+
+    Try 1 is ``airflow dags test`` in its own process group, killed (with its Spark JVM) once three
+    trials are in MLflow. Try 2 is the same task instance after the scheduler's retry bookkeeping
+    (``second_try_of``), run by ``airflow tasks test DAG TASK RUN_ID``, which runs the task
+    instance as stored, with try_number 2.
+    """
+    from mlflow import MlflowClient
+
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {"AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "mlflow", "host": mlflow_uri})}
+    cmd = [str(VENV_BIN / "airflow"), "dags", "test", "resumable_tuning", "2026-02-01"]
+    client = MlflowClient(mlflow_uri)
+    with process_group(cmd, env, tmp_path / "try1.log") as first:
+        deadline = time.monotonic() + 240
+        done: list[Any] = []
+        while len(done) < 3:
+            assert first.poll() is None, (tmp_path / "try1.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "three trials did not finish in time"
+            time.sleep(0.5)
+            experiment = client.get_experiment_by_name("resumable_tuning.tune")
+            if experiment is not None:
+                runs = client.search_runs([experiment.experiment_id])
+                done = [
+                    r for r in runs if "mlflow.parentRunId" in r.data.tags and r.info.status == "FINISHED"
+                ]
+        kill_group(first)
+    runs = client.search_runs([experiment.experiment_id])
+    [parent1] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent1.info.status == "RUNNING"  # SIGKILL: no cleanup ran
+    run_id = parent1.data.tags["airflow.run_id"]
+    first_trials = trial_runs(mlflow_uri, parent1.info.run_id)
+    assert 3 <= len(first_trials) < 8
+
+    assert second_try_of("resumable_tuning", "tune", run_id) == 2
+    second = airflow_cli(["tasks", "test", "resumable_tuning", "tune", run_id], env)
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+
+    parents = [
+        r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" not in r.data.tags
+    ]
+    [parent2] = [r for r in parents if r.info.run_id != parent1.info.run_id]
+    assert parent2.data.tags["airflow.try_number"] == "2"
+    assert parent2.data.tags["sparktune.resumed_from"] == parent1.info.run_id
+    assert int(parent2.data.tags["sparktune.resumed_trials"]) == len(first_trials)
+    assert client.get_run(parent1.info.run_id).info.status == "FAILED"  # closed by the try that took over
+    assert parent2.info.status == "FINISHED"
+    second_trials = trial_runs(mlflow_uri, parent2.info.run_id)
+    assert len(first_trials) + len(second_trials) == 8  # only the remaining trials ran
+    all_vals = {r.data.tags["sparktune.vals"] for r in first_trials + second_trials}
+    assert len(all_vals) == 8  # distinct trials, none run twice
+    value = xcom_values(run_id, "tune")["return_value"]
+    assert value["trials"]["total"] == 8
+    assert value["mlflow"]["run_id"] == parent2.info.run_id
+    losses = [r.data.metrics["loss"] for r in first_trials + second_trials]
+    assert value["best_loss"] == pytest.approx(min(losses))  # the best covers both tries
+    assert float(parent2.data.metrics["trials_total"]) == 8
+
+
+# -- nightly warm start -------------------------------------------------------------------------
+
+
+def context_for(run_id: str, run_type: str = "manual") -> dict[str, Any]:
+    return {
+        "ti": StandInTaskInstance(try_number=1, pushed={}),
+        "run_id": run_id,
+        "dag_run": SimpleNamespace(run_type=run_type),
+    }
+
+
+@pytest.mark.integration
+def test_nightly_warm_start_begins_with_last_nights_best_points(
+    spark: Any, mlflow_uri: str, experiment_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    client = MlflowClient(mlflow_uri)
+
+    def tune(space: dict[str, Any], run_id: str, run_type: str, **kwargs: Any) -> Any:
+        op = HyperoptSparkOperator(
+            task_id="t",
+            search_space=space,
+            objective=x_objective,
+            max_evals=5,
+            parallelism=1,
+            seed=len(run_id),
+            warm_start_k="2",
+            mlflow_experiment=experiment_name,
+            **kwargs,
+        )
+        value = op.execute(context_for(run_id, run_type))  # type: ignore[arg-type]
+        parent = client.get_run(value["mlflow"]["run_id"])
+        trials = sorted(
+            trial_runs(mlflow_uri, parent.info.run_id), key=lambda r: int(r.data.tags["sparktune.tid"])
+        )
+        return parent, trials
+
+    first, first_trials = tune(UNIT_SPACE, "manual__1", "manual")
+    assert "sparktune.warm_start.from_runs" not in first.data.tags  # manual runs start cold by default
+    best = sorted(first_trials, key=lambda r: r.data.metrics["loss"])[:2]
+
+    second, second_trials = tune(UNIT_SPACE, "scheduled__2", "scheduled")  # default: on for scheduled runs
+    assert second.data.tags["sparktune.warm_start.from_runs"] == first.info.run_id
+    assert second.data.tags["sparktune.warm_start.trials"] == "2"
+    assert [r.data.params["x"] for r in second_trials[:2]] == [r.data.params["x"] for r in best]
+    assert [r.data.tags["sparktune.origin"] for r in second_trials] == ["warm_start"] * 2 + ["new"] * 3
+    assert [r.data.tags["sparktune.source_run"] for r in second_trials[:2]] == [r.info.run_id for r in best]
+
+    # The space changed: the best point so far now lies below the new lower bound and is dropped.
+    candidates = sorted(first_trials + second_trials, key=lambda r: r.data.metrics["loss"])
+    distinct = list({r.data.params["x"]: r for r in candidates}.values())[:2]
+    low = (float(distinct[0].data.params["x"]) + float(distinct[1].data.params["x"])) / 2
+    changed = {"x": {"hp": "uniform", "low": low, "high": 1}}
+    third, third_trials = tune(changed, "scheduled__3", "scheduled", warm_start=True)
+    assert set(third.data.tags["sparktune.warm_start.from_runs"].split(",")) == {
+        first.info.run_id,
+        second.info.run_id,
+    }
+    assert third.data.tags["sparktune.warm_start.trials"] == "1"
+    dropped = json.loads(third.data.tags["sparktune.warm_start.dropped"])
+    assert [d["vals"]["x"] for d in dropped] == [float(distinct[0].data.params["x"])]
+    assert "is outside" in dropped[0]["reason"]
+    assert third_trials[0].data.params["x"] == distinct[1].data.params["x"]
+    assert third_trials[0].data.tags["sparktune.origin"] == "warm_start"
+
+
+# -- MLflow going away in the middle of a run -----------------------------------------------------
+
+
+def one_second_x(params: dict[str, Any]) -> float:
+    time.sleep(1)
+    return params["x"]
+
+
+def tune_in_background(
+    op: HyperoptSparkOperator, ctx: dict[str, Any]
+) -> tuple[threading.Thread, dict[str, Any]]:
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = op.execute(ctx)  # type: ignore[arg-type]
+        except BaseException as err:
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def wait_for_trials(uri: str, experiment: str, count: int, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if len([r for r in runs_of(uri, experiment) if "mlflow.parentRunId" in r.data.tags]) >= count:
+                return
+        except Exception:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{count} trial runs did not appear within {timeout_s} s")
+
+
+@pytest.mark.integration
+def test_mlflow_restarting_mid_run_loses_nothing(
+    spark: Any,
+    mlflow_outage_server: RestartableMlflowServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("WARNING", logger="airflow_provider_sparktune.durable")
+    server = mlflow_outage_server
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", server.connection())
+    op = HyperoptSparkOperator(
+        task_id="t",
+        search_space=UNIT_SPACE,
+        objective=one_second_x,
+        max_evals=8,
+        parallelism=2,
+        seed=2,
+        mlflow_experiment="restart",
+    )
+    thread, outcome = tune_in_background(op, context())
+    wait_for_trials(server.uri, "restart", 2)
+    server.stop()  # the tracking server goes away in the middle of the run
+    time.sleep(3)  # trials keep finishing meanwhile
+    assert thread.is_alive()  # the run goes on without MLflow
+    server.start()
+    thread.join(240)
+    assert not thread.is_alive()
+    assert "error" not in outcome, outcome.get("error")
+    assert outcome["value"]["trials"]["total"] == 8
+    runs = runs_of(server.uri, "restart")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert sorted(int(r.data.tags["sparktune.tid"]) for r in trials) == list(range(8))  # every trial, once
+    assert all(r.info.status == "FINISHED" for r in trials)
+    assert float(parents[0].data.metrics["trials_total"]) == 8
+    assert any("retrying with backoff" in message for message in caplog.messages)
+
+
+@pytest.mark.integration
+def test_mlflow_that_never_returns_fails_the_task_with_the_result_kept(
+    spark: Any,
+    mlflow_outage_server: RestartableMlflowServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    server = mlflow_outage_server
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", server.connection())
+    op = HyperoptSparkOperator(
+        task_id="t",
+        search_space=UNIT_SPACE,
+        objective=one_second_x,
+        max_evals=4,
+        parallelism=2,
+        seed=3,
+        mlflow_experiment="gone",
+        mlflow_retry_timeout=3,
+    )
+    ctx = context()
+    thread, outcome = tune_in_background(op, ctx)
+    wait_for_trials(server.uri, "gone", 1)
+    server.stop()
+    thread.join(240)
+    assert isinstance(outcome.get("error"), TrackingError)
+    message = str(outcome["error"])
+    assert message.startswith("mlflow_conn_id: ")
+    assert "never reached" in message and "mlflow_retry_timeout=3" in message
+    pushed = ctx["ti"].pushed
+    assert pushed["return_value"]["trials"]["total"] == 4  # the best result is still in XCom
+    assert pushed["best_params"] == pushed["return_value"]["best_params"]
+    marker = "every trial of this run, as JSON: "
+    [logged] = [line for line in capfd.readouterr().out.splitlines() if marker in line]
+    trials = json.loads(logged.split(marker, 1)[1].rsplit("] [airflow.task", 1)[0] + "]")
+    assert sorted(t["tid"] for t in trials) == list(range(4))
+    assert min(t["loss"] for t in trials) == pytest.approx(pushed["return_value"]["best_loss"])
+
+
+# -- bad input: one clear error naming the argument, before any Spark job, no run left RUNNING ----------
+
+
+def spark_conn(**fields: Any) -> str:
+    return json.dumps({"conn_type": "spark", **fields})
+
+
+BAD_INPUT: list[tuple[str, dict[str, Any], dict[str, str], str]] = [
+    # (case id, operator arguments, connections (AIRFLOW_CONN_<ID> suffix -> JSON), error starts with)
+    ("search_space-wrong-type", {"search_space": 42}, {}, "search_space: int given"),
+    ("search_space-garbage-template", {"search_space": "{{ not json"}, {}, "search_space: not valid JSON"),
+    ("search_space-unknown-hp", {"search_space": {"x": {"hp": "integer"}}}, {}, "search_space.x.hp: unknown"),
+    (
+        "search_space-out-of-range",
+        {"search_space": {"x": {"hp": "uniform", "low": 1, "high": 0}}},
+        {},
+        "search_space.x: low",
+    ),
+    ("objective-wrong-type", {"objective": 42}, {}, "objective: expected"),
+    ("objective-missing-module", {"objective": "no_such_pkg.mod:fn"}, {}, "objective: cannot import"),
+    ("objective-template", {"objective": "{{ params.objective }}"}, {}, "objective: "),
+    ("objective_kwargs-wrong-type", {"objective_kwargs": "[1, 2]"}, {}, "objective_kwargs: expected a dict"),
+    ("objective_kwargs-unknown-key", {"objective_kwargs": {"nope": 1}}, {}, "objective_kwargs: "),
+    ("max_evals-garbage-template", {"max_evals": "ten"}, {}, "max_evals: rendered to 'ten'"),
+    ("max_evals-out-of-range", {"max_evals": 0}, {}, "max_evals: 0 must be"),
+    ("max_evals-wrong-type", {"max_evals": 2.5}, {}, "max_evals: 2.5 must be"),
+    ("parallelism-out-of-range", {"parallelism": 500}, {}, "parallelism: 500 is above"),
+    ("parallelism-wrong-type", {"parallelism": True}, {}, "parallelism: True must be"),
+    ("algo-unknown", {"algo": "bayes"}, {}, "algo: unknown algorithm"),
+    ("algo-wrong-type", {"algo": 3}, {}, "algo: unknown algorithm"),
+    ("seed-out-of-range", {"seed": -1}, {}, "seed: -1 must be"),
+    ("seed-garbage-template", {"seed": "abc"}, {}, "seed: rendered to 'abc'"),
+    ("timeout-out-of-range", {"timeout": 0}, {}, "timeout: 0 must be"),
+    ("timeout-garbage-template", {"timeout": "soon"}, {}, "timeout: rendered to 'soon'"),
+    ("loss_threshold-garbage-template", {"loss_threshold": "low"}, {}, "loss_threshold: rendered to 'low'"),
+    ("early_stop_after-out-of-range", {"early_stop_after": 0}, {}, "early_stop_after: 0 must be"),
+    ("dispatcher-unknown", {"dispatcher": "fast"}, {}, "dispatcher: unknown dispatcher"),
+    ("max_failed_trials-out-of-range", {"max_failed_trials": 0}, {}, "max_failed_trials: 0 must be"),
+    ("max_failed_trials-garbage-template", {"max_failed_trials": "x"}, {}, "max_failed_trials: rendered to"),
+    ("max_failure_ratio-out-of-range", {"max_failure_ratio": 2}, {}, "max_failure_ratio: 2 must be"),
+    ("warm_start-garbage-template", {"warm_start": "maybe"}, {}, "warm_start: 'maybe' is not a boolean"),
+    ("warm_start_k-out-of-range", {"warm_start_k": 0}, {}, "warm_start_k: 0 must be"),
+    ("warm_start_k-garbage-template", {"warm_start_k": "many"}, {}, "warm_start_k: rendered to 'many'"),
+    ("tuning_key-injection", {"tuning_key": "k' or '1'='1"}, {}, "tuning_key: "),
+    ("tuning_key-wrong-type", {"tuning_key": 7}, {}, "tuning_key: 7 must be"),
+    ("mlflow_retry_timeout-out-of-range", {"mlflow_retry_timeout": -1}, {}, "mlflow_retry_timeout: -1"),
+    ("mlflow_experiment-wrong-type", {"mlflow_experiment": 42}, {}, "mlflow_experiment: 42 must be"),
+    ("mlflow_experiment-empty", {"mlflow_experiment": "  "}, {}, "mlflow_experiment: '  ' must be"),
+    ("spark_conf-wrong-type", {"spark_conf": [1, 2]}, {}, "spark_conf: list given"),
+    ("spark_conf-garbage-template", {"spark_conf": "{oops"}, {}, "spark_conf: rendered to text"),
+    ("spark_connect_timeout-out-of-range", {"spark_connect_timeout": -5}, {}, "spark_connect_timeout: -5"),
+    (
+        "spark_connect_timeout-wrong-type",
+        {"spark_connect_timeout": "soon"},
+        {},
+        "spark_connect_timeout: rendered",
+    ),
+    ("spark_conn_id-empty", {"spark_conn_id": ""}, {}, "spark_conn_id: '' must be"),
+    (
+        "spark_conn_id-unknown-type",
+        {"spark_conn_id": "bad"},
+        {"BAD": json.dumps({"conn_type": "http", "host": "x"})},
+        "spark_conn_id: connection 'bad' has type 'http'",
+    ),
+    (
+        "spark_conn_id-spark-connect",
+        {"spark_conn_id": "bad"},
+        {"BAD": spark_conn(host="sc://127.0.0.1", port=15002)},
+        "spark_conn_id 'bad': spark connection host",
+    ),
+    (
+        "spark_conn_id-extra-conf",
+        {"spark_conn_id": "bad"},
+        {"BAD": spark_conn(host="local[2]", extra={"spark_conf": [1]})},
+        "spark_conn_id: the extra",
+    ),
+    (
+        "spark_conn_id-extra-timeout",
+        {"spark_conn_id": "bad"},
+        {"BAD": spark_conn(host="local[2]", extra={"connect_timeout": "soon"})},
+        "spark_conn_id: extra connect_timeout",
+    ),
+    ("mlflow_conn_id-empty", {"mlflow_conn_id": ""}, {}, "mlflow_conn_id: '' must be"),
+    (
+        "mlflow_conn_id-unknown-type",
+        {"mlflow_conn_id": "bad"},
+        {"BAD": json.dumps({"conn_type": "http", "host": "x"})},
+        "mlflow_conn_id: connection 'bad' has type 'http'",
+    ),
+    (
+        "mlflow_conn_id-empty-host",
+        {"mlflow_conn_id": "bad"},
+        {"BAD": json.dumps({"conn_type": "mlflow"})},
+        "mlflow_conn_id 'bad': the connection's host is empty",
+    ),
+    (
+        "mlflow_conn_id-unreachable",
+        {"mlflow_conn_id": "bad"},
+        {"BAD": "UNREACHABLE"},
+        "mlflow_conn_id: MLflow tracking server",
+    ),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("arguments", "connections", "expected"),
+    [case[1:] for case in BAD_INPUT],
+    ids=[case[0] for case in BAD_INPUT],
+)
+def test_bad_input(
+    spark: Any,
+    mlflow_uri: str,
+    experiment_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    arguments: dict[str, Any],
+    connections: dict[str, str],
+    expected: str,
+) -> None:
+    from airflow_provider_sparktune.exceptions import SparktuneError
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    for conn_id, conn in connections.items():
+        if conn == "UNREACHABLE":
+            conn = json.dumps({"conn_type": "mlflow", "host": f"http://127.0.0.1:{free_port()}"})
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id}", conn)
+    settings = {
+        "search_space": UNIT_SPACE,
+        "objective": x_objective,
+        "max_evals": 2,
+        "parallelism": 2,
+        "mlflow_experiment": experiment_name,
+        **arguments,
+    }
+    jobs_before = len(spark.sparkContext.statusTracker().getJobIdsForGroup())
+    op = HyperoptSparkOperator(task_id="t", **settings)
+    with pytest.raises(SparktuneError) as caught:
+        op.execute(context())  # type: ignore[arg-type]
+    assert str(caught.value).startswith(expected), str(caught.value)
+    assert len(spark.sparkContext.statusTracker().getJobIdsForGroup()) == jobs_before  # no Spark job
+    assert [r.info.status for r in runs_of(mlflow_uri, experiment_name) if r.info.status == "RUNNING"] == []
+
+
+# -- run conf is data; secrets stay secret --------------------------------------------------------
+
+SECRET = "sparktune-Secret-7f3a9c"
+
+
+@pytest.mark.integration
+def test_run_conf_is_data_and_secrets_appear_nowhere(
+    spark: Any,
+    airflow_db: Any,
+    mlflow_tracking_server: MlflowServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from mlflow import MlflowClient
+
+    mlflow_conn = {"conn_type": "mlflow", "host": mlflow_tracking_server.uri, "password": SECRET}
+    spark_conn_secret = {
+        "conn_type": "spark",
+        "host": "local[2]",
+        "login": "spark-user",
+        "password": SECRET,
+        "extra": {"spark.authenticate.secret": SECRET},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(mlflow_conn))
+    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps(spark_conn_secret))
+    marker = tmp_path / "evaluated"
+    code_like = f"__import__('os').system('touch {marker}')"
+    space = {
+        "x": {"hp": "uniform", "low": 0, "high": 1},
+        "note": "{{ 7 * 7 }}",
+        "cmd": code_like,
+        "objective": "os:system",
+    }
+    dag = DagBag(dag_folder=str(TEST_DAGS / "templated_tuning.py")).get_dag("templated_tuning")
+    dag_run = dag.test(run_conf={"space": space, "max_evals": 2, "objective": "os:system"})
+    assert dag_run.state == "success"
+    written = capfd.readouterr()
+
+    value = xcom_values(dag_run.run_id, "tune")["return_value"]
+    params = value["best_params"]
+    assert params["note"] == "{{ 7 * 7 }}"  # data from run conf is not rendered again
+    assert params["cmd"] == code_like and not marker.exists()  # nor evaluated
+    assert 2 <= value["best_loss"] <= 3  # the DAG's own objective ran (x + 2), not the one in run conf
+
+    client = MlflowClient(mlflow_tracking_server.uri)
+    runs = runs_of(mlflow_tracking_server.uri, "templated_tuning.tune", run_id=dag_run.run_id)
+    everything = [written.out, written.err, json.dumps(xcom_values(dag_run.run_id, "tune"), default=str)]
+    for parent in runs:
+        children = client.search_runs(
+            [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+        )
+        for run in [parent, *children]:
+            everything += [json.dumps(run.data.params), json.dumps(run.data.tags), run.info.run_name or ""]
+        for artifact in client.list_artifacts(parent.info.run_id):
+            if artifact.path.endswith(".json"):
+                local = client.download_artifacts(parent.info.run_id, artifact.path, str(tmp_path))
+                everything.append(Path(local).read_text())
+    logs = Path(os.environ["AIRFLOW_HOME"], "logs")
+    everything += (
+        [p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file()] if logs.exists() else []
+    )
+    assert len(runs) == 1 and len(everything) > 8
+    assert not [text[:200] for text in everything if SECRET in text]
+    assert "trial 2/2" in written.out  # the task log was captured, so the grep above saw it
+
+
+@pytest.mark.integration
+def test_execution_timeout_kills_the_run_within_the_bound(
+    spark: Any, airflow_db: Any, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real Airflow run (dag.test): execution_timeout fires, running trials are cancelled, runs end KILLED."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    dag = DagBag(dag_folder=str(TEST_DAGS / "timeout_tuning.py")).get_dag("timeout_tuning")
+    started = time.monotonic()
+    dag_run = dag.test()
+    assert dag_run.state == "failed"
+    assert (
+        time.monotonic() - started < 15 + 30 + 30
+    )  # the timeout, the cancel bound, start-up on a busy machine
+    [parent] = runs_of(mlflow_uri, "timeout_tuning.tune", run_id=dag_run.run_id)
+    trials = trial_runs(mlflow_uri, parent.info.run_id, status=None)
+    assert parent.info.status == "KILLED"
+    assert "AirflowTaskTimeout" in parent.data.tags["sparktune.error"]
+    assert (
+        parent.info.end_time - parent.info.start_time
+    ) / 1000 < 15 + 30  # killed within 30 s of the timeout
+    assert trials and all(r.info.status == "KILLED" for r in trials)  # the running trials, cancelled
+    assert len(trials) <= 2  # no new trial started after the kill
+    deadline = time.monotonic() + 10
+    while spark.sparkContext.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert spark.sparkContext.statusTracker().getActiveJobsIds() == []

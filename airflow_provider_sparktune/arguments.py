@@ -1,0 +1,96 @@
+"""Operator arguments that arrive as rendered template text, checked and converted before any I/O.
+
+Each check raises a ``TuningConfigError`` that starts with the argument's name and says what fits,
+so a bad value from a template or run conf fails the task before MLflow or Spark is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from airflow_provider_sparktune.exceptions import TuningConfigError
+
+_TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+_KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]+")
+
+
+def coerce(name: str, value: Any, kind: type) -> Any:
+    """Rendered templates arrive as text: ``"50"`` -> 50, ``""``/``"None"`` -> None."""
+    if not isinstance(value, str) or value == "auto":
+        return value
+    text = value.strip()
+    if text in ("", "None", "null"):
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise TuningConfigError(f"{name}: rendered to {value!r}, which is not a {kind.__name__}") from None
+
+
+def flag(name: str, value: Any, *, allow_none: bool = False) -> bool | None:
+    """A bool, or the text a template renders for one."""
+    if isinstance(value, bool) or (value is None and allow_none):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        if allow_none and text in ("", "none", "null"):
+            return None
+    raise TuningConfigError(f"{name}: {value!r} is not a boolean; use true or false")
+
+
+def positive_number(name: str, value: Any, *, allow_none: bool = True) -> float | None:
+    value = coerce(name, value, float)
+    if value is None and allow_none:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise TuningConfigError(f"{name}: {value!r} must be a positive number of seconds")
+    return float(value)
+
+
+def mapping(name: str, value: Any) -> dict[str, Any] | None:
+    """A dict, or the JSON object text a template renders for one."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else None
+        except json.JSONDecodeError as err:
+            raise TuningConfigError(
+                f"{name}: rendered to text that is not a JSON object ({err.msg})"
+            ) from None
+        if value is None:
+            return None
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise TuningConfigError(f"{name}: {type(value).__name__} given; use a dict with string keys")
+    return dict(value)
+
+
+def name(field: str, value: Any, *, allow_none: bool = True) -> str | None:
+    """An identifier-like string: a connection id, an experiment name, a tuning key."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise TuningConfigError(f"{field}: {value!r} must be a non-empty string")
+    return value
+
+
+def tuning_key(value: Any) -> str | None:
+    key = name("tuning_key", value)
+    if key is not None and not _KEY_PATTERN.fullmatch(key):
+        raise TuningConfigError(
+            f"tuning_key: {key!r} may hold only letters, digits and _ . : - (it is matched in MLflow searches)"
+        )
+    return key

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from airflow_provider_sparktune.history import best_distinct, earlier_tries, warm_start_source
+from airflow_provider_sparktune.prior import PriorTrial
+
+
+def parent(client: Any, experiment_id: str, run_id: str, status: str = "RUNNING", key: str = "d.t") -> str:
+    tags = {
+        "airflow.dag_id": "d",
+        "airflow.task_id": "t",
+        "airflow.run_id": run_id,
+        "sparktune.tuning_key": key,
+    }
+    created = client.create_run(experiment_id, tags=tags).info.run_id
+    if status != "RUNNING":
+        client.set_terminated(created, status=status)
+    return str(created)
+
+
+def trial(
+    client: Any, experiment_id: str, parent_id: str, tid: int, x: float, status: str = "FINISHED"
+) -> str:
+    tags = {
+        "mlflow.parentRunId": parent_id,
+        "sparktune.tid": str(tid),
+        "sparktune.status": "ok",
+        "sparktune.vals": json.dumps({"x": x}),
+    }
+    run_id = client.create_run(experiment_id, tags=tags).info.run_id
+    client.log_metric(run_id, "loss", x)
+    if status != "RUNNING":
+        client.set_terminated(run_id, status=status)
+    return str(run_id)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("airflow_run_id", ["scheduled__2026-01-01T00:00:00+00:00", "manual__o'brien"])
+def test_earlier_tries_of_one_task_instance_and_their_complete_trials(
+    mlflow_uri: str, experiment_name: str, airflow_run_id: str
+) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    experiment_id = client.create_experiment(experiment_name)
+    killed = parent(client, experiment_id, airflow_run_id)
+    trial(client, experiment_id, killed, 0, 0.4)
+    trial(client, experiment_id, killed, 1, 0.2)
+    trial(client, experiment_id, killed, 2, 0.9, status="RUNNING")  # its write was cut off: run again
+    other_night = parent(client, experiment_id, "scheduled__other", status="FINISHED")
+    trial(client, experiment_id, other_night, 0, 0.1)
+    current = parent(client, experiment_id, airflow_run_id)
+
+    found = earlier_tries(
+        client, experiment_id, dag_id="d", task_id="t", run_id=airflow_run_id, current_parent=current
+    )
+    assert found.parent_run_ids == (killed,) and found.still_running == (killed,)
+    assert [(t.vals, t.loss, t.status) for t in found.trials] == [
+        ({"x": 0.4}, 0.4, "ok"),
+        ({"x": 0.2}, 0.2, "ok"),
+    ]
+
+
+@pytest.mark.integration
+def test_warm_start_reads_the_best_points_of_recent_finished_runs_of_the_key(
+    mlflow_uri: str, experiment_name: str
+) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    experiment_id = client.create_experiment(experiment_name)
+    night1 = parent(client, experiment_id, "scheduled__1", status="FINISHED")
+    for tid, x in enumerate([0.5, 0.3, 0.3]):
+        trial(client, experiment_id, night1, tid, x)
+    failed_night = parent(client, experiment_id, "scheduled__2", status="FAILED")
+    trial(client, experiment_id, failed_night, 0, 0.01)
+    other_key = parent(client, experiment_id, "scheduled__3", status="FINISHED", key="d.other")
+    trial(client, experiment_id, other_key, 0, 0.02)
+    tonight = parent(client, experiment_id, "scheduled__4", status="FINISHED")  # this night's earlier try
+    trial(client, experiment_id, tonight, 0, 0.03)
+
+    source = warm_start_source(
+        client, experiment_id, tuning_key="d.t", k=2, exclude_airflow_run_id="scheduled__4"
+    )
+    assert source.parent_run_ids == (night1,)
+    assert [t.vals["x"] for t in source.points] == [0.3, 0.5]  # best first, each point once
+
+
+@pytest.mark.unit
+def test_best_distinct_keeps_the_first_of_equal_points() -> None:
+    trials = [
+        PriorTrial({"x": 1}, "ok", 0.1, "a"),
+        PriorTrial({"x": 1}, "ok", 0.2, "b"),
+        PriorTrial({"x": 2}, "ok", 0.3, "c"),
+    ]
+    assert [t.source_run_id for t in best_distinct(trials, 5)] == ["a", "c"]
