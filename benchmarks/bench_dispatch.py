@@ -162,9 +162,11 @@ def dispatchers() -> dict[str, Callable[..., tuple[float, float]]]:
 # -- the measurements ---------------------------------------------------------------------------
 
 
-def dispatch_table(spark: Any, n: int, p: int, durations: list[float], repeats: int) -> list[dict[str, Any]]:
+def dispatch_table(
+    spark: Any, n: int, p: int, durations: list[float], repeats: int, only: list[str] | None = None
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    runners = dispatchers()
+    runners = {k: v for k, v in dispatchers().items() if not only or k.split()[0] in only or k in only}
     for t in durations:
         walls: dict[str, list[float]] = {name: [] for name in runners}
         losses: dict[str, list[float]] = {name: [] for name in runners}
@@ -280,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality-seeds", type=int, default=5)
     parser.add_argument("--history", type=int, nargs="+", default=[100, 1000, 5000])
     parser.add_argument("--out", type=Path, default=RESULTS / "dispatch.json")
+    parser.add_argument(
+        "--only", nargs="+", help="first word of the dispatchers to run, e.g. sparktune raw (default: all)"
+    )
+    parser.add_argument("--skip-extras", action="store_true", help="only the dispatch table")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -300,7 +306,25 @@ def main(argv: list[str] | None = None) -> int:
     n, p = args.trials, args.parallelism
 
     print(f"dispatch: N={n} P={p} t={args.durations} repeats={args.repeats}")
-    table = dispatch_table(spark, n, p, args.durations, args.repeats)
+    table = dispatch_table(spark, n, p, args.durations, args.repeats, args.only)
+    print()
+    print(
+        markdown(
+            table,
+            [
+                "dispatcher",
+                "t_s",
+                "wall_s",
+                "ideal_s",
+                "efficiency",
+                "speedup_vs_raw_sparktrials",
+                "best_loss",
+            ],
+        )
+    )
+    if args.skip_extras:
+        spark.stop()
+        return 0
     print("MLflow logging on vs off (SQLite store)")
     log_cost = logging_cost(spark, n, p, min(args.durations), args.repeats)
     print("tpe.suggest time by history size")
