@@ -48,11 +48,6 @@ class RetryingWriter:
             self._pending.append(Write(what, call))
             self._cond.notify_all()
 
-    @property
-    def pending(self) -> list[Write]:
-        with self._cond:
-            return list(self._pending)
-
     def close(self, timeout_s: float) -> list[Write]:
         """Wait up to ``timeout_s`` for every queued write; return the writes that never succeeded."""
         with self._cond:

@@ -78,13 +78,13 @@ def run_engine(spark: Any, n: int, p: int, t: float, seed: int, on_trial: Any = 
     return time.perf_counter() - started, result.best_loss
 
 
-def run_raw_sparktrials(spark: Any, n: int, p: int, t: float, seed: int) -> tuple[float, float]:
+def _run_hyperopt_fmin(trials: Any, n: int, t: float, seed: int, **fmin_kwargs: Any) -> tuple[float, float]:
+    """Plain hyperopt ``fmin`` on the given trials object, timed from the call to its return."""
     import numpy as np
-    from hyperopt import SparkTrials, fmin, tpe
+    from hyperopt import fmin, tpe
 
     from airflow_provider_sparktune.space import build_space
 
-    trials = SparkTrials(parallelism=p, spark_session=spark)
     started = time.perf_counter()
     fmin(
         partial(sleeping_loss, t=t),
@@ -92,31 +92,23 @@ def run_raw_sparktrials(spark: Any, n: int, p: int, t: float, seed: int) -> tupl
         algo=tpe.suggest,
         max_evals=n,
         trials=trials,
-        max_queue_len=p,
         rstate=np.random.default_rng(seed),
         show_progressbar=False,
+        **fmin_kwargs,
     )
     return time.perf_counter() - started, min(trials.losses())
+
+
+def run_raw_sparktrials(spark: Any, n: int, p: int, t: float, seed: int) -> tuple[float, float]:
+    from hyperopt import SparkTrials
+
+    return _run_hyperopt_fmin(SparkTrials(parallelism=p, spark_session=spark), n, t, seed, max_queue_len=p)
 
 
 def run_serial_trials(spark: Any, n: int, p: int, t: float, seed: int) -> tuple[float, float]:
-    import numpy as np
-    from hyperopt import Trials, fmin, tpe
+    from hyperopt import Trials
 
-    from airflow_provider_sparktune.space import build_space
-
-    trials = Trials()
-    started = time.perf_counter()
-    fmin(
-        partial(sleeping_loss, t=t),
-        build_space(SPACE),
-        algo=tpe.suggest,
-        max_evals=n,
-        trials=trials,
-        rstate=np.random.default_rng(seed),
-        show_progressbar=False,
-    )
-    return time.perf_counter() - started, min(trials.losses())
+    return _run_hyperopt_fmin(Trials(), n, t, seed)
 
 
 def run_mlflow_spark_study(spark: Any, n: int, p: int, t: float, seed: int) -> tuple[float, float]:
