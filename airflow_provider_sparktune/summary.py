@@ -13,13 +13,12 @@ import sys
 from typing import Any
 
 from airflow_provider_sparktune.hooks.mlflow import embedded_tracking_uri
+from airflow_provider_sparktune.mlflow_store import open_client
 from airflow_provider_sparktune.tracking import is_server_uri
 
 
 def latest_parent_run(tracking_uri: str, experiment: str) -> Any:
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri)
+    client = open_client(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
@@ -63,9 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    from mlflow import MlflowClient
-
-    path = MlflowClient(args.tracking_uri).download_artifacts(run.info.run_id, "best_params.json")
+    path = open_client(args.tracking_uri).download_artifacts(run.info.run_id, "best_params.json")
     with open(path) as handle:
         best_params = json.load(handle)
     children = int(run.data.metrics.get("trials_total", 0))

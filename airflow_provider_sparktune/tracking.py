@@ -12,11 +12,11 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from airflow_provider_sparktune.exceptions import TrackingError
+from airflow_provider_sparktune.mlflow_store import open_client, sqlite_path
 from airflow_provider_sparktune.results import json_native
 
 if TYPE_CHECKING:
@@ -36,6 +36,27 @@ FAST_FAILING_REQUESTS = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
+
+
+# The loggers MLflow points straight at stderr when it is imported.
+MLFLOW_STREAM_LOGGERS = ("mlflow", "alembic", "sqlalchemy.engine", "huey")
+
+
+def log_through_root() -> None:
+    """Send MLflow's log records through the root logger, at their own level.
+
+    MLflow writes them to stderr itself, and the Airflow task supervisor records stderr as errors:
+    "Creating initial MLflow database tables..." would show as a red line in every task log.
+    """
+    import mlflow  # noqa: F401  (importing it is what installs its stderr handlers)
+
+    from airflow_provider_sparktune.mlflow_store import quiet_locked_errors
+
+    for name in MLFLOW_STREAM_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers = []
+        logger.propagate = True
+    quiet_locked_errors()
 
 
 @contextmanager
@@ -84,11 +105,8 @@ def is_server_uri(tracking_uri: str) -> bool:
 
 def local_artifact_root(tracking_uri: str) -> str | None:
     """For a SQLite store, keep artifacts beside the database instead of in the process's cwd."""
-    parsed = urlparse(tracking_uri)
-    if parsed.scheme != "sqlite":
-        return None
-    db_path = Path(tracking_uri[len("sqlite:///") :])
-    return (db_path.parent / "mlartifacts").resolve().as_uri()
+    db_path = sqlite_path(tracking_uri)
+    return None if db_path is None else (db_path.parent / "mlartifacts").as_uri()
 
 
 def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
@@ -115,11 +133,9 @@ class TuningTracker:
     """Owns the parent run of one task try and writes its child runs."""
 
     def __init__(self, tracking_uri: str, experiment_name: str) -> None:
-        from mlflow import MlflowClient
-
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = open_client(tracking_uri)
         self.experiment_id = ""
         self.run_id = ""
 
@@ -130,13 +146,7 @@ class TuningTracker:
     def start(self, *, run_name: str, tags: Mapping[str, Any], search_space: Any = None) -> str:
         """Create (or reuse) the experiment and open the parent run."""
         try:
-            experiment = self.client.get_experiment_by_name(self.experiment_name)
-            if experiment is None:
-                self.experiment_id = self.client.create_experiment(
-                    self.experiment_name, artifact_location=local_artifact_root(self.tracking_uri)
-                )
-            else:
-                self.experiment_id = experiment.experiment_id
+            self.experiment_id = self._experiment_id()
             run = self.client.create_run(
                 self.experiment_id,
                 run_name=run_name,
@@ -148,6 +158,23 @@ class TuningTracker:
         if search_space is not None:
             self.client.log_dict(self.run_id, json_native(search_space), "search_space.json")
         return self.run_id
+
+    def _experiment_id(self) -> str:
+        """The experiment's id, created if missing; a task that created it at the same moment wins."""
+        experiment = self.client.get_experiment_by_name(self.experiment_name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        try:
+            return str(
+                self.client.create_experiment(
+                    self.experiment_name, artifact_location=local_artifact_root(self.tracking_uri)
+                )
+            )
+        except Exception:
+            experiment = self.client.get_experiment_by_name(self.experiment_name)
+            if experiment is None:
+                raise
+            return str(experiment.experiment_id)
 
     def log_spec(self, spec: TuningSpec, extra: Mapping[str, Any] | None = None) -> None:
         """Parent params, written once the ``"auto"`` budgets are resolved."""

@@ -222,8 +222,9 @@ class HyperoptSparkOperator(BaseOperator):
         from airflow_provider_sparktune.engine import RunControl, execute_run, prepare_run
         from airflow_provider_sparktune.results import to_xcom
         from airflow_provider_sparktune.space import is_hyperopt_expression, parse_space_spec
-        from airflow_provider_sparktune.tracking import fast_failing_requests
+        from airflow_provider_sparktune.tracking import fast_failing_requests, log_through_root
 
+        log_through_root()
         self._check_arguments()
         space_spec = (
             self.search_space
