@@ -7,11 +7,13 @@ in-process from the connection's master and conf instead of submitting a job.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from airflow.sdk import BaseHook
@@ -22,6 +24,60 @@ from airflow_provider_sparktune.exceptions import SparkConnectionError
 DEFAULT_MASTER = "local[*]"
 DEFAULT_CONNECT_TIMEOUT_S = 60.0
 _MASTER_SCHEMES = ("local", "spark://", "yarn", "k8s://", "mesos://")
+# Spark's console pattern: "26/12/01 15:04:05 WARN NativeCodeLoader: ..."
+_JVM_LOG_LINE = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (TRACE|DEBUG|INFO|WARN|ERROR|FATAL) ")
+_JVM_LEVELS = {"WARN": logging.WARNING, "ERROR": logging.ERROR, "FATAL": logging.ERROR}
+# Lines that carry on the message above them: stack frames, causes, a Java exception's own line.
+_JVM_CONTINUATION = re.compile(r"^(\s|Caused by:|[a-z][\w$]*(\.[\w$]+)+(:|$))")
+jvm_log = logging.getLogger("airflow_provider_sparktune.spark_jvm")
+
+
+def jvm_line_levels(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
+    """The log level of each line the driver JVM prints: Spark's own level, kept for its stack trace.
+
+    Lines Spark prints without a level (JVM warnings, "Setting default log level") are start-up
+    chatter and count as INFO.
+    """
+    level = logging.INFO
+    for line in lines:
+        match = _JVM_LOG_LINE.match(line)
+        if match:
+            level = _JVM_LEVELS.get(match.group(1), logging.INFO)
+        elif not _JVM_CONTINUATION.match(line):
+            level = logging.INFO
+        yield level, line
+
+
+def launch_logged_gateway(conf: Mapping[str, str]) -> None:
+    """Start the driver JVM with its output going to Python logging rather than the process's stderr.
+
+    Under the Airflow task supervisor everything written to stderr is recorded as an error, so Spark's
+    start-up lines would show red in every task log. pyspark reuses a gateway that already exists.
+    """
+    import subprocess
+
+    from pyspark import SparkConf, SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    with SparkContext._lock:
+        if SparkContext._gateway is not None:
+            return
+        spark_conf = SparkConf(loadDefaults=False)
+        for key, value in conf.items():
+            spark_conf.set(key, value)
+        popen: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+        gateway = launch_gateway(spark_conf, popen_kwargs=popen)
+        SparkContext._gateway = gateway
+        SparkContext._jvm = gateway.jvm
+    output = gateway.proc.stdout
+
+    def forward() -> None:
+        lines = (raw.decode("utf-8", errors="replace").rstrip() for raw in iter(output.readline, b""))
+        for level, line in jvm_line_levels(lines):
+            if line:
+                jvm_log.log(level, "%s", line)
+
+    threading.Thread(target=forward, name="sparktune-spark-output", daemon=True).start()
 
 
 def resolve_master(host: str | None, port: int | None) -> str:
@@ -142,11 +198,13 @@ class SparkSessionHook(BaseHook):
         if master.startswith("local"):
             # Executors run PYSPARK_PYTHON; unset, local mode starts the system python3, which lacks hyperopt.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # no "hostname resolves to loopback" warning
             conf.setdefault("spark.driver.host", "127.0.0.1")
             conf.setdefault("spark.driver.bindAddress", "127.0.0.1")
         elif "spark.pyspark.python" in conf:
             os.environ.setdefault("PYSPARK_PYTHON", conf["spark.pyspark.python"])
         self.log.info("Starting SparkSession on %s (%s)", master, json.dumps(sorted(conf)))
+        launch_logged_gateway({"spark.master": master, "spark.app.name": self.app_name, **conf})
         builder = SparkSession.builder.master(master).appName(self.app_name)
         for key, value in conf.items():
             builder = builder.config(key, value)

@@ -1,12 +1,25 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from airflow_provider_sparktune.exceptions import SparkConnectionError
-from airflow_provider_sparktune.hooks.spark_session import SparkSessionHook, conf_from_extra, resolve_master
+from airflow_provider_sparktune.hooks.spark_session import (
+    SparkSessionHook,
+    conf_from_extra,
+    jvm_line_levels,
+    resolve_master,
+)
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.unit
@@ -131,3 +144,55 @@ def test_bad_input(
     with pytest.raises(SparkConnectionError) as caught:
         hook.resolve()  # what the operator calls before MLflow or Spark is touched
     assert str(caught.value).startswith(expected), str(caught.value)
+
+
+@pytest.mark.unit
+def test_driver_jvm_lines_keep_sparks_level() -> None:
+    lines = [
+        "WARNING: Using incubator modules: jdk.incubator.vector",
+        'Setting default log level to "WARN".',
+        "26/12/01 14:57:59 WARN NativeCodeLoader: Unable to load native-hadoop library",
+        "26/12/01 14:58:01 ERROR Executor: Exception in task 0.0",
+        "java.lang.RuntimeException: boom",
+        "\tat org.apache.spark.Executor.run(Executor.scala:1)",
+        "Caused by: java.io.IOException: closed",
+        "26/12/01 14:58:02 INFO SparkContext: Successfully stopped SparkContext",
+    ]
+    assert [level for level, _ in jvm_line_levels(lines)] == [
+        logging.INFO,
+        logging.INFO,
+        logging.WARNING,
+        logging.ERROR,
+        logging.ERROR,
+        logging.ERROR,
+        logging.ERROR,
+        logging.INFO,
+    ]
+
+
+# A task process: Python logging to stdout (as the Airflow task runner sends it to the task log),
+# stderr untouched (the task supervisor records every stderr line as an error).
+NEW_SESSION = textwrap.dedent(
+    """
+    import logging, sys
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s %(message)s")
+    from airflow_provider_sparktune.hooks.spark_session import SparkSessionHook
+    hook = SparkSessionHook("no_such_spark_conn", spark_conf={"spark.ui.enabled": "false"}, app_name="quiet")
+    session = hook.get_session()
+    print("RESULT", session.range(5).count(), session.sparkContext.appName, session.sparkContext.master)
+    hook.stop()
+    """
+)
+
+
+@pytest.mark.integration
+def test_new_session_writes_spark_output_to_logging_not_stderr(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "SPARK_LOCAL_IP")}
+    done = subprocess.run(
+        [sys.executable, "-c", NEW_SESSION], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "RESULT 5 quiet local[*]" in done.stdout
+    jvm_lines = [line for line in done.stdout.splitlines() if "spark_jvm" in line]
+    assert any("Setting default log level" in line for line in jvm_lines), done.stdout[-3000:]
+    assert done.stderr.strip() == ""
