@@ -271,6 +271,7 @@ class Deployment:
     api_url: str
     env: dict[str, str]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    groups: set[int] = field(default_factory=set)
     api: AirflowApi | None = None
 
     @property
@@ -296,14 +297,30 @@ class Deployment:
         return path.read_text(errors="replace") if path.exists() else f"(no log at {path})"
 
     def members(self) -> list[psutil.Process]:
-        """Every live process of the deployment: all members of the process groups started here.
+        """Every live process of the deployment: the members of its process groups.
 
-        By group, not by parent: a process whose parent died (an orphaned Spark JVM) is reparented to
-        init but stays in its group.
+        The components' own groups, plus every group a descendant of theirs ever had: the task SDK
+        starts each task in a session of its own, and a process whose parent died (an orphaned Spark
+        JVM) is reparented to init but stays in its group.
         """
-        found: list[psutil.Process] = []
         for process in self.processes.values():
-            found += group_members(process.pid)
+            self.groups.add(process.pid)
+            try:
+                children = psutil.Process(process.pid).children(recursive=True)
+            except psutil.Error:
+                continue
+            for child in children:
+                try:
+                    self.groups.add(os.getpgid(child.pid))
+                except ProcessLookupError:
+                    continue
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if os.getpgid(proc.pid) in self.groups and proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+            except (ProcessLookupError, psutil.Error):
+                continue
         return found
 
     def java_processes(self) -> list[psutil.Process]:
@@ -352,9 +369,15 @@ def airflow_deployment(db_url: str | None, dag_files: Iterable[Path]) -> Iterato
         deployment.api = AirflowApi(deployment.api_url)
         yield deployment
     finally:
+        leftovers = deployment.members()  # and so every task's group seen so far
         for name in ("scheduler", "triggerer", "dag-processor", "api-server"):
             if name in deployment.processes:
                 stop_group(deployment.processes[name])
+        for proc in leftovers + deployment.members():  # tasks (and their JVMs) in groups of their own
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
         shutil.rmtree(home, ignore_errors=True)
 
 
@@ -484,3 +507,61 @@ class AirflowApi:
             timeout_s,
         )
         return ti  # type: ignore[no-any-return]
+
+
+# -- MLflow and Spark, as the tests see them --------------------------------------------------------
+
+
+def existing_store(folder: Path) -> str:
+    """An SQLite MLflow store created here, before any task opens it, so that the test may poll it."""
+    from mlflow import MlflowClient
+
+    folder.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()
+    return uri
+
+
+def parent_runs(uri: str, experiment: str, airflow_run_id: str) -> list[Any]:
+    """The parent (task try) runs of one DAG run, oldest try first."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = client.search_runs(
+        [found.experiment_id], filter_string=f"tags.`airflow.run_id` = '{airflow_run_id}'"
+    )
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return sorted(parents, key=lambda r: int(r.data.tags["airflow.try_number"]))
+
+
+def trial_runs(uri: str, parent: Any) -> list[Any]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    runs = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    return sorted(runs, key=lambda r: int(r.data.tags["sparktune.tid"]))
+
+
+def spark_ui_jobs(jvm: psutil.Process) -> list[dict[str, Any]] | None:
+    """Running jobs of the Spark driver in ``jvm``, from its own web UI (found among its listening ports)."""
+    try:
+        ports = sorted(
+            {c.laddr.port for c in jvm.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+        )
+    except psutil.Error:
+        return None
+    for port in ports:
+        base = f"http://127.0.0.1:{port}/api/v1/applications"
+        try:
+            apps = requests.get(base, timeout=2).json()
+            return list(
+                requests.get(f"{base}/{apps[0]['id']}/jobs", params={"status": "running"}, timeout=5).json()
+            )
+        except (requests.RequestException, ValueError, LookupError, TypeError):
+            continue
+    return None
