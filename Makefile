@@ -12,7 +12,7 @@ export AIRFLOW__CORE__UNIT_TEST_MODE ?= False
 export PYSPARK_PYTHON ?= $(CURDIR)/$(BIN)/python
 export MLFLOW_TRACKING_URI ?= sqlite:///$(AIRFLOW_HOME)/mlflow.db
 
-.PHONY: install demo demo-nightly test test-unit test-integration lint bench clean
+.PHONY: install demo demo-nightly airflow test test-unit test-integration lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,24 @@ demo-nightly: $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/airflow dags test example_nightly_retune
 	@$(BIN)/python -m airflow_provider_sparktune.summary --tracking-uri "$(MLFLOW_TRACKING_URI)" --experiment example_nightly_retune.tune
 
+# The real thing without Docker: api-server, scheduler, dag-processor and triggerer (airflow standalone,
+# LocalExecutor) on this project's AIRFLOW_HOME, plus an MLflow server on the embedded store so that
+# the "MLflow run" link opens. Both listen on 127.0.0.1 only; Ctrl-C stops both.
+AIRFLOW_PORT ?= 8080
+MLFLOW_PORT ?= 5000
+airflow: $(AIRFLOW_HOME)/airflow.db
+	@$(BIN)/python -m airflow_provider_sparktune.mlflow_store "$(MLFLOW_TRACKING_URI)"
+	@setsid $(BIN)/mlflow server --backend-store-uri "$(MLFLOW_TRACKING_URI)" \
+		--artifacts-destination "$(AIRFLOW_HOME)/mlartifacts" --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
+		> "$(AIRFLOW_HOME)/mlflow-server.log" 2>&1 & mlflow_pid=$$!; \
+	trap 'kill -- -$$mlflow_pid 2>/dev/null' EXIT INT TERM; \
+	echo "Airflow UI: http://127.0.0.1:$(AIRFLOW_PORT)  (no login: every user is admin on this local instance)"; \
+	echo "MLflow UI:  http://127.0.0.1:$(MLFLOW_PORT)   (log: $(AIRFLOW_HOME)/mlflow-server.log)"; \
+	AIRFLOW_CONN_MLFLOW_DEFAULT='{"conn_type": "mlflow", "host": "http://127.0.0.1:$(MLFLOW_PORT)"}' \
+	AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True PATH="$(CURDIR)/$(BIN):$$PATH" \
+	$(BIN)/airflow standalone
+
 test: $(STAMP)
 	$(BIN)/python -m pytest tests
 
@@ -57,3 +75,9 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(AIRFLOW_HOME) .pytest_cache .mypy_cache .ruff_cache
+
+# Only the deployment tests (part of `make test` too): api-server, scheduler, dag-processor and
+# triggerer as separate processes on a Postgres metadata DB, scenarios through the REST API.
+.PHONY: test-deployment
+test-deployment: $(STAMP)
+	$(BIN)/python -m pytest tests -m deployment

@@ -157,3 +157,23 @@ def quiet_locked_errors() -> None:
     logger = logging.getLogger("mlflow.store.db.utils")
     if not any(isinstance(f, _DropLockedErrors) for f in logger.filters):
         logger.addFilter(_DropLockedErrors())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m airflow_provider_sparktune.mlflow_store URI``: create the store the way tasks do.
+
+    ``mlflow ui`` and ``mlflow server`` create a fresh store's schema without the lock; run this first
+    when one of them may open the store while tuning tasks start.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=(main.__doc__ or "").splitlines()[0])
+    parser.add_argument("tracking_uri", help="sqlite:////absolute/path/mlflow.db (anything else: no-op)")
+    args = parser.parse_args(argv)
+    open_client(args.tracking_uri)
+    print(f"MLflow store ready: {args.tracking_uri}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

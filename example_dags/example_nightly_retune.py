@@ -25,7 +25,10 @@ from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOpe
 from airflow_provider_sparktune.sensors.staged_data import StagedDataSensor
 
 DEFAULT_DATA_ROOT = os.path.join(os.environ.get("AIRFLOW_HOME", "/tmp"), "sparktune-example-data")
-DATASET_URI = "{{ params.data_root }}/breast_cancer/ds={{ ds }}/"
+# The run's day: its logical date for scheduled runs, and the moment it was triggered for manual runs
+# (which have no logical date in Airflow 3 unless one is given).
+RUN_DAY = "{{ dag_run.run_after | ds }}"
+DATASET_URI = "{{ params.data_root }}/breast_cancer/ds=" + RUN_DAY + "/"
 ESTIMATOR = "sklearn.ensemble.GradientBoostingClassifier"
 FIXED_PARAMS = {"random_state": 0}
 
@@ -41,7 +44,9 @@ with DAG(
     dag_id="example_nightly_retune",
     schedule="@daily",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
+    # No `catchup=` here: Airflow's [scheduler] catchup_by_default decides (False unless configured).
+    # A deployment that turns it on gets one scheduled run per day since start_date, one at a time
+    # (max_active_runs=1), each night warm-starting from the one before; the deployment tests use that.
     max_active_runs=1,
     tags=["example", "sparktune"],
     params={"data_root": Param(DEFAULT_DATA_ROOT, type="string", description="where the datasets are")},
@@ -49,7 +54,7 @@ with DAG(
 ) as dag:
 
     @task
-    def export_features(params: dict[str, Any] | None = None, ds: str | None = None) -> str:
+    def export_features(day: str, params: dict[str, Any] | None = None) -> str:
         """The upstream job's part: the day's features as Parquet part files, then the success marker."""
         from pathlib import Path
 
@@ -58,7 +63,7 @@ with DAG(
         frame = load_breast_cancer(as_frame=True).frame
         frame.columns = [str(c).replace(" ", "_") for c in frame.columns]
         frame = frame.rename(columns={"target": "label"})
-        folder = Path((params or {})["data_root"]) / "breast_cancer" / f"ds={ds}"
+        folder = Path((params or {})["data_root"]) / "breast_cancer" / f"ds={day}"
         folder.mkdir(parents=True, exist_ok=True)
         half = len(frame) // 2
         frame.iloc[:half].to_parquet(folder / "part-00000.snappy.parquet", index=False)
@@ -94,6 +99,8 @@ with DAG(
     @task
     def train_final_model(tuning: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
         """Fit on all the data with the best hyperparameters and log the model to MLflow."""
+        import warnings
+
         import mlflow
         from mlflow.models import infer_signature
         from sklearn.ensemble import GradientBoostingClassifier
@@ -130,15 +137,21 @@ with DAG(
                 )
                 mlflow.log_params(params)
                 mlflow.log_metrics({"train_roc_auc": train_auc, "cv_roc_auc": -tuning["best_loss"]})
-                mlflow.sklearn.log_model(
-                    model,
-                    name="model",
-                    signature=infer_signature(features.head(), model.predict(features.head())),
-                    pip_requirements=["scikit-learn"],
-                    skops_trusted_types=["sklearn.tree._tree.Tree"],  # our own model: its trees are trusted
-                )
+                with warnings.catch_warnings():
+                    # skops looks the model's classes up in every loaded module, which touches each of
+                    # Airflow's deprecated aliases: a thousand warnings in the task log, none about us.
+                    warnings.filterwarnings("ignore", category=FutureWarning, module=r"skops\.")
+                    mlflow.sklearn.log_model(
+                        model,
+                        name="model",
+                        signature=infer_signature(features.head(), model.predict(features.head())),
+                        pip_requirements=["scikit-learn"],
+                        skops_trusted_types=[
+                            "sklearn.tree._tree.Tree"
+                        ],  # our own model: its trees are trusted
+                    )
         print(f"final model: run {run.info.run_id}, cv roc_auc {-tuning['best_loss']:.4f}, params {params}")
         return {"run_id": run.info.run_id, "model_uri": f"runs:/{run.info.run_id}/model", "params": params}
 
-    export_features() >> wait_for_data
+    export_features(day=RUN_DAY) >> wait_for_data
     train_final_model(tune.output, wait_for_data.output)
