@@ -499,11 +499,18 @@ class AirflowApi:
     def wait_for_state(
         self, dag_id: str, run_id: str, task_id: str, states: Iterable[str], timeout_s: float = 300
     ) -> dict[str, Any]:
+        """Until the task instance is in one of ``states``; a terminal state it was not waited for fails."""
         wanted = set(states)
+
+        def reached(ti: dict[str, Any]) -> bool:
+            if ti["state"] in TERMINAL - wanted:
+                raise AssertionError(f"{dag_id} {run_id} {task_id} ended {ti['state']}, not {sorted(wanted)}")
+            return ti["state"] in wanted
+
         ti = self.wait_for(
             f"{dag_id} {run_id} {task_id} in {sorted(wanted)}",
             lambda: self.task_instance(dag_id, run_id, task_id),
-            lambda t: t["state"] in wanted,
+            reached,
             timeout_s,
         )
         return ti  # type: ignore[no-any-return]
