@@ -9,7 +9,13 @@ import pytest
 
 from airflow_provider_sparktune.engine import TrialRecord, TuningResult, TuningSpec
 from airflow_provider_sparktune.exceptions import TrackingError
-from airflow_provider_sparktune.tracking import TuningTracker, check_reachable, flatten, local_artifact_root
+from airflow_provider_sparktune.tracking import (
+    TuningTracker,
+    check_reachable,
+    client_settings,
+    flatten,
+    local_artifact_root,
+)
 from tests.servers import free_port
 
 
@@ -175,3 +181,15 @@ def test_staging_plan_is_a_tag_and_an_artifact(mlflow_uri: str, experiment_name:
     path = client.download_artifacts(tracker.run_id, "staging_plan.json")
     with open(path) as handle:
         assert json.load(handle) == plan
+
+
+@pytest.mark.integration
+def test_runs_closed_on_a_server_print_no_links(
+    mlflow_tracking_server: Any, experiment_name: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with client_settings():
+        tracker = TuningTracker(mlflow_tracking_server.uri, experiment_name)
+        tracker.start(run_name="parent", tags={})
+        tracker.log_trial(record(0))
+        tracker.end("KILLED")
+    assert "View run" not in capfd.readouterr().out

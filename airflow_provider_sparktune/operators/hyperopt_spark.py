@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -222,9 +223,10 @@ class HyperoptSparkOperator(BaseOperator):
         from airflow_provider_sparktune.engine import RunControl, execute_run, prepare_run
         from airflow_provider_sparktune.results import to_xcom
         from airflow_provider_sparktune.space import is_hyperopt_expression, parse_space_spec
-        from airflow_provider_sparktune.tracking import fast_failing_requests, log_through_root
+        from airflow_provider_sparktune.tracking import client_settings, log_through_root
 
         log_through_root()
+        logging.getLogger("hyperopt.tpe").setLevel(logging.WARNING)  # two lines per suggestion otherwise
         self._check_arguments()
         space_spec = (
             self.search_space
@@ -242,7 +244,7 @@ class HyperoptSparkOperator(BaseOperator):
         )
         self.spark_hook.resolve()  # connection type, master and conf are checked before MLflow is touched
         self._control = control = RunControl()
-        with self.mlflow_hook.credentials(), fast_failing_requests():
+        with self.mlflow_hook.credentials(), client_settings():
             tracker = self._start_tracking(context, space_spec)
             writer = RetryingWriter()
             try:
