@@ -75,8 +75,11 @@ with DAG(
         task_id="wait_for_data",
         uri=DATASET_URI,
         success_marker="_SUCCESS",
-        mode="reschedule",  # frees the worker slot between pokes; data may arrive hours late
-        poke_interval=5,  # seconds; a real nightly DAG would poke every few minutes
+        # Waits in the triggerer: no worker slot is held while the data is late (it may be hours late).
+        # Not mode="reschedule": under Airflow 3.3 a rescheduled sensor can be failed by the executor's
+        # late success report for its previous poke (apache/airflow#71172), seen here with 5 s pokes.
+        deferrable=True,
+        poke_interval=10,  # seconds between checks in the triggerer; checking costs no worker slot
         timeout=6 * 60 * 60,
     )
 

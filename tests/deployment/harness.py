@@ -378,7 +378,10 @@ def airflow_deployment(db_url: str | None, dag_files: Iterable[Path]) -> Iterato
                 proc.kill()
             except psutil.Error:
                 pass
-        shutil.rmtree(home, ignore_errors=True)
+        if os.environ.get("SPARKTUNE_KEEP_DEPLOYMENT"):
+            print(f"deployment kept at {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 # -- the public REST API --------------------------------------------------------------------------
@@ -555,11 +558,14 @@ def trial_runs(uri: str, parent: Any) -> list[Any]:
 
 
 def spark_ui_jobs(jvm: psutil.Process) -> list[dict[str, Any]] | None:
-    """Running jobs of the Spark driver in ``jvm``, from its own web UI (found among its listening ports)."""
+    """Running jobs of the Spark driver in ``jvm``, from its own web UI.
+
+    The UI listens on the first free port from 4040 (spark.ui.port) on; the driver's other ports speak
+    Spark's RPC protocol, which an HTTP request would only confuse.
+    """
     try:
-        ports = sorted(
-            {c.laddr.port for c in jvm.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
-        )
+        listening = {c.laddr.port for c in jvm.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN}
+        ports = sorted(p for p in listening if 4040 <= p < 4140)
     except psutil.Error:
         return None
     for port in ports:

@@ -1,0 +1,85 @@
+"""The nightly example DAG on its schedule: the second scheduled run warm starts from the first."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.deployment.harness import AirflowApi, Deployment, existing_store, parent_runs, trial_runs
+
+DAG = "example_nightly_retune"
+
+
+def stop_later_runs(api: AirflowApi, keep: set[str]) -> None:
+    """Pause the DAG and fail the runs the scheduler created after the two we need (catch-up goes on)."""
+    api.set_paused(DAG, True)
+    for run in api.dag_runs(DAG):
+        if run["dag_run_id"] not in keep and run["state"] in ("queued", "running"):
+            api.call("PATCH", f"/dags/{DAG}/dagRuns/{run['dag_run_id']}", json={"state": "failed"})
+
+
+def failed_tasks(deployment: Deployment, api: AirflowApi, run_ids: list[str]) -> str:
+    """The logs of the tasks that failed in these runs, for the assertion message."""
+    out = []
+    for run_id in run_ids:
+        for task_id, ti in api.task_instances(DAG, run_id).items():
+            if ti["state"] != "success":
+                log = deployment.task_log(DAG, run_id, task_id, max(ti["try_number"], 1))
+                out.append(f"{run_id} {task_id} {ti['state']}:\n{log[-4000:]}")
+    return "\n".join(out)
+
+
+@pytest.mark.deployment
+def test_second_scheduled_run_warm_starts_from_the_first(
+    deployment: Deployment, api: AirflowApi, tmp_path: Path
+) -> None:
+    uri = existing_store(tmp_path)
+    api.set_connection("mlflow_default", "mlflow", uri)
+    first_two: list[dict[str, Any]] = []
+    try:
+        api.set_paused(DAG, False)  # the scheduler catches up from start_date, one run at a time
+        deadline = time.monotonic() + 600
+        while True:
+            runs = [r for r in api.dag_runs(DAG) if r["run_type"] == "scheduled"]
+            runs.sort(key=lambda r: r["logical_date"])
+            first_two = runs[:2]
+            if len(first_two) == 2 and all(r["state"] in ("success", "failed") for r in first_two):
+                break
+            failed = [r["dag_run_id"] for r in first_two if r["state"] == "failed"]
+            assert not failed, failed_tasks(deployment, api, failed)
+            assert time.monotonic() < deadline, f"two scheduled runs did not finish: {runs}"
+            time.sleep(2)
+    finally:
+        stop_later_runs(api, {r["dag_run_id"] for r in first_two})
+        api.delete_connection("mlflow_default")
+
+    logs = [
+        deployment.task_log(DAG, r["dag_run_id"], t)
+        for r in first_two
+        for t in ("export_features", "wait_for_data", "tune", "train_final_model")
+    ]
+    assert [r["state"] for r in first_two] == ["success", "success"], "\n".join(logs)[-8000:]
+    assert [r["logical_date"][:10] for r in first_two] == ["2026-01-01", "2026-01-02"]
+    first, second = (api.xcom(DAG, r["dag_run_id"], "tune") for r in first_two)
+    assert first["trials"]["total"] == second["trials"]["total"] == 8
+    final = api.xcom(DAG, first_two[1]["dag_run_id"], "train_final_model")
+    assert final["params"]["random_state"] == 0 and final["run_id"]
+
+    [parent1] = parent_runs(uri, f"{DAG}.tune", first_two[0]["dag_run_id"])
+    [parent2] = parent_runs(uri, f"{DAG}.tune", first_two[1]["dag_run_id"])
+    assert parent1.info.run_id == first["mlflow"]["run_id"]
+    assert parent2.info.run_id == second["mlflow"]["run_id"]
+    # The first night looked for earlier nights (scheduled runs warm start) and found none.
+    assert parent1.data.tags["sparktune.warm_start.from_runs"] == ""
+    assert parent1.data.tags["sparktune.warm_start.trials"] == "0"
+    assert parent2.data.tags["sparktune.warm_start.from_runs"] == parent1.info.run_id
+    warm = int(parent2.data.tags["sparktune.warm_start.trials"])
+    assert warm == 5  # warm_start_k: the best five of the first night's eight points
+    trials1, trials2 = trial_runs(uri, parent1), trial_runs(uri, parent2)
+    assert [r.data.tags["sparktune.origin"] for r in trials2] == ["warm_start"] * warm + ["new"] * (8 - warm)
+    best1 = sorted(trials1, key=lambda r: r.data.metrics["loss"])[:warm]
+    sources = {r.data.tags["sparktune.source_run"] for r in trials2[:warm]}
+    assert sources == {r.info.run_id for r in best1}  # evaluated again first: last night's best points
