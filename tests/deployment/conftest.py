@@ -1,4 +1,5 @@
-"""One real Airflow deployment for the whole test session (starting one costs a minute on 2 cores).
+"""One real Airflow deployment for all the tests in this folder (starting one costs a minute on 2 cores);
+it is stopped after the last of them, so that it does not idle through the rest of the suite.
 
 Postgres is the metadata database, as in docker-compose.yaml, when Debian's ``postgresql`` is installed
 and we are root (its server runs as the ``postgres`` user); otherwise SQLite, with a warning.
@@ -34,7 +35,7 @@ DAG_IDS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def metadata_db_url() -> Iterator[str | None]:
     if not postgres_usable():
         warnings.warn("Postgres is not installed or we are not root: SQLite metadata DB", stacklevel=1)
@@ -44,7 +45,7 @@ def metadata_db_url() -> Iterator[str | None]:
         yield server.sqlalchemy_url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def deployment(metadata_db_url: str | None) -> Iterator[Deployment]:
     with airflow_deployment(metadata_db_url, DAG_FILES) as running:
         running.rest.wait_for_dags(DAG_IDS)

@@ -571,9 +571,9 @@ def spark_ui_jobs(jvm: psutil.Process) -> list[dict[str, Any]] | None:
     for port in ports:
         base = f"http://127.0.0.1:{port}/api/v1/applications"
         try:
-            apps = requests.get(base, timeout=2).json()
+            apps = requests.get(base, timeout=10).json()
             return list(
-                requests.get(f"{base}/{apps[0]['id']}/jobs", params={"status": "running"}, timeout=5).json()
+                requests.get(f"{base}/{apps[0]['id']}/jobs", params={"status": "running"}, timeout=10).json()
             )
         except (requests.RequestException, ValueError, LookupError, TypeError):
             continue
