@@ -12,6 +12,7 @@ import pytest
 
 from airflow_provider_sparktune.exceptions import SearchSpaceError, TrackingError, TuningCancelledError
 from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOperator
+from tests.spark_jobs import all_job_ids, jobs_started_since
 from tests.servers import (
     VENV_BIN,
     MlflowServer,
@@ -106,13 +107,13 @@ def test_unreachable_mlflow_fails_before_any_trial(spark: Any, monkeypatch: pyte
     monkeypatch.setenv(
         "AIRFLOW_CONN_MLFLOW_DOWN", json.dumps({"conn_type": "mlflow", "host": f"http://127.0.0.1:{port}"})
     )
-    jobs_before = len(spark.sparkContext.statusTracker().getJobIdsForGroup())
+    jobs_before = all_job_ids(spark)
     op = HyperoptSparkOperator(
         task_id="t", search_space=UNIT_SPACE, objective=x_objective, max_evals=2, mlflow_conn_id="mlflow_down"
     )
     with pytest.raises(TrackingError, match="unreachable"):
         op.execute(context())  # type: ignore[arg-type]
-    assert len(spark.sparkContext.statusTracker().getJobIdsForGroup()) == jobs_before
+    assert jobs_started_since(spark, jobs_before) == set()  # no Spark job, in any job group
 
 
 @pytest.mark.integration
@@ -734,11 +735,48 @@ BAD_INPUT: list[tuple[str, dict[str, Any], dict[str, str], str]] = [
 ]
 
 
+def failing_x(params: dict[str, Any]) -> float:
+    raise ValueError("the feature table is empty")
+
+
+def nan_x(params: dict[str, Any]) -> float:
+    return float("nan")
+
+
+# Cases that pass every check before Spark and fail once the parent run exists and trials ran.
+LATE_FAILURES: list[tuple[str, dict[str, Any], dict[str, str], str]] = [
+    (
+        "objective-fails-systematically",
+        {"objective": failing_x, "max_evals": 8},
+        {},
+        "max_failed_trials: the first 3 trials all failed",
+    ),
+    (
+        "objective-fails-every-trial",
+        {"objective": failing_x, "max_failed_trials": None},
+        {},
+        "all 2 trials failed",
+    ),
+    ("objective-returns-nan", {"objective": nan_x, "max_failed_trials": None}, {}, "all 2 trials failed"),
+]
+
+
+def running_runs(mlflow_uri: str) -> set[str]:
+    """Ids of every RUNNING run in the whole store, whatever the experiment."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    client = MlflowClient(mlflow_uri)
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    runs = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'", max_results=50000)
+    return {r.info.run_id for r in runs}
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    ("arguments", "connections", "expected"),
-    [case[1:] for case in BAD_INPUT],
-    ids=[case[0] for case in BAD_INPUT],
+    ("arguments", "connections", "expected", "late"),
+    [(*case[1:], False) for case in BAD_INPUT] + [(*case[1:], True) for case in LATE_FAILURES],
+    ids=[case[0] for case in BAD_INPUT + LATE_FAILURES],
 )
 def test_bad_input(
     spark: Any,
@@ -748,6 +786,7 @@ def test_bad_input(
     arguments: dict[str, Any],
     connections: dict[str, str],
     expected: str,
+    late: bool,
 ) -> None:
     from airflow_provider_sparktune.exceptions import SparktuneError
 
@@ -764,13 +803,23 @@ def test_bad_input(
         "mlflow_experiment": experiment_name,
         **arguments,
     }
-    jobs_before = len(spark.sparkContext.statusTracker().getJobIdsForGroup())
+    running_before = running_runs(mlflow_uri)
+    jobs_before = all_job_ids(spark)
     op = HyperoptSparkOperator(task_id="t", **settings)
     with pytest.raises(SparktuneError) as caught:
         op.execute(context())  # type: ignore[arg-type]
     assert str(caught.value).startswith(expected), str(caught.value)
-    assert len(spark.sparkContext.statusTracker().getJobIdsForGroup()) == jobs_before  # no Spark job
-    assert [r.info.status for r in runs_of(mlflow_uri, experiment_name) if r.info.status == "RUNNING"] == []
+    assert running_runs(mlflow_uri) - running_before == set()  # nothing left RUNNING, anywhere in the store
+    runs = runs_of(mlflow_uri, experiment_name)
+    if late:
+        assert jobs_started_since(spark, jobs_before)  # the trials ran: the failure came after Spark
+        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        assert [p.info.status for p in parents] == ["FAILED"]
+        trials = [r.info.status for r in runs if r not in parents]
+        assert len(trials) >= 2 and set(trials) == {"FAILED"}
+    else:
+        assert jobs_started_since(spark, jobs_before) == set()  # no Spark job, in any job group
+        assert runs == []  # refused before tracking started
 
 
 # -- run conf is data; secrets stay secret --------------------------------------------------------
