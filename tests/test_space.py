@@ -862,3 +862,49 @@ def test_pchoice_pair_form_bad_probability_names_option_path() -> None:
 def test_unknown_keys_of_mixed_types_raise_search_space_error() -> None:
     with pytest.raises(SearchSpaceError, match="unknown key"):
         validate_space({"x": {"hp": "uniform", "low": 0, "high": 1, 1: 2, "foo": 3}})
+
+
+# -- checks that mutation testing showed missing ---------------------------------------------------
+
+
+def test_a_hyperparameter_inside_a_pchoice_option_is_labelled_by_its_path() -> None:
+    spec = {
+        "m": {
+            "hp": "pchoice",
+            "options": [
+                {"p": 0.5, "value": {"c": {"hp": "uniform", "low": 0, "high": 1}}},
+                {"p": 0.5, "value": 1},
+            ],
+        }
+    }
+    assert space_facts(spec).labels == ("m", "m.options[0].value.c")
+    assert space_facts(build_space(spec)).labels == ("m", "m.options[0].value.c")  # the compiled labels
+
+
+def test_facts_of_a_hyperopt_expression_count_every_categorical() -> None:
+    facts = space_facts(
+        {"a": hp.choice("a", [1, 2]), "b": hp.choice("b", [3, 4, 5]), "c": hp.uniform("c", 0, 1)}
+    )
+    assert (facts.n_categorical, facts.n_ordinal, facts.categorical_breadth) == (2, 1, 5)
+    weighted = space_facts({"a": hp.pchoice("a", [(0.5, 1), (0.5, 2)]), "b": hp.pchoice("b", [(1.0, 3)])})
+    assert (weighted.n_categorical, weighted.categorical_breadth) == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        pytest.param(42, "search_space: int given; use a dict of hyperparameters", id="not-a-dict"),
+        pytest.param(
+            {"x": {"hp": ["uniform"]}}, "search_space.x.hp: unknown distribution ['uniform']", id="hp-list"
+        ),
+        pytest.param(
+            {"x": {"hp": "pchoice", "options": [[0.5, "a", "z"], [0.5, "b"]]}},
+            "search_space.x.options[0]: pchoice options are",
+            id="pchoice-triple",
+        ),
+    ],
+)
+def test_malformed_specs_are_refused_with_the_path(spec: Any, message: str) -> None:
+    with pytest.raises(SearchSpaceError) as caught:
+        validate_space(spec)
+    assert str(caught.value).startswith(message), str(caught.value)
