@@ -12,7 +12,7 @@ export AIRFLOW__CORE__UNIT_TEST_MODE ?= False
 export PYSPARK_PYTHON ?= $(CURDIR)/$(BIN)/python
 export MLFLOW_TRACKING_URI ?= sqlite:///$(AIRFLOW_HOME)/mlflow.db
 
-.PHONY: install demo demo-nightly airflow test test-unit test-integration lint bench clean
+.PHONY: install demo demo-nightly airflow test test-unit test-integration lint bench mutate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,13 +68,21 @@ bench: $(STAMP)
 	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn,bench]'
 	$(BIN)/python benchmarks/bench_dispatch.py
 
+# Mutation testing of the pure-logic modules (see [tool.mutmut] in pyproject.toml). Narrow it with
+# MUTANTS, a mutant-name glob: make mutate MUTANTS='airflow_provider_sparktune.space*'
+MUTANTS ?=
+mutate: $(STAMP)
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn,mutate]'
+	$(BIN)/mutmut run --max-children $$(nproc) $(MUTANTS)
+	$(BIN)/mutmut results
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(AIRFLOW_HOME) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(AIRFLOW_HOME) .pytest_cache .mypy_cache .ruff_cache mutants
 
 # Only the deployment tests (part of `make test` too): api-server, scheduler, dag-processor and
 # triggerer as separate processes on a Postgres metadata DB, scenarios through the REST API.

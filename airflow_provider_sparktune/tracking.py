@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -119,8 +120,10 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
     import requests
 
     url = tracking_uri.rstrip("/") + "/health"
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")  # set by MlflowHook.credentials(), as MLflow reads it
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = requests.get(url, timeout=timeout_s)
+        response = requests.get(url, timeout=timeout_s, headers=headers)
     except requests.RequestException as err:
         raise TrackingError(
             f"mlflow_conn_id: MLflow tracking server {tracking_uri} is unreachable ({type(err).__name__}); "

@@ -288,3 +288,76 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
     except ProcessLookupError:
         pass
     process.wait(30)
+
+
+@dataclass
+class TokenProxy:
+    """Counts of what a ``token_checking_proxy`` let through and refused."""
+
+    uri: str
+    authorized: int = 0
+    refused: int = 0
+
+
+@contextmanager
+def token_checking_proxy(upstream: str, token: str) -> Iterator[TokenProxy]:
+    """A loopback HTTP proxy in front of ``upstream`` that refuses (401) requests without the bearer token.
+
+    It stands where a tracking server behind authentication would: a request reaches MLflow only if
+    it carries ``Authorization: Bearer <token>``. Runs in a thread of the test process and is shut
+    down when the block ends.
+    """
+    import http.server
+    import threading
+    import urllib.error
+
+    port = free_port()
+    proxy = TokenProxy(f"http://127.0.0.1:{port}")
+    lock = threading.Lock()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            if self.headers.get("Authorization") != f"Bearer {token}":
+                with lock:
+                    proxy.refused += 1
+                self.send_response(401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            with lock:
+                proxy.authorized += 1
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "authorization")}
+            request = urllib.request.Request(
+                upstream + self.path, data=body, headers=headers, method=self.command
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=30) as response:
+                    status, payload, kind = (
+                        response.status,
+                        response.read(),
+                        response.headers.get("Content-Type"),
+                    )
+            except urllib.error.HTTPError as err:
+                status, payload, kind = err.code, err.read(), err.headers.get("Content-Type")
+            self.send_response(status)
+            self.send_header("Content-Type", kind or "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _forward
+
+        def log_message(self, format: str, *args: Any) -> None:  # keep the test output quiet
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="token-proxy", daemon=True)
+    thread.start()
+    try:
+        yield proxy
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

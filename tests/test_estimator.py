@@ -57,7 +57,12 @@ def test_the_dag_argument_spec_becomes_a_checked_trial_objective(staged: StagedD
     trial = build_trial_objective(SPEC, data=staged, space=build_space(SPACE))
     assert isinstance(trial.fn, EstimatorObjective)
     assert trial.fn.cv == 3 and trial.fn.fixed_params == {"random_state": 0}
-    cloudpickle.loads(cloudpickle.dumps(trial))  # travels to executors
+    copy = cloudpickle.loads(cloudpickle.dumps(trial))  # travels to executors
+    assert isinstance(copy.fn, EstimatorObjective) and copy.fn is not trial.fn
+    assert (copy.fn.cv, copy.fn.fixed_params, copy.fn.target) == (3, {"random_state": 0}, trial.fn.target)
+    assert copy.data.plan == staged.plan
+    point = {"n_estimators": 20.0, "learning_rate": 0.1, "max_depth": 2}
+    assert copy(point)["loss"] == pytest.approx(trial(point)["loss"])  # the copy scores as the original
 
 
 def test_one_trial_cross_validates_and_reports_metrics() -> None:

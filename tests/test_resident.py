@@ -69,11 +69,13 @@ def test_an_executor_lost_mid_trial_fails_that_trial_and_the_run_completes(
     cmd = [sys.executable, "-c", DRIVER, spark_cluster.master_url, str(markers), str(out)]
     with process_group(cmd, {"PYSPARK_PYTHON": sys.executable}, tmp_path / "driver.log") as driver:
         deadline = time.monotonic() + 180
-        while not list(markers.glob("*.pid")):
+        written: list[str] = []
+        while not written:  # a marker can exist before its pid is written: wait for the content
             assert driver.poll() is None, (tmp_path / "driver.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no trial started on the cluster"
             time.sleep(0.2)
-        worker_pid = int(next(markers.glob("*.pid")).read_text())
+            written = [text for text in (m.read_text().strip() for m in markers.glob("*.pid")) if text]
+        worker_pid = int(written[0])
         executor = executor_of(worker_pid)
         os.kill(executor, signal.SIGKILL)  # the executor dies with trials running on it
         driver.wait(300)

@@ -76,23 +76,39 @@ def is_multiple(value: float, q: float) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_every_distribution_is_covered_by_these_tests() -> None:
-    covered = {
-        "choice",
-        "pchoice",
-        "randint",
-        "uniform",
-        "quniform",
-        "loguniform",
-        "qloguniform",
-        "normal",
-        "qnormal",
-        "lognormal",
-        "qlognormal",
-        "uniformint",
-        "const",
-    }
-    assert set(DISTRIBUTIONS) == covered
+# One example per distribution the module offers, with what every sample of it must satisfy.
+EXAMPLES: dict[str, tuple[dict[str, Any], Any]] = {
+    "choice": ({"options": ["a", 2]}, lambda v: v in ("a", 2)),
+    "pchoice": ({"options": [[0.5, "a"], [0.5, "b"]]}, lambda v: v in ("a", "b")),
+    "randint": ({"low": 3, "high": 6}, lambda v: type(v) is int and 3 <= v < 6),
+    "uniform": ({"low": -2, "high": 3}, lambda v: -2 <= v <= 3),
+    "quniform": ({"low": 0, "high": 10, "q": 2.5}, lambda v: 0 <= v <= 10 and is_multiple(v, 2.5)),
+    "loguniform": ({"low": 1e-3, "high": 1}, lambda v: 1e-3 * (1 - 1e-9) <= v <= 1 + 1e-9),
+    "qloguniform": ({"low": 1, "high": 100, "q": 5}, lambda v: 0 <= v <= 100 and is_multiple(v, 5)),
+    "normal": ({"mu": 0, "sigma": 1}, lambda v: isinstance(v, float) and -10 < v < 10),
+    "qnormal": ({"mu": 0, "sigma": 5, "q": 0.5}, lambda v: is_multiple(v, 0.5)),
+    "lognormal": ({"mu": 0, "sigma": 1}, lambda v: v > 0),
+    "qlognormal": ({"mu": 1, "sigma": 1, "q": 2}, lambda v: v >= 0 and is_multiple(v, 2)),
+    "uniformint": ({"low": 2, "high": 5}, lambda v: type(v) is int and 2 <= v <= 5),
+    "const": ({"value": {"k": [1]}}, lambda v: listify(v) == {"k": [1]}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DISTRIBUTIONS))
+def test_every_distribution_compiles_samples_in_range_and_counts(name: str) -> None:
+    """Iterates the module's own table: a distribution added without an example fails here."""
+    assert name in EXAMPLES, f"no example for distribution {name!r}: add one to EXAMPLES"
+    arguments, valid = EXAMPLES[name]
+    node = {"hp": name, **arguments}
+    values = xs(node, n=50)
+    assert all(valid(v) for v in values), (name, values[:5])
+    facts = space_facts({"x": node})
+    assert facts.n_hyperparameters == (0 if name == "const" else 1)
+    assert facts.labels == (() if name == "const" else ("x",))
+
+
+def test_the_examples_name_only_real_distributions() -> None:
+    assert set(EXAMPLES) <= set(DISTRIBUTIONS)
 
 
 def test_choice_samples_are_among_options_and_all_are_reached() -> None:
@@ -846,3 +862,49 @@ def test_pchoice_pair_form_bad_probability_names_option_path() -> None:
 def test_unknown_keys_of_mixed_types_raise_search_space_error() -> None:
     with pytest.raises(SearchSpaceError, match="unknown key"):
         validate_space({"x": {"hp": "uniform", "low": 0, "high": 1, 1: 2, "foo": 3}})
+
+
+# -- checks that mutation testing showed missing ---------------------------------------------------
+
+
+def test_a_hyperparameter_inside_a_pchoice_option_is_labelled_by_its_path() -> None:
+    spec = {
+        "m": {
+            "hp": "pchoice",
+            "options": [
+                {"p": 0.5, "value": {"c": {"hp": "uniform", "low": 0, "high": 1}}},
+                {"p": 0.5, "value": 1},
+            ],
+        }
+    }
+    assert space_facts(spec).labels == ("m", "m.options[0].value.c")
+    assert space_facts(build_space(spec)).labels == ("m", "m.options[0].value.c")  # the compiled labels
+
+
+def test_facts_of_a_hyperopt_expression_count_every_categorical() -> None:
+    facts = space_facts(
+        {"a": hp.choice("a", [1, 2]), "b": hp.choice("b", [3, 4, 5]), "c": hp.uniform("c", 0, 1)}
+    )
+    assert (facts.n_categorical, facts.n_ordinal, facts.categorical_breadth) == (2, 1, 5)
+    weighted = space_facts({"a": hp.pchoice("a", [(0.5, 1), (0.5, 2)]), "b": hp.pchoice("b", [(1.0, 3)])})
+    assert (weighted.n_categorical, weighted.categorical_breadth) == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        pytest.param(42, "search_space: int given; use a dict of hyperparameters", id="not-a-dict"),
+        pytest.param(
+            {"x": {"hp": ["uniform"]}}, "search_space.x.hp: unknown distribution ['uniform']", id="hp-list"
+        ),
+        pytest.param(
+            {"x": {"hp": "pchoice", "options": [[0.5, "a", "z"], [0.5, "b"]]}},
+            "search_space.x.options[0]: pchoice options are",
+            id="pchoice-triple",
+        ),
+    ],
+)
+def test_malformed_specs_are_refused_with_the_path(spec: Any, message: str) -> None:
+    with pytest.raises(SearchSpaceError) as caught:
+        validate_space(spec)
+    assert str(caught.value).startswith(message), str(caught.value)

@@ -127,7 +127,6 @@ def test_unknown_protocol_names_the_uri_and_the_fix() -> None:
 
 
 def test_protocol_whose_filesystem_is_not_installed_says_what_to_install() -> None:
-    pytest.importorskip("fsspec")
     try:
         import s3fs  # noqa: F401
 

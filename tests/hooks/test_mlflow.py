@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import pytest
 
 from airflow_provider_sparktune.exceptions import TrackingError
 from airflow_provider_sparktune.hooks.mlflow import TOKEN_ENV, MlflowHook, embedded_tracking_uri
+from tests.servers import MlflowServer, token_checking_proxy
 
 
 @pytest.mark.unit
@@ -96,3 +98,60 @@ def test_bad_input(monkeypatch: pytest.MonkeyPatch, connection: str, expected: s
     ok, message = MlflowHook("bad").test_connection()
     assert not ok
     assert message.startswith(expected), message
+
+
+TOKEN = "sparktune-token-4c1e"
+
+
+def x_objective(params: dict[str, Any]) -> float:
+    return float(params["x"])
+
+
+@pytest.mark.integration
+def test_the_token_is_sent_to_a_tracking_server_that_requires_it(
+    spark: Any, mlflow_tracking_server: MlflowServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind a proxy that refuses requests without the bearer token, a whole run is tracked."""
+    from mlflow import MlflowClient
+
+    from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOperator
+
+    experiment = "token-required"
+    with token_checking_proxy(mlflow_tracking_server.uri, TOKEN) as proxy:
+        conn = {"conn_type": "mlflow", "host": proxy.uri, "password": TOKEN}
+        monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_TOKEN", json.dumps(conn))
+        op = HyperoptSparkOperator(
+            task_id="t",
+            search_space={"x": {"hp": "uniform", "low": 0, "high": 1}},
+            objective=x_objective,
+            max_evals=2,
+            parallelism=2,
+            mlflow_conn_id="mlflow_token",
+            mlflow_experiment=experiment,
+        )
+        value = op.execute({"ti": _TaskInstance(), "run_id": "manual__token"})  # type: ignore[arg-type]
+        assert proxy.refused == 0 and proxy.authorized > 3  # every request carried the token
+        found = MlflowClient(mlflow_tracking_server.uri).get_run(value["mlflow"]["run_id"])
+        assert found.info.status == "FINISHED" and found.data.metrics["trials_total"] == 2
+
+        wrong = {**conn, "password": "not-the-token"}
+        monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_TOKEN", json.dumps(wrong))
+        with pytest.raises(TrackingError, match="^mlflow_conn_id"):
+            HyperoptSparkOperator(
+                task_id="t",
+                search_space={"x": {"hp": "uniform", "low": 0, "high": 1}},
+                objective=x_objective,
+                max_evals=2,
+                mlflow_conn_id="mlflow_token",
+                mlflow_experiment=experiment,
+            ).execute({"ti": _TaskInstance(), "run_id": "manual__wrong"})  # type: ignore[arg-type]
+        assert proxy.refused > 0  # the proxy does refuse: the first run's success was not for free
+
+
+class _TaskInstance:
+    """execute() reads try_number and pushes XCom; a real DAG run is not what this test is about."""
+
+    try_number = 1
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        pass

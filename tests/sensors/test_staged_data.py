@@ -51,12 +51,19 @@ def state_of(dag_run: Any) -> str:
 
 
 @pytest.mark.unit
-def test_template_fields_and_no_io_in_the_constructor() -> None:
-    sensor = StagedDataSensor(task_id="s", uri="s3://bucket/{{ ds }}/", min_size_bytes="{{ params.min }}")
+def test_template_fields_and_no_io_in_the_constructor(tmp_path: Path) -> None:
+    """Values that would fail (unknown protocol, bad size, missing data) only fail when the sensor runs."""
     assert {"uri", "data_format", "success_marker", "min_size_bytes", "broadcast_threshold_bytes"} <= set(
         StagedDataSensor.template_fields
     )
-    assert sensor.uri == "s3://bucket/{{ ds }}/"
+    bad_protocol = StagedDataSensor(task_id="s", uri="nosuchfs://bucket/{{ ds }}/", data_conn_id=None)
+    bad_size = StagedDataSensor(
+        task_id="t", uri=str(tmp_path / "missing"), min_size_bytes="lots", data_conn_id=None
+    )
+    with pytest.raises(StagingError, match="unknown protocol 'nosuchfs'"):
+        bad_protocol.poke({})  # type: ignore[arg-type]
+    with pytest.raises(StagingError, match="min_size_bytes"):
+        bad_size.poke({})  # type: ignore[arg-type]
 
 
 @pytest.mark.unit
