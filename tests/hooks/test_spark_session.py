@@ -174,25 +174,50 @@ def test_driver_jvm_lines_keep_sparks_level() -> None:
 # stderr untouched (the task supervisor records every stderr line as an error).
 NEW_SESSION = textwrap.dedent(
     """
-    import logging, sys
+    import json, logging, sys
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(name)s %(message)s")
     from airflow_provider_sparktune.hooks.spark_session import SparkSessionHook
-    hook = SparkSessionHook("no_such_spark_conn", spark_conf={"spark.ui.enabled": "false"}, app_name="quiet")
+    hook = SparkSessionHook("spark_probe", spark_conf={"spark.ui.enabled": "false", "spark.task.maxFailures": "3"})
     session = hook.get_session()
-    print("RESULT", session.range(5).count(), session.sparkContext.appName, session.sparkContext.master)
+    conf = session.sparkContext.getConf()
+    executor_python = session.sparkContext.parallelize([0], 1).map(lambda _: __import__("sys").executable).collect()
+    print("RESULT " + json.dumps({
+        "master": session.sparkContext.master,
+        "app": session.sparkContext.appName,
+        "conf": {key: conf.get(key) for key in ("spark.executor.memory", "spark.sql.shuffle.partitions",
+                                                 "spark.task.maxFailures", "spark.ui.enabled")},
+        "executor_python": executor_python[0],
+    }))
     hook.stop()
     """
 )
 
 
 @pytest.mark.integration
-def test_new_session_writes_spark_output_to_logging_not_stderr(tmp_path: Path) -> None:
+def test_new_session_takes_the_connection_and_logs_spark_output(tmp_path: Path) -> None:
+    """A fresh process, as a task is: the connection's conf reaches the SparkContext, executors run this
+    Python although PYSPARK_PYTHON is unset, and Spark's own output goes to logging, not stderr."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "SPARK_LOCAL_IP")}
+    env["AIRFLOW_CONN_SPARK_PROBE"] = json.dumps(
+        {
+            "conn_type": "spark",
+            "host": "local[1]",
+            "extra": {"spark_conf": {"spark.executor.memory": "1234m"}, "spark.sql.shuffle.partitions": "7"},
+        }
+    )
     done = subprocess.run(
         [sys.executable, "-c", NEW_SESSION], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "RESULT 5 quiet local[*]" in done.stdout
+    result = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert result["master"] == "local[1]"
+    assert result["conf"] == {
+        "spark.executor.memory": "1234m",
+        "spark.sql.shuffle.partitions": "7",
+        "spark.task.maxFailures": "3",
+        "spark.ui.enabled": "false",
+    }
+    assert result["executor_python"] == sys.executable
     jvm_lines = [line for line in done.stdout.splitlines() if "spark_jvm" in line]
     assert any("Setting default log level" in line for line in jvm_lines), done.stdout[-3000:]
     assert done.stderr.strip() == ""
