@@ -52,7 +52,10 @@ def launch_logged_gateway(conf: Mapping[str, str]) -> None:
     """Start the driver JVM with its output going to Python logging rather than the process's stderr.
 
     Under the Airflow task supervisor everything written to stderr is recorded as an error, so Spark's
-    start-up lines would show red in every task log. pyspark reuses a gateway that already exists.
+    start-up lines would show red in every task log. The JVM also gets a session of its own: a task
+    marked failed receives SIGTERM on its whole process group, and a driver that died with it could
+    no longer cancel the trials or let the runs end KILLED. It still exits with the task, when its
+    stdin closes. pyspark reuses a gateway that already exists.
     """
     import subprocess
 
@@ -65,7 +68,11 @@ def launch_logged_gateway(conf: Mapping[str, str]) -> None:
         spark_conf = SparkConf(loadDefaults=False)
         for key, value in conf.items():
             spark_conf.set(key, value)
-        popen: dict[str, Any] = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+        popen: dict[str, Any] = {
+            "stdout": subprocess.PIPE,
+            "stderr": subprocess.STDOUT,
+            "start_new_session": True,
+        }
         gateway = launch_gateway(spark_conf, popen_kwargs=popen)
         SparkContext._gateway = gateway
         SparkContext._jvm = gateway.jvm

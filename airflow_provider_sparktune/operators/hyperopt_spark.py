@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
 _INT_FIELDS = ("max_evals", "parallelism", "seed", "early_stop_after", "max_failed_trials")
 _FLOAT_FIELDS = ("timeout", "loss_threshold", "max_failure_ratio")
-KILL_FLUSH_S = 10.0  # on a kill, how long queued MLflow writes may take before the run is closed
+# On a kill, how long queued MLflow writes may take before the run is closed: the Airflow task supervisor
+# follows its SIGTERM with SIGKILL 5 s later, and the parent run must be closed KILLED before that.
+KILL_FLUSH_S = 3.0
 
 
 class HyperoptSparkOperator(BaseOperator):
