@@ -191,6 +191,8 @@ def test_run_conf_drives_templated_space_and_budget(
     parent = runs_of(mlflow_uri, "templated_tuning.tune", run_id=dag_run.run_id)[0]
     assert json.loads(parent.data.tags["sparktune.search_space"]) == run_conf["space"]
     assert parent.data.params["max_evals"] == "2"
+    assert (parent.data.params["algo"], parent.data.params["dispatcher"]) == ("tpe", "resident")
+    assert parent.data.tags["sparktune.stopped_reason"] == "max_evals"
 
 
 def latest_run_id(dag_id: str) -> str:
@@ -354,6 +356,8 @@ def test_a_uri_is_planned_and_the_plan_lands_in_xcom_mlflow_and_the_log(
     assert parent.data.params["staging_mode"] == "reload"
     assert parent.data.params["staging_uri"] == str(path)
     assert parent.data.params["staging_size_bytes"] == str(size)
+    assert parent.data.params["staging_format"] == "parquet"
+    assert parent.data.params["staging_threshold_bytes"] == str(size - 1)
     assert "not below the broadcast threshold" in parent.data.tags["sparktune.staging_reason"]
     assert any("staged by reload" in entry["event"] for entry in task_log)
 
@@ -545,6 +549,62 @@ def test_nightly_warm_start_begins_with_last_nights_best_points(
     assert "is outside" in dropped[0]["reason"]
     assert third_trials[0].data.params["x"] == distinct[1].data.params["x"]
     assert third_trials[0].data.tags["sparktune.origin"] == "warm_start"
+
+
+@pytest.mark.integration
+def test_a_resumed_try_does_not_evaluate_a_warm_start_point_again(
+    spark: Any, airflow_db: Any, mlflow_uri: str, experiment_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tonight's first try was killed after it evaluated last night's best point; the second try
+    resumes that trial and warm starts from the second best point only."""
+    import pendulum
+    from airflow.dag_processing.dagbag import DagBag
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    client = MlflowClient(mlflow_uri)
+    dag = DagBag(dag_folder=str(TEST_DAGS / "operator_runs.py")).get_dag("nightly_warm_start")
+    night = pendulum.datetime(2026, 4, 1, tz="UTC")
+    last_night = dag.test(logical_date=night, run_conf={"experiment": experiment_name})
+    assert last_night.state == "success"
+    source = xcom_values(last_night.run_id, "tune")["return_value"]["mlflow"]["run_id"]
+    best = sorted(trial_runs(mlflow_uri, source), key=lambda r: r.data.metrics["loss"])[:2]
+
+    # The first try of tonight's scheduled run, as a SIGKILL left it in MLflow: its parent RUNNING,
+    # one complete trial run, the warm-start evaluation of last night's best point.
+    run_id = scheduled_dag_run("nightly_warm_start", night.add(days=1), {"experiment": experiment_name})
+    experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
+    tags = {"airflow.dag_id": "nightly_warm_start", "airflow.task_id": "tune", "airflow.run_id": run_id}
+    killed = client.create_run(
+        experiment_id,
+        tags={**tags, "airflow.try_number": "1", "sparktune.tuning_key": "nightly_warm_start.tune"},
+    ).info.run_id
+    done = client.create_run(
+        experiment_id,
+        tags={
+            "mlflow.parentRunId": killed,
+            "sparktune.tid": "0",
+            "sparktune.status": "ok",
+            "sparktune.vals": best[0].data.tags["sparktune.vals"],
+            "sparktune.origin": "warm_start",
+            "sparktune.source_run": best[0].info.run_id,
+        },
+    ).info.run_id
+    client.log_metric(done, "loss", best[0].data.metrics["loss"])
+    client.set_terminated(done, status="FINISHED")
+
+    assert tasks_test("nightly_warm_start", "tune", run_id) == "success"
+    value = xcom_values(run_id, "tune")["return_value"]
+    parent = client.get_run(value["mlflow"]["run_id"])
+    assert parent.data.tags["sparktune.resumed_from"] == killed
+    assert client.get_run(killed).data.tags["sparktune.superseded_by"] == parent.info.run_id
+    assert client.get_run(killed).info.status == "FAILED"
+    assert parent.data.tags["sparktune.warm_start.trials"] == "1"  # best[0] was evaluated by try 1
+    new = sorted(trial_runs(mlflow_uri, parent.info.run_id), key=lambda r: int(r.data.tags["sparktune.tid"]))
+    assert len(new) == 4 and value["trials"]["total"] == 5  # one resumed, four run now
+    assert new[0].data.tags["sparktune.origin"] == "warm_start"
+    assert new[0].data.tags["sparktune.vals"] == best[1].data.tags["sparktune.vals"]
+    assert best[0].data.tags["sparktune.vals"] not in [r.data.tags["sparktune.vals"] for r in new]
 
 
 # -- MLflow going away in the middle of a run -----------------------------------------------------
