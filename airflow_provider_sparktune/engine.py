@@ -317,6 +317,7 @@ def _per_trial_seeded(algo: Callable[..., Any], base_seed: int | None) -> Callab
 def _algorithm(name: str) -> Callable[..., Any]:
     if name == "atpe":
         try:
+            import lightgbm  # noqa: F401  # hyperopt imports it only at the first suggestion
             from hyperopt import atpe
         except ImportError as err:
             raise TuningConfigError(

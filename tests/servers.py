@@ -361,3 +361,57 @@ def token_checking_proxy(upstream: str, token: str) -> Iterator[TokenProxy]:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+@dataclass
+class FtpServer:
+    """What an ``ftp_server`` saw: logins it accepted and refused."""
+
+    port: int
+    logins: int = 0
+    refused: int = 0
+
+    def uri(self, path: str) -> str:
+        return f"ftp://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+
+@contextmanager
+def ftp_server(root: Path, user: str, password: str) -> Iterator[FtpServer]:
+    """A loopback FTP server (pyftpdlib) serving ``root`` read-only to one user with a password.
+
+    A real remote filesystem that needs credentials: fsspec reaches it with the storage options
+    ``username``/``password``, so a read without them is refused. Runs in a thread of the test
+    process and is closed when the block ends.
+    """
+    import threading
+
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.servers import ThreadedFTPServer
+
+    seen = FtpServer(free_port())
+    lock = threading.Lock()
+    authorizer = DummyAuthorizer()
+    authorizer.add_user(user, password, str(root), perm="elr")
+
+    class Handler(FTPHandler):
+        def on_login(self, username: str) -> None:
+            with lock:
+                seen.logins += 1
+
+        def on_login_failed(self, username: str, password: str) -> None:
+            with lock:
+                seen.refused += 1
+
+    Handler.authorizer = authorizer
+    Handler.banner = "sparktune test FTP"
+    server = ThreadedFTPServer(("127.0.0.1", seen.port), Handler)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"timeout": 0.5}, name="ftp-server", daemon=True
+    )
+    thread.start()
+    try:
+        yield seen
+    finally:
+        server.close_all()
+        thread.join(10)

@@ -510,3 +510,120 @@ def test_systematic_failures_stop_the_run_early(spark: Any, dispatcher: str) -> 
     assert "boom 123: the feature table is empty" in message
     assert "stopped after 8 of" not in message
     assert time.monotonic() - started < 120
+
+
+# -- README promises: "auto" budgets on Spark, failure limits per try, seeds, every algorithm --------
+
+TWO_D_SPACE = {"x": {"hp": "uniform", "low": 0, "high": 1}, "y": {"hp": "uniform", "low": 0, "high": 1}}
+THREE_D_SPACE = {**TWO_D_SPACE, "z": {"hp": "uniform", "low": 0, "high": 1}}
+
+
+def xy_objective(params: dict[str, Any]) -> float:
+    return float(params["x"] + params["y"])
+
+
+@pytest.mark.integration
+def test_auto_budget_on_spark_is_capped_by_the_task_slots(spark: Any) -> None:
+    """Three hyperparameters ask for 2 x 3 = 6 trials at once; the session's local[2] has 2 task slots."""
+    budgets: list[TuningSpec] = []
+    prepared = prepare_run(THREE_D_SPACE, x_objective, max_evals=4, parallelism="auto", seed=0)
+    result = execute_run(prepared, spark, on_start=lambda spec, facts: budgets.append(spec))
+    slots = spark.sparkContext.defaultParallelism
+    assert slots == 2
+    assert [b.parallelism for b in budgets] == [slots]
+    assert result.trials_ok == 4
+    # max_evals "auto" on a real run: 20 x 1 ordinal hyperparameter, all of them evaluated
+    budgets.clear()
+    prepared = prepare_run(UNIT_SPACE, x_objective, max_evals="auto", parallelism="auto", seed=0)
+    result = execute_run(prepared, spark, on_start=lambda spec, facts: budgets.append(spec))
+    assert [(b.max_evals, b.parallelism) for b in budgets] == [(20, 2)]  # 2 x 1 hyperparameter, 2 slots
+    assert (result.trials_total, result.trials_ok, result.stopped_reason) == (20, 20, "max_evals")
+
+
+def fails_first_calls(params: dict[str, Any], marker: str, failures: int) -> float:
+    """Fails the first ``failures`` calls of this run (counted in ``marker``), then returns x."""
+    import fcntl
+
+    with open(marker, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        calls = len(handle.read().splitlines())
+        handle.write("call\n")
+    if calls < failures:
+        raise ValueError(f"transient failure {calls + 1}")
+    return float(params["x"])
+
+
+@pytest.mark.integration
+def test_resumed_failures_do_not_count_toward_this_tries_failure_limit(
+    spark: Any, dispatcher: str, tmp_path: Path
+) -> None:
+    """Four failures resumed from an earlier try plus two in this one: six, past the automatic limit
+    of max(3, parallelism) = 3, yet this try has only two and goes on to finish its budget."""
+    resume = [PriorTrial({"x": 0.1 * i}, "failed", None, f"run-{i}", error="boom") for i in range(1, 5)]
+    prepared = prepare_run(
+        UNIT_SPACE,
+        fails_first_calls,
+        objective_kwargs={"marker": str(tmp_path / "calls"), "failures": 2},
+        max_evals=9,
+        parallelism=1,
+        seed=1,
+        dispatcher=dispatcher,
+    )
+    result = execute_run(prepared, spark, resume=resume)
+    assert result.stopped_reason == "max_evals"
+    assert (result.trials_total, result.trials_failed, result.trials_ok) == (9, 6, 3)
+    new = [r for r in result.records if r.origin == "new"]
+    assert [r.status for r in new] == ["failed", "failed", "ok", "ok", "ok"]
+
+
+@pytest.mark.integration
+def test_seed_gives_the_same_start_up_points_at_any_parallelism(spark: Any, dispatcher: str) -> None:
+    """TPE's first 20 suggestions are random start-up points: seeded by (seed, trial id), not by batching."""
+    runs = {
+        parallelism: run_tuning(
+            TWO_D_SPACE,
+            xy_objective,
+            spark=spark,
+            max_evals=6,
+            parallelism=parallelism,
+            seed=7,
+            dispatcher=dispatcher,
+        )
+        for parallelism in (1, 2)
+    }
+    points = {p: [r.params for r in sorted(run.records, key=lambda r: r.tid)] for p, run in runs.items()}
+    assert len({json.dumps(point, sort_keys=True) for point in points[1]}) == 6
+    assert points[1] == points[2]
+    other_seed = run_tuning(
+        TWO_D_SPACE, xy_objective, spark=spark, max_evals=6, parallelism=2, seed=8, dispatcher=dispatcher
+    )
+    assert [r.params for r in sorted(other_seed.records, key=lambda r: r.tid)] != points[1]
+
+
+@pytest.mark.integration
+def test_anneal_runs_its_own_search(spark: Any) -> None:
+    """anneal and rand draw the same seeded start; anneal then samples around its best points."""
+    runs = {
+        algo: run_tuning(UNIT_SPACE, x_objective, spark=spark, max_evals=12, parallelism=2, algo=algo, seed=3)
+        for algo in ("anneal", "rand")
+    }
+    anneal = runs["anneal"]
+    assert (anneal.trials_ok, anneal.stopped_reason) == (12, "max_evals")
+    assert anneal.best_loss == min(r.loss for r in anneal.records if r.loss is not None)
+    points = {
+        algo: [r.params["x"] for r in sorted(run.records, key=lambda r: r.tid)] for algo, run in runs.items()
+    }
+    assert points["anneal"] != points["rand"]
+
+
+@pytest.mark.unit
+def test_atpe_without_lightgbm_fails_before_spark_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hyperopt imports lightgbm only at the first suggestion; the run must not get that far."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lightgbm", None)  # what a worker without lightgbm has
+    with pytest.raises(
+        TuningConfigError, match=r"^algo: 'atpe' needs extra packages \(.*lightgbm.*\); install"
+    ):
+        prepare_run(UNIT_SPACE, x_objective, max_evals=2, algo="atpe")

@@ -9,14 +9,21 @@ from airflow_provider_sparktune.history import best_distinct, earlier_tries, war
 from airflow_provider_sparktune.prior import PriorTrial
 
 
-def parent(client: Any, experiment_id: str, run_id: str, status: str = "RUNNING", key: str = "d.t") -> str:
+def parent(
+    client: Any,
+    experiment_id: str,
+    run_id: str,
+    status: str = "RUNNING",
+    key: str = "d.t",
+    start_time: int | None = None,
+) -> str:
     tags = {
         "airflow.dag_id": "d",
         "airflow.task_id": "t",
         "airflow.run_id": run_id,
         "sparktune.tuning_key": key,
     }
-    created = client.create_run(experiment_id, tags=tags).info.run_id
+    created = client.create_run(experiment_id, start_time=start_time, tags=tags).info.run_id
     if status != "RUNNING":
         client.set_terminated(created, status=status)
     return str(created)
@@ -88,6 +95,34 @@ def test_warm_start_reads_the_best_points_of_recent_finished_runs_of_the_key(
     )
     assert source.parent_run_ids == (night1,)
     assert [t.vals["x"] for t in source.points] == [0.3, 0.5]  # best first, each point once
+
+
+@pytest.mark.integration
+def test_warm_start_reads_only_the_three_most_recent_finished_runs(
+    mlflow_uri: str, experiment_name: str
+) -> None:
+    """Four successful nights: the oldest holds the best point and is not read; a newer night that
+    failed or was killed holds better points still, and is not read either."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    experiment_id = client.create_experiment(experiment_name)
+    day_ms = 24 * 3600 * 1000
+    start = 1_780_000_000_000
+    nights = []
+    for night, x in enumerate([0.05, 0.4, 0.3, 0.2]):  # oldest first; the oldest is the best
+        run = parent(
+            client, experiment_id, f"scheduled__{night}", "FINISHED", start_time=start + night * day_ms
+        )
+        trial(client, experiment_id, run, 0, x)
+        nights.append(run)
+    for night, (status, x) in enumerate([("FAILED", 0.01), ("KILLED", 0.02)], start=4):
+        run = parent(client, experiment_id, f"scheduled__{night}", status, start_time=start + night * day_ms)
+        trial(client, experiment_id, run, 0, x)
+
+    source = warm_start_source(client, experiment_id, tuning_key="d.t", k=5, exclude_airflow_run_id="tonight")
+    assert source.parent_run_ids == (nights[3], nights[2], nights[1])  # newest first
+    assert [t.vals["x"] for t in source.points] == [0.2, 0.3, 0.4]
 
 
 @pytest.mark.unit

@@ -15,6 +15,13 @@ VARIANTS = {
     "staged_data_reschedule": {"mode": "reschedule", "poke_interval": 1, "timeout": 60},
     "staged_data_timeout": {"poke_interval": 0.3, "timeout": 1.5},
     "staged_data_soft_fail": {"poke_interval": 0.3, "timeout": 1.5, "soft_fail": True},
+    "staged_data_reschedule_timeout": {"mode": "reschedule", "poke_interval": 0.3, "timeout": 1.5},
+    "staged_data_reschedule_soft_fail": {
+        "mode": "reschedule",
+        "poke_interval": 0.3,
+        "timeout": 1.5,
+        "soft_fail": True,
+    },
     "staged_data_deferrable": {"deferrable": True, "poke_interval": 0.5, "timeout": 60},
     "staged_data_deferrable_soft_fail": {
         "deferrable": True,

@@ -191,6 +191,8 @@ def test_run_conf_drives_templated_space_and_budget(
     parent = runs_of(mlflow_uri, "templated_tuning.tune", run_id=dag_run.run_id)[0]
     assert json.loads(parent.data.tags["sparktune.search_space"]) == run_conf["space"]
     assert parent.data.params["max_evals"] == "2"
+    assert (parent.data.params["algo"], parent.data.params["dispatcher"]) == ("tpe", "resident")
+    assert parent.data.tags["sparktune.stopped_reason"] == "max_evals"
 
 
 def latest_run_id(dag_id: str) -> str:
@@ -354,6 +356,8 @@ def test_a_uri_is_planned_and_the_plan_lands_in_xcom_mlflow_and_the_log(
     assert parent.data.params["staging_mode"] == "reload"
     assert parent.data.params["staging_uri"] == str(path)
     assert parent.data.params["staging_size_bytes"] == str(size)
+    assert parent.data.params["staging_format"] == "parquet"
+    assert parent.data.params["staging_threshold_bytes"] == str(size - 1)
     assert "not below the broadcast threshold" in parent.data.tags["sparktune.staging_reason"]
     assert any("staged by reload" in entry["event"] for entry in task_log)
 
@@ -545,6 +549,62 @@ def test_nightly_warm_start_begins_with_last_nights_best_points(
     assert "is outside" in dropped[0]["reason"]
     assert third_trials[0].data.params["x"] == distinct[1].data.params["x"]
     assert third_trials[0].data.tags["sparktune.origin"] == "warm_start"
+
+
+@pytest.mark.integration
+def test_a_resumed_try_does_not_evaluate_a_warm_start_point_again(
+    spark: Any, airflow_db: Any, mlflow_uri: str, experiment_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tonight's first try was killed after it evaluated last night's best point; the second try
+    resumes that trial and warm starts from the second best point only."""
+    import pendulum
+    from airflow.dag_processing.dagbag import DagBag
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    client = MlflowClient(mlflow_uri)
+    dag = DagBag(dag_folder=str(TEST_DAGS / "operator_runs.py")).get_dag("nightly_warm_start")
+    night = pendulum.datetime(2026, 4, 1, tz="UTC")
+    last_night = dag.test(logical_date=night, run_conf={"experiment": experiment_name})
+    assert last_night.state == "success"
+    source = xcom_values(last_night.run_id, "tune")["return_value"]["mlflow"]["run_id"]
+    best = sorted(trial_runs(mlflow_uri, source), key=lambda r: r.data.metrics["loss"])[:2]
+
+    # The first try of tonight's scheduled run, as a SIGKILL left it in MLflow: its parent RUNNING,
+    # one complete trial run, the warm-start evaluation of last night's best point.
+    run_id = scheduled_dag_run("nightly_warm_start", night.add(days=1), {"experiment": experiment_name})
+    experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
+    tags = {"airflow.dag_id": "nightly_warm_start", "airflow.task_id": "tune", "airflow.run_id": run_id}
+    killed = client.create_run(
+        experiment_id,
+        tags={**tags, "airflow.try_number": "1", "sparktune.tuning_key": "nightly_warm_start.tune"},
+    ).info.run_id
+    done = client.create_run(
+        experiment_id,
+        tags={
+            "mlflow.parentRunId": killed,
+            "sparktune.tid": "0",
+            "sparktune.status": "ok",
+            "sparktune.vals": best[0].data.tags["sparktune.vals"],
+            "sparktune.origin": "warm_start",
+            "sparktune.source_run": best[0].info.run_id,
+        },
+    ).info.run_id
+    client.log_metric(done, "loss", best[0].data.metrics["loss"])
+    client.set_terminated(done, status="FINISHED")
+
+    assert tasks_test("nightly_warm_start", "tune", run_id) == "success"
+    value = xcom_values(run_id, "tune")["return_value"]
+    parent = client.get_run(value["mlflow"]["run_id"])
+    assert parent.data.tags["sparktune.resumed_from"] == killed
+    assert client.get_run(killed).data.tags["sparktune.superseded_by"] == parent.info.run_id
+    assert client.get_run(killed).info.status == "FAILED"
+    assert parent.data.tags["sparktune.warm_start.trials"] == "1"  # best[0] was evaluated by try 1
+    new = sorted(trial_runs(mlflow_uri, parent.info.run_id), key=lambda r: int(r.data.tags["sparktune.tid"]))
+    assert len(new) == 4 and value["trials"]["total"] == 5  # one resumed, four run now
+    assert new[0].data.tags["sparktune.origin"] == "warm_start"
+    assert new[0].data.tags["sparktune.vals"] == best[1].data.tags["sparktune.vals"]
+    assert best[0].data.tags["sparktune.vals"] not in [r.data.tags["sparktune.vals"] for r in new]
 
 
 # -- MLflow going away in the middle of a run -----------------------------------------------------
@@ -861,70 +921,136 @@ def test_bad_input(
 
 # -- run conf is data; secrets stay secret --------------------------------------------------------
 
-SECRET = "sparktune-Secret-7f3a9c"
-
 
 @pytest.mark.integration
-def test_run_conf_is_data_and_secrets_appear_nowhere(
-    spark: Any,
-    airflow_db: Any,
-    mlflow_tracking_server: MlflowServer,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
+def test_run_conf_is_data(
+    spark: Any, airflow_db: Any, mlflow_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow.dag_processing.dagbag import DagBag
-    from mlflow import MlflowClient
 
-    mlflow_conn = {"conn_type": "mlflow", "host": mlflow_tracking_server.uri, "password": SECRET}
-    spark_conn_secret = {
-        "conn_type": "spark",
-        "host": "local[2]",
-        "login": "spark-user",
-        "password": SECRET,
-        "extra": {"spark.authenticate.secret": SECRET},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps(mlflow_conn))
-    monkeypatch.setenv("AIRFLOW_CONN_SPARK_DEFAULT", json.dumps(spark_conn_secret))
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
     marker = tmp_path / "evaluated"
     code_like = f"__import__('os').system('touch {marker}')"
-    space = {
-        "x": {"hp": "uniform", "low": 0, "high": 1},
-        "note": "{{ 7 * 7 }}",
-        "cmd": code_like,
-        "objective": "os:system",
-    }
+    space = {"x": {"hp": "uniform", "low": 0, "high": 1}, "note": "{{ 7 * 7 }}", "cmd": code_like}
     dag = DagBag(dag_folder=str(TEST_DAGS / "templated_tuning.py")).get_dag("templated_tuning")
     dag_run = dag.test(run_conf={"space": space, "max_evals": 2})
     assert dag_run.state == "success"
-    written = capfd.readouterr()
-
     value = xcom_values(dag_run.run_id, "tune")["return_value"]
     params = value["best_params"]
     assert params["note"] == "{{ 7 * 7 }}"  # data from run conf is not rendered again
     assert params["cmd"] == code_like and not marker.exists()  # nor evaluated
-    assert 2 <= value["best_loss"] <= 3  # the DAG's own objective ran (x + 2), not the one in run conf
 
-    client = MlflowClient(mlflow_tracking_server.uri)
-    runs = runs_of(mlflow_tracking_server.uri, "templated_tuning.tune", run_id=dag_run.run_id)
-    everything = [written.out, written.err, json.dumps(xcom_values(dag_run.run_id, "tune"), default=str)]
-    for parent in runs:
+
+# One secret per place the code reads one; the test fails if any of them shows up anywhere.
+SPARK_SECRET = "sparktune-SparkConf-7f3a9c"  # a spark.* conf value in the spark connection's extra
+MLFLOW_TOKEN = "sparktune-MlflowToken-41d2e8"  # the mlflow connection's password
+FTP_LOGIN = "sparktune-FtpLogin-5b90aa"  # the fsspec connection's login
+FTP_PASSWORD = "sparktune-FtpPassword-c3e177"  # the fsspec connection's password
+FTP_ACCOUNT = "sparktune-FtpAccount-0d6b52"  # a storage option in the fsspec connection's extra
+SECRETS = (SPARK_SECRET, MLFLOW_TOKEN, FTP_LOGIN, FTP_PASSWORD, FTP_ACCOUNT)
+
+
+def mlflow_texts(client: Any, parents: list[Any], into: Path) -> list[bytes]:
+    """Params, tags and run names of the parent runs and their trial runs, and every artifact's bytes."""
+    texts: list[bytes] = []
+    for parent in parents:
         children = client.search_runs(
             [parent.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
         )
         for run in [parent, *children]:
-            everything += [json.dumps(run.data.params), json.dumps(run.data.tags), run.info.run_name or ""]
-        for artifact in client.list_artifacts(parent.info.run_id):
-            if artifact.path.endswith(".json"):
-                local = client.download_artifacts(parent.info.run_id, artifact.path, str(tmp_path))
-                everything.append(Path(local).read_text())
-    logs = Path(os.environ["AIRFLOW_HOME"], "logs")
-    everything += (
-        [p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file()] if logs.exists() else []
-    )
-    assert len(runs) == 1 and len(everything) > 8
-    assert not [text[:200] for text in everything if SECRET in text]
-    assert "trial 2/2" in written.out  # the task log was captured, so the grep above saw it
+            texts.append(json.dumps([run.data.params, run.data.tags, run.info.run_name]).encode())
+            local = Path(client.download_artifacts(run.info.run_id, "", str(into / run.info.run_id)))
+            texts += [p.read_bytes() for p in local.rglob("*") if p.is_file()]
+    return texts
+
+
+@pytest.mark.integration
+def test_secrets_of_every_connection_appear_nowhere(
+    airflow_db: Any, mlflow_tracking_server: MlflowServer, tmp_path: Path
+) -> None:
+    """A task in its own process reads a secret from each connection type and writes none of them.
+
+    The Spark secret sits in a ``spark.*`` conf key that Spark's default redaction covers, in a
+    session the task builds from the connection; the MLflow token is checked by a proxy that
+    refuses requests without it; the FTP server refuses the executors' reads without the fsspec
+    connection's login and password (reload mode). Grepped: the task's output and log files, XCom,
+    MLflow (params, tags, run names, artifacts) and the Spark event log.
+    """
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from tests.servers import ftp_server, token_checking_proxy
+
+    served, events = tmp_path / "served", tmp_path / "events"
+    served.mkdir()
+    events.mkdir()
+    pd.DataFrame({"x": [0.0, 0.5, 1.0] * 100, "y": [0.25] * 300}).to_parquet(served / "features.parquet")
+    spark_conn = {
+        "conn_type": "spark",
+        "host": "local[2]",
+        "extra": {
+            "spark.hadoop.fs.s3a.secret.key": SPARK_SECRET,
+            "spark_conf": {
+                "spark.eventLog.enabled": "true",
+                "spark.eventLog.dir": events.as_uri(),
+                "spark.eventLog.compress": "false",  # plain JSON lines, to grep
+            },
+        },
+    }
+    with (
+        token_checking_proxy(mlflow_tracking_server.uri, MLFLOW_TOKEN) as proxy,
+        ftp_server(served, FTP_LOGIN, FTP_PASSWORD) as ftp,
+    ):
+        env = {
+            "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps(spark_conn),
+            "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(
+                {"conn_type": "mlflow", "host": proxy.uri, "password": MLFLOW_TOKEN}
+            ),
+            "AIRFLOW_CONN_FSSPEC_DEFAULT": json.dumps(
+                {
+                    "conn_type": "fsspec",
+                    "login": FTP_LOGIN,
+                    "password": FTP_PASSWORD,
+                    "extra": {"acct": FTP_ACCOUNT, "timeout": 60},
+                }
+            ),
+        }
+        done = airflow_dags_test("secret_probe", env, conf={"data": ftp.uri("features.parquet")})
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    run_id = latest_run_id("secret_probe")
+    pushed = xcom_values(run_id, "tune")
+    value = pushed["return_value"]
+    # Each secret was really read: the trials read the data on the executors in reload mode through
+    # the FTP server's login, MLflow was reached only through the proxy, Spark read its conf.
+    assert value["staging"]["mode"] == "reload"
+    assert value["trials"]["ok"] == 2 and value["best_loss"] < 0.5
+    assert ftp.logins >= 3 and ftp.refused == 0  # the driver's plan and check, then each trial's read
+    assert proxy.authorized > 0 and proxy.refused == 0
+    event_logs = [p for p in events.rglob("events_*") if p.is_file()]
+    assert event_logs, "Spark wrote no event log: the connection's conf did not reach the SparkContext"
+    spark_events = [p.read_bytes() for p in event_logs]
+    assert any(b"spark.hadoop.fs.s3a.secret.key" in text for text in spark_events)  # the key, redacted
+
+    client = MlflowClient(mlflow_tracking_server.uri)
+    parents = runs_of(mlflow_tracking_server.uri, "secret_probe.tune", run_id=run_id)
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    from_mlflow = mlflow_texts(client, parents, tmp_path / "artifacts")
+    assert any(b"staging_plan" in text or b"reload" in text for text in from_mlflow)
+    places = {
+        "task output": [(done.stdout + done.stderr).encode()],
+        "task log files": [task_log(run_id).encode()],
+        "XCom": [json.dumps(pushed, default=str).encode()],
+        "MLflow": from_mlflow,
+        "Spark event log": spark_events,
+    }
+    assert "trial 2/2" in done.stdout + done.stderr + task_log(run_id)  # the task log was read
+    found = [
+        (place, secret)
+        for place, texts in places.items()
+        for secret in SECRETS
+        if any(secret.encode() in text for text in texts)
+    ]
+    assert found == []
 
 
 @pytest.mark.integration

@@ -159,6 +159,33 @@ def test_reschedule_mode_keeps_the_last_size_between_pokes(airflow_db: Any, tmp_
     assert xcom_values(dag_run.run_id, "wait_for_data")["return_value"]["size_bytes"] == size
 
 
+def reschedules_of(dag_run: Any) -> int:
+    from airflow.models.taskreschedule import TaskReschedule
+    from airflow.utils.session import create_session
+
+    ti = dag_run.get_task_instance("wait_for_data")
+    with create_session() as session:
+        return int(session.query(TaskReschedule).filter(TaskReschedule.ti_id == ti.id).count())
+
+
+@pytest.mark.integration
+def test_reschedule_mode_times_out_across_reschedules(
+    airflow_db: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The timeout counts from the first poke, not from each reschedule: the wait ends, failed or skipped."""
+    from tests.operators.test_hyperopt_spark import task_log
+
+    missing = str(tmp_path / "never")
+    failed = run("staged_data_reschedule_timeout", uri=missing)
+    assert failed.state == "failed" and state_of(failed) == "failed"
+    assert reschedules_of(failed) >= 1  # it freed the slot between pokes before giving up
+    assert "Sensor has timed out" in task_log(failed.run_id, capfd.readouterr().out)
+    skipped = run("staged_data_reschedule_soft_fail", uri=missing)
+    assert skipped.state == "success" and state_of(skipped) == "skipped"
+    assert reschedules_of(skipped) >= 1
+    assert "return_value" not in xcom_values(skipped.run_id, "wait_for_data")
+
+
 @pytest.mark.integration
 def test_deferrable_waits_in_the_trigger(airflow_db: Any, tmp_path: Path) -> None:
     root = tmp_path / "features"
