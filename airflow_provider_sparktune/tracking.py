@@ -65,9 +65,7 @@ def log_through_root() -> None:
 
 @contextmanager
 def client_settings() -> Iterator[None]:
-    """MLflow requests that fail within seconds and print nothing, for this block; settings already made are kept."""
-    import os
-
+    """MLflow requests that fail within seconds and print nothing, for this block; settings made are kept."""
     added = [key for key in CLIENT_SETTINGS if key not in os.environ]
     for key in added:
         os.environ[key] = CLIENT_SETTINGS[key]
