@@ -472,6 +472,10 @@ class _Run:
     """One run: a dispatch thread, a watcher thread, and the state they share."""
 
     POLL_S = 0.2
+    # After a kill's cancel, how long to let the dispatcher end cleanly before the result is made
+    # without it: under a scheduler the task has 5 s between SIGTERM and SIGKILL to close its runs,
+    # and cancelled Spark tasks can take longer than that to end.
+    CANCEL_GRACE_S = 0.5
 
     def __init__(
         self,
@@ -493,6 +497,7 @@ class _Run:
         self.early_stop = EarlyStop(spec.early_stop_after) if spec.early_stop_after else None
         self.fmin_error: BaseException | None = None
         self.fmin_done = threading.Event()
+        self.cancel_issued = threading.Event()  # the watcher has cancelled the trials of a kill
         self.resident: ResidentDispatcher | None = None
         self.started = time.monotonic()
         self.preloaded = 0
@@ -567,8 +572,10 @@ class _Run:
         try:
             # An Event, not Thread.join: a join interrupted by a signal (execution_timeout's SIGALRM)
             # can mark a live thread as stopped in CPython 3.11, and a later join would not wait.
-            while not dispatched.wait(0.5):
-                pass
+            while not dispatched.wait(0.25):
+                if self.cancel_issued.is_set():  # every trial is already recorded as cancelled
+                    dispatched.wait(self.CANCEL_GRACE_S)
+                    break
         except BaseException:
             # A task timeout or interrupt in the main thread: stop the Spark jobs before leaving.
             self.control.cancel("interrupted")
@@ -656,6 +663,7 @@ class _Run:
                 if not cancelled and self.control.cancel_requested:
                     cancelled = True
                     self._cancel(self.control.reason or "killed")
+                    self.cancel_issued.set()
             except Exception:
                 log.exception("the trial watcher hit an error; it keeps watching")
             self.fmin_done.wait(self.POLL_S)

@@ -33,9 +33,9 @@ if TYPE_CHECKING:
 
 _INT_FIELDS = ("max_evals", "parallelism", "seed", "early_stop_after", "max_failed_trials")
 _FLOAT_FIELDS = ("timeout", "loss_threshold", "max_failure_ratio")
-# On a kill, how long queued MLflow writes may take before the run is closed: the Airflow task supervisor
-# follows its SIGTERM with SIGKILL 5 s later, and the parent run must be closed KILLED before that.
-KILL_FLUSH_S = 3.0
+# On a kill, how long queued trial writes may take once the parent run is closed KILLED. The parent is
+# closed first because the Airflow task supervisor follows its SIGTERM with SIGKILL 5 s later.
+KILL_FLUSH_S = 10.0
 
 
 class HyperoptSparkOperator(BaseOperator):
@@ -265,9 +265,12 @@ class HyperoptSparkOperator(BaseOperator):
                 writer.submit("run summary", tracker.finish_write(result))
             except BaseException as err:
                 killed = isinstance(err, TuningCancelledError) or control.cancel_requested
-                timeout = min(KILL_FLUSH_S, float(self.mlflow_retry_timeout)) if killed else 30.0
-                writer.close(timeout)
-                tracker.end("KILLED" if killed else "FAILED", f"{type(err).__name__}: {err}")
+                if killed:  # the parent first: SIGKILL may follow soon, while trial writes finish
+                    tracker.end("KILLED", f"{type(err).__name__}: {err}")
+                    writer.close(min(KILL_FLUSH_S, float(self.mlflow_retry_timeout)))
+                else:
+                    writer.close(30.0)
+                    tracker.end("FAILED", f"{type(err).__name__}: {err}")
                 raise
             finally:
                 self.spark_hook.stop()

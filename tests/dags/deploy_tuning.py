@@ -34,7 +34,13 @@ def three_seconds_x(params: dict[str, Any], data: Any = None) -> float:
     return params["x"]
 
 
-def ten_minutes_x(params: dict[str, Any], data: Any = None) -> float:
+def ten_minutes_x(params: dict[str, Any], data: Any = None, started_dir: str = "") -> float:
+    """Says it started (a file in ``started_dir``), then outlasts the test."""
+    import os
+    from pathlib import Path
+
+    if started_dir:
+        (Path(started_dir) / f"trial-{os.getpid()}-{params['x']}").touch()
     time.sleep(600)
     return params["x"]
 
@@ -62,6 +68,7 @@ parallel_tuning = tuning_dag(
 mark_failed = tuning_dag(
     "deploy_mark_failed",
     objective=ten_minutes_x,
+    objective_kwargs={"started_dir": "{{ dag_run.conf.get('started_dir', '') }}"},
     max_evals=6,
     parallelism=2,
     spark_conn_id="deploy_spark_cluster",
