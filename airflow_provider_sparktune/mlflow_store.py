@@ -102,9 +102,7 @@ def prepare_store(tracking_uri: str) -> None:
         from mlflow import MlflowClient
 
         with exclusive_lock(db.with_name(db.name + ".lock")):
-            # The first store object of a process creates or upgrades the schema; its first query
-            # is what makes MLflow open the store.
-            MlflowClient(tracking_uri).search_experiments(max_results=1)
+            MlflowClient(tracking_uri)  # building the client opens the store: schema created or upgraded
             with sqlite3.connect(db, timeout=60) as connection:
                 connection.execute("PRAGMA journal_mode=WAL")
         _prepared.add(db)

@@ -30,6 +30,7 @@ MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
 RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
+TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"  # where MLflow's REST client reads a tracking server's token
 CLIENT_SETTINGS = {
     # MLflow's REST client retries a refused request for minutes by default; the write-behind queue
     # (durable.py) does the waiting instead, so each request gives up quickly.
@@ -118,7 +119,7 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
     import requests
 
     url = tracking_uri.rstrip("/") + "/health"
-    token = os.environ.get("MLFLOW_TRACKING_TOKEN")  # set by MlflowHook.credentials(), as MLflow reads it
+    token = os.environ.get(TOKEN_ENV)  # set by MlflowHook.credentials()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         response = requests.get(url, timeout=timeout_s, headers=headers)

@@ -12,8 +12,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_sparktune.exceptions import TrackingError
-
-TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"
+from airflow_provider_sparktune.tracking import TOKEN_ENV
 
 
 def embedded_tracking_uri() -> str:
