@@ -31,11 +31,11 @@ $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 
 demo: $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/airflow dags test example_hyperopt_spark
-	@$(BIN)/python -m airflow_provider_sparktune.summary --tracking-uri "$(MLFLOW_TRACKING_URI)" --experiment example_hyperopt_spark.tune
+	@$(BIN)/python -m airflow_provider_sparktune.tracking.summary --tracking-uri "$(MLFLOW_TRACKING_URI)" --experiment example_hyperopt_spark.tune
 
 demo-nightly: $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/airflow dags test example_nightly_retune
-	@$(BIN)/python -m airflow_provider_sparktune.summary --tracking-uri "$(MLFLOW_TRACKING_URI)" --experiment example_nightly_retune.tune
+	@$(BIN)/python -m airflow_provider_sparktune.tracking.summary --tracking-uri "$(MLFLOW_TRACKING_URI)" --experiment example_nightly_retune.tune
 
 # The real thing without Docker: api-server, scheduler, dag-processor and triggerer (airflow standalone,
 # LocalExecutor) on this project's AIRFLOW_HOME, plus an MLflow server on the embedded store so that
@@ -43,7 +43,7 @@ demo-nightly: $(AIRFLOW_HOME)/airflow.db
 AIRFLOW_PORT ?= 8080
 MLFLOW_PORT ?= 5000
 airflow: $(AIRFLOW_HOME)/airflow.db
-	@$(BIN)/python -m airflow_provider_sparktune.mlflow_store "$(MLFLOW_TRACKING_URI)"
+	@$(BIN)/python -m airflow_provider_sparktune.tracking.store "$(MLFLOW_TRACKING_URI)"
 	@setsid $(BIN)/mlflow server --backend-store-uri "$(MLFLOW_TRACKING_URI)" \
 		--artifacts-destination "$(AIRFLOW_HOME)/mlartifacts" --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
 		> "$(AIRFLOW_HOME)/mlflow-server.log" 2>&1 & mlflow_pid=$$!; \
@@ -69,7 +69,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_dispatch.py
 
 # Mutation testing of the pure-logic modules (see [tool.mutmut] in pyproject.toml). Narrow it with
-# MUTANTS, a mutant-name glob: make mutate MUTANTS='airflow_provider_sparktune.space*'
+# MUTANTS, a mutant-name glob: make mutate MUTANTS='airflow_provider_sparktune.tuning.space*'
 MUTANTS ?=
 mutate: $(STAMP)
 	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn,mutate]'

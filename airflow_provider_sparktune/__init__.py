@@ -1,5 +1,47 @@
-"""Apache Airflow provider for scheduled hyperparameter tuning with hyperopt SparkTrials and MLflow."""
+"""Apache Airflow provider for scheduled hyperparameter tuning with hyperopt SparkTrials and MLflow.
+
+The tuning core works without Airflow: ``from airflow_provider_sparktune import run_tuning``. Names
+are loaded on first use, so importing the package (as every Spark executor does) stays cheap.
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
+from typing import Any
+
+from airflow_provider_sparktune.exceptions import (
+    AllTrialsFailedError,
+    SparktuneError,
+    TooManyFailedTrialsError,
+    TrackingError,
+    TuningCancelledError,
+    TuningConfigError,
+)
+
 __version__ = "0.1.0"
+
+_LAZY = {
+    "run_tuning": "airflow_provider_sparktune.tuning.session",
+    "TuningSession": "airflow_provider_sparktune.tuning.session",
+    "TrackingOptions": "airflow_provider_sparktune.tuning.session",
+    "TuningResult": "airflow_provider_sparktune.tuning.records",
+    "TrialRecord": "airflow_provider_sparktune.tuning.records",
+    "TuningSpec": "airflow_provider_sparktune.tuning.spec",
+    "build_space": "airflow_provider_sparktune.tuning.space",
+}
+
+__all__ = [
+    "AllTrialsFailedError",
+    "SparktuneError",
+    "TooManyFailedTrialsError",
+    "TrackingError",
+    "TuningCancelledError",
+    "TuningConfigError",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(_LAZY[name]), name)

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperatorLink
 
+from airflow_provider_sparktune.tracking.store import is_server_uri
+
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
@@ -15,7 +17,7 @@ def mlflow_run_url(mlflow: dict[str, Any] | None) -> str:
     """UI address of a run, or "" when the store is not a server (SQLite has no UI of its own)."""
     mlflow = mlflow or {}
     uri, experiment_id, run_id = (mlflow.get(k, "") for k in ("tracking_uri", "experiment_id", "run_id"))
-    if not (uri.startswith(("http://", "https://")) and experiment_id and run_id):
+    if not (is_server_uri(uri) and experiment_id and run_id):
         return ""
     return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 

@@ -62,7 +62,7 @@ def optuna_objective(trial: Any, t: float) -> float:
 
 
 def run_engine(spark: Any, n: int, p: int, t: float, seed: int, on_trial: Any = None) -> tuple[float, float]:
-    from airflow_provider_sparktune.engine import run_tuning
+    from airflow_provider_sparktune.tuning.session import run_tuning
 
     started = time.perf_counter()
     result = run_tuning(
@@ -83,7 +83,7 @@ def _run_hyperopt_fmin(trials: Any, n: int, t: float, seed: int, **fmin_kwargs: 
     import numpy as np
     from hyperopt import fmin, tpe
 
-    from airflow_provider_sparktune.space import build_space
+    from airflow_provider_sparktune.tuning.space import build_space
 
     started = time.perf_counter()
     fmin(
@@ -195,7 +195,7 @@ def _log_trial(tracker: Any, record: Any, progress: Any) -> None:
 
 def logging_cost(spark: Any, n: int, p: int, t: float, repeats: int) -> dict[str, Any]:
     """The engine with every trial logged to a SQLite MLflow store, against no logging."""
-    from airflow_provider_sparktune.tracking import TuningTracker
+    from airflow_provider_sparktune.tracking.tracker import TuningTracker
 
     on: list[float] = []
     off: list[float] = []
@@ -222,7 +222,7 @@ def tpe_suggest_times(history_sizes: list[int]) -> list[dict[str, Any]]:
     import numpy as np
     from hyperopt import Trials, base, rand, tpe
 
-    from airflow_provider_sparktune.space import build_space
+    from airflow_provider_sparktune.tuning.space import build_space
 
     domain = base.Domain(four_parameter_loss, build_space(SPACE))
     rng = np.random.default_rng(0)

@@ -42,9 +42,9 @@ def main() -> int:
     import pandas as pd
     from pyspark.sql import SparkSession
 
-    from airflow_provider_sparktune.cache import read_count
-    from airflow_provider_sparktune.engine import execute_run, prepare_run
-    from airflow_provider_sparktune.staging import StagedData, format_bytes, plan_dataset
+    from airflow_provider_sparktune.data.cache import read_count
+    from airflow_provider_sparktune.data.staging import StagedData, format_bytes, plan_dataset
+    from airflow_provider_sparktune.tuning.run import execute_run, prepare_run
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     folder = Path(tempfile.mkdtemp(prefix="sparktune-bench-"))

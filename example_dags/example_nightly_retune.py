@@ -109,10 +109,10 @@ with DAG(
         from sklearn.ensemble import GradientBoostingClassifier
         from sklearn.metrics import roc_auc_score
 
-        from airflow_provider_sparktune.estimator import cast_whole_floats, integer_parameters
+        from airflow_provider_sparktune.data.storage import read_dataset
         from airflow_provider_sparktune.hooks.mlflow import MlflowHook
-        from airflow_provider_sparktune.storage import read_dataset
-        from airflow_provider_sparktune.tracking import local_artifact_root
+        from airflow_provider_sparktune.tracking.tracker import local_artifact_root
+        from airflow_provider_sparktune.tuning.estimator import cast_whole_floats, integer_parameters
 
         frame = read_dataset(plan["uri"], plan["format"])
         features, labels = frame.drop(columns=["label"]), frame["label"]

@@ -4,8 +4,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_sparktune import arguments
 from airflow_provider_sparktune.exceptions import TuningConfigError
+from airflow_provider_sparktune.operators import arguments
+from airflow_provider_sparktune.tuning.session import check_tuning_key
 
 
 @pytest.mark.unit
@@ -16,7 +17,7 @@ def test_rendered_text_is_converted() -> None:
     assert arguments.flag("warm_start", "", allow_none=True) is None
     assert arguments.mapping("spark_conf", '{"spark.x": "1"}') == {"spark.x": "1"}
     assert arguments.positive_number("t", "2.5") == 2.5
-    assert arguments.tuning_key("team.model:v2") == "team.model:v2"
+    assert check_tuning_key("team.model:v2") == "team.model:v2"
 
 
 @pytest.mark.unit
@@ -29,7 +30,7 @@ def test_rendered_text_is_converted() -> None:
         (lambda v: arguments.mapping("spark_conf", v), "{oops", "spark_conf"),
         (lambda v: arguments.positive_number("spark_connect_timeout", v), -3, "spark_connect_timeout"),
         (lambda v: arguments.name("mlflow_experiment", v), 42, "mlflow_experiment"),
-        (lambda v: arguments.tuning_key(v), "x' or '1'='1", "tuning_key"),
+        (lambda v: check_tuning_key(v), "x' or '1'='1", "tuning_key"),
     ],
 )
 def test_bad_values_name_the_argument(check: Any, value: Any, field: str) -> None:

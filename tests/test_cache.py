@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airflow_provider_sparktune import cache
+from airflow_provider_sparktune.data import cache
 from airflow_provider_sparktune.exceptions import StagingError
 
 pytestmark = pytest.mark.unit
@@ -77,7 +77,7 @@ def test_numpy_copy_is_copy_on_write(cache_root: Path, tmp_path: Path) -> None:
 def test_concurrent_first_trials_wait_for_one_read(cache_root: Path, tmp_path: Path) -> None:
     uri = str(write(tmp_path / "f.parquet", 5.0))
     code = (
-        "import sys; from airflow_provider_sparktune import cache; "
+        "import sys; from airflow_provider_sparktune.data import cache; "
         "print(cache.load(sys.argv[1], 'parquet')['y'].iloc[0])"
     )
     procs = [

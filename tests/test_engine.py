@@ -9,14 +9,6 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_sparktune.engine import (
-    FailureLimit,
-    RunControl,
-    TuningSpec,
-    execute_run,
-    prepare_run,
-    run_tuning,
-)
 from airflow_provider_sparktune.exceptions import (
     AllTrialsFailedError,
     ObjectiveError,
@@ -25,8 +17,12 @@ from airflow_provider_sparktune.exceptions import (
     TuningCancelledError,
     TuningConfigError,
 )
-from airflow_provider_sparktune.prior import PriorTrial
-from airflow_provider_sparktune.space import space_facts
+from airflow_provider_sparktune.tuning.prior import PriorTrial
+from airflow_provider_sparktune.tuning.run import RunControl, execute_run, prepare_run
+from airflow_provider_sparktune.tuning.session import run_tuning
+from airflow_provider_sparktune.tuning.space import space_facts
+from airflow_provider_sparktune.tuning.spec import TuningSpec
+from airflow_provider_sparktune.tuning.stopping import FailureLimit
 
 SEED_SPACE = {
     "model": {
@@ -407,7 +403,7 @@ def data_objective(params: dict[str, Any], data: Any = None) -> float:
 def test_a_staging_plan_becomes_the_handle_objectives_read(tmp_path: Path) -> None:
     import pandas as pd
 
-    from airflow_provider_sparktune.staging import StagedData, plan_dataset
+    from airflow_provider_sparktune.data.staging import StagedData, plan_dataset
 
     pd.DataFrame({"y": [1.0, 2.0]}).to_parquet(tmp_path / "f.parquet")
     plan = plan_dataset(str(tmp_path / "f.parquet"))
@@ -420,8 +416,8 @@ def test_a_staging_plan_becomes_the_handle_objectives_read(tmp_path: Path) -> No
 def test_the_broadcast_is_destroyed_even_when_the_run_fails_to_start(spark: Any, tmp_path: Path) -> None:
     import pandas as pd
 
-    from airflow_provider_sparktune.engine import execute_run
-    from airflow_provider_sparktune.staging import StagedData, plan_dataset
+    from airflow_provider_sparktune.data.staging import StagedData, plan_dataset
+    from airflow_provider_sparktune.tuning.run import execute_run
 
     pd.DataFrame({"y": [1.0, 2.0]}).to_parquet(tmp_path / "f.parquet")
     data = StagedData.open(plan_dataset(str(tmp_path / "f.parquet")))

@@ -10,17 +10,17 @@ import pandas as pd
 import pytest
 from pyspark import cloudpickle
 
-from airflow_provider_sparktune.estimator import (
+from airflow_provider_sparktune.data.staging import StagedData, plan_dataset
+from airflow_provider_sparktune.exceptions import ObjectiveError
+from airflow_provider_sparktune.tuning.estimator import (
     EstimatorObjective,
     cast_whole_floats,
     import_estimator,
     integer_parameters,
     sample_keys,
 )
-from airflow_provider_sparktune.exceptions import ObjectiveError
-from airflow_provider_sparktune.objective import build_trial_objective
-from airflow_provider_sparktune.space import build_space
-from airflow_provider_sparktune.staging import StagedData, plan_dataset
+from airflow_provider_sparktune.tuning.objective import build_trial_objective
+from airflow_provider_sparktune.tuning.space import build_space
 
 pytestmark = pytest.mark.unit
 

@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_sparktune.history import best_distinct, earlier_tries, warm_start_source
-from airflow_provider_sparktune.prior import PriorTrial
+from airflow_provider_sparktune.tracking.history import best_distinct, earlier_tries, warm_start_source
+from airflow_provider_sparktune.tuning.prior import PriorTrial
 
 
 def parent(
@@ -62,9 +62,8 @@ def test_earlier_tries_of_one_task_instance_and_their_complete_trials(
     trial(client, experiment_id, other_night, 0, 0.1)
     current = parent(client, experiment_id, airflow_run_id)
 
-    found = earlier_tries(
-        client, experiment_id, dag_id="d", task_id="t", run_id=airflow_run_id, current_parent=current
-    )
+    attempt = {"airflow.dag_id": "d", "airflow.task_id": "t", "airflow.run_id": airflow_run_id}
+    found = earlier_tries(client, experiment_id, attempt_tags=attempt, current_parent=current)
     assert found.parent_run_ids == (killed,) and found.still_running == (killed,)
     assert [(t.vals, t.loss, t.status) for t in found.trials] == [
         ({"x": 0.4}, 0.4, "ok"),
@@ -91,7 +90,7 @@ def test_warm_start_reads_the_best_points_of_recent_finished_runs_of_the_key(
     trial(client, experiment_id, tonight, 0, 0.03)
 
     source = warm_start_source(
-        client, experiment_id, tuning_key="d.t", k=2, exclude_airflow_run_id="scheduled__4"
+        client, experiment_id, tuning_key="d.t", k=2, exclude_tags={"airflow.run_id": "scheduled__4"}
     )
     assert source.parent_run_ids == (night1,)
     assert [t.vals["x"] for t in source.points] == [0.3, 0.5]  # best first, each point once
@@ -120,7 +119,9 @@ def test_warm_start_reads_only_the_three_most_recent_finished_runs(
         run = parent(client, experiment_id, f"scheduled__{night}", status, start_time=start + night * day_ms)
         trial(client, experiment_id, run, 0, x)
 
-    source = warm_start_source(client, experiment_id, tuning_key="d.t", k=5, exclude_airflow_run_id="tonight")
+    source = warm_start_source(
+        client, experiment_id, tuning_key="d.t", k=5, exclude_tags={"airflow.run_id": "tonight"}
+    )
     assert source.parent_run_ids == (nights[3], nights[2], nights[1])  # newest first
     assert [t.vals["x"] for t in source.points] == [0.2, 0.3, 0.4]
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_sparktune.mlflow_store import (
+from airflow_provider_sparktune.tracking.store import (
     LockPatientClient,
     is_locked_error,
     sqlite_path,
     wait_out_lock,
 )
-from airflow_provider_sparktune.tracking import log_through_root
+from airflow_provider_sparktune.tracking.tracker import log_through_root
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 TASK = textwrap.dedent(
     """
     import sys, time
-    from airflow_provider_sparktune.tracking import TuningTracker
+    from airflow_provider_sparktune.tracking.tracker import TuningTracker
     uri, start_at, name = sys.argv[1], float(sys.argv[2]), sys.argv[3]
     while time.time() < start_at:
         time.sleep(0.001)

@@ -14,7 +14,7 @@ from pyspark import cloudpickle
 from pyspark.errors import PySparkRuntimeError
 
 from airflow_provider_sparktune.exceptions import ObjectiveError, SparktuneError
-from airflow_provider_sparktune.objective import (
+from airflow_provider_sparktune.tuning.objective import (
     NESTED_SPARK_HINT,
     TrialObjective,
     build_trial_objective,

@@ -5,14 +5,14 @@ from typing import Any
 import pytest
 from hyperopt import Trials
 
-from airflow_provider_sparktune.prior import (
+from airflow_provider_sparktune.tuning.prior import (
     PriorTrial,
     finished_trial_doc,
     misfit,
     space_labels,
     split_fitting,
 )
-from airflow_provider_sparktune.space import build_space
+from airflow_provider_sparktune.tuning.space import build_space
 
 SPACE = {
     "model": {

@@ -16,7 +16,7 @@ from tests.servers import SparkCluster, process_group
 DRIVER = """
 import json, sys
 from pyspark.sql import SparkSession
-from airflow_provider_sparktune.engine import run_tuning
+from airflow_provider_sparktune.tuning.session import run_tuning
 
 master, marker_dir, out = sys.argv[1:4]
 spark = (

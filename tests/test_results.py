@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from airflow_provider_sparktune.engine import TrialRecord, TuningResult, TuningSpec
-from airflow_provider_sparktune.results import json_native, to_xcom
+from airflow_provider_sparktune.operators.xcom import to_xcom
+from airflow_provider_sparktune.tuning.records import TrialRecord, TuningResult
+from airflow_provider_sparktune.tuning.spec import TuningSpec
+from airflow_provider_sparktune.tuning.values import json_native
 
 pytestmark = pytest.mark.unit
 

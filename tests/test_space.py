@@ -15,7 +15,7 @@ from hyperopt.pyll import Apply
 from hyperopt.pyll.stochastic import sample
 
 from airflow_provider_sparktune.exceptions import SearchSpaceError, SparktuneError
-from airflow_provider_sparktune.space import (
+from airflow_provider_sparktune.tuning.space import (
     DISTRIBUTIONS,
     SpaceFacts,
     build_space,

@@ -14,9 +14,7 @@ import pandas as pd
 import pytest
 from pyspark import cloudpickle
 
-from airflow_provider_sparktune.engine import execute_run, prepare_run
-from airflow_provider_sparktune.exceptions import StagingError
-from airflow_provider_sparktune.staging import (
+from airflow_provider_sparktune.data.staging import (
     BROADCAST_LIMIT_BYTES,
     StagedData,
     StagingPlan,
@@ -27,6 +25,8 @@ from airflow_provider_sparktune.staging import (
     plan_dataset,
     serialized_size,
 )
+from airflow_provider_sparktune.exceptions import StagingError
+from airflow_provider_sparktune.tuning.run import execute_run, prepare_run
 
 SPACE = {"a": {"hp": "uniform", "low": 0, "high": 6}}
 GIB = 1024**3
@@ -47,7 +47,7 @@ def sparse_file(path: Path, size: int) -> Path:
 
 def mean_objective(params: dict[str, Any], data: Any = None) -> dict[str, Any]:
     """Loss depends on the data; metrics say how the data arrived and in which process."""
-    from airflow_provider_sparktune.cache import read_count
+    from airflow_provider_sparktune.data.cache import read_count
 
     frame = data.value
     return {
@@ -276,7 +276,7 @@ def test_the_broadcast_is_destroyed_when_the_run_ends(both_modes: dict[str, Any]
 
 @pytest.mark.integration
 def test_reload_reads_storage_once_for_all_trials_of_the_executor(both_modes: dict[str, Any]) -> None:
-    from airflow_provider_sparktune.cache import read_count
+    from airflow_provider_sparktune.data.cache import read_count
 
     reload = both_modes["reload"]
     records = reload["result"].records
@@ -294,7 +294,7 @@ def test_compressed_data_that_serializes_past_the_limit_falls_back_to_reload(
     threshold = 200_000
     data = StagedData.open(plan_dataset(str(path), threshold_bytes=threshold))
     assert data.plan.mode == "broadcast" and data.plan.size_bytes < threshold
-    with caplog.at_level(logging.WARNING, logger="airflow_provider_sparktune.staging"):
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_sparktune.data.staging"):
         plan = data.attach(spark)
     assert plan.mode == "reload" and data.plan is plan and data.broadcast is None
     assert "serializes to more than" in plan.reason and "fell back to reload" in plan.reason
@@ -308,7 +308,7 @@ def test_reload_cache_is_shared_by_the_python_workers_of_an_executor(spark: Any,
     The resident dispatcher may give every trial to one long-lived worker, which proves nothing
     about sharing between processes; this run guarantees several processes.
     """
-    from airflow_provider_sparktune.cache import read_count
+    from airflow_provider_sparktune.data.cache import read_count
 
     path = write_features(tmp_path / "features.parquet")
     data = StagedData.open(plan_dataset(str(path), threshold_bytes=path.stat().st_size // 2))

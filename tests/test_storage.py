@@ -11,8 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from airflow_provider_sparktune.exceptions import SparktuneError, StagingError
-from airflow_provider_sparktune.storage import (
+from airflow_provider_sparktune.data.storage import (
     detect_format,
     inspect_dataset,
     is_data_file,
@@ -22,6 +21,7 @@ from airflow_provider_sparktune.storage import (
     open_fs,
     read_dataset,
 )
+from airflow_provider_sparktune.exceptions import SparktuneError, StagingError
 
 pytestmark = pytest.mark.unit
 

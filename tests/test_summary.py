@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_sparktune.summary import main, staging_line, ui_command
-from airflow_provider_sparktune.tracking import TuningTracker
+from airflow_provider_sparktune.tracking.summary import main, staging_line, ui_command
+from airflow_provider_sparktune.tracking.tracker import TuningTracker
 from tests.test_tracking import record, result_of
 
 

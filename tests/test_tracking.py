@@ -7,15 +7,16 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_sparktune.engine import TrialRecord, TuningResult, TuningSpec
 from airflow_provider_sparktune.exceptions import TrackingError
-from airflow_provider_sparktune.tracking import (
+from airflow_provider_sparktune.tracking.tracker import (
     TuningTracker,
     check_reachable,
     client_settings,
     flatten,
     local_artifact_root,
 )
+from airflow_provider_sparktune.tuning.records import TrialRecord, TuningResult
+from airflow_provider_sparktune.tuning.spec import TuningSpec
 from tests.servers import free_port
 
 

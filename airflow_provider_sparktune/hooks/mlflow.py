@@ -5,20 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_sparktune.exceptions import TrackingError
-from airflow_provider_sparktune.tracking import TOKEN_ENV
-
-
-def embedded_tracking_uri() -> str:
-    """The SQLite store under ``AIRFLOW_HOME`` used when nothing else is configured."""
-    home = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
-    return f"sqlite:///{(home / 'mlflow.db').resolve()}"
+from airflow_provider_sparktune.tracking.store import embedded_tracking_uri
+from airflow_provider_sparktune.tracking.tracker import TOKEN_ENV
 
 
 class MlflowHook(BaseHook):
@@ -92,7 +86,7 @@ class MlflowHook(BaseHook):
                 os.environ[TOKEN_ENV] = previous
 
     def test_connection(self) -> tuple[bool, str]:
-        from airflow_provider_sparktune.tracking import check_reachable
+        from airflow_provider_sparktune.tracking.tracker import check_reachable
 
         try:
             with self.credentials():

@@ -8,8 +8,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from airflow_provider_sparktune.exceptions import StagingError
-from airflow_provider_sparktune.staging import (
+from airflow_provider_sparktune.data.staging import (
     BROADCAST_LIMIT_BYTES,
     Readiness,
     StagedData,
@@ -18,7 +17,8 @@ from airflow_provider_sparktune.staging import (
     check_threshold,
     plan_dataset,
 )
-from airflow_provider_sparktune.storage import list_dataset, normalize_uri
+from airflow_provider_sparktune.data.storage import list_dataset, normalize_uri
+from airflow_provider_sparktune.exceptions import StagingError
 
 _LOCAL_PROTOCOLS = ("file", "local")
 # Where a connection's login and password go in each filesystem's storage options.
@@ -139,7 +139,7 @@ class DataStagingHook(BaseHook):
         )
 
     def check_readiness(self, uri: str, *, previous: Any = None, **conditions: Any) -> Readiness:
-        """One sensor poke: see :func:`airflow_provider_sparktune.staging.check_readiness`."""
+        """One sensor poke: see :func:`airflow_provider_sparktune.data.staging.check_readiness`."""
         uri = normalize_uri(uri)
         return check_readiness(
             uri,

@@ -9,33 +9,19 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_provider_sparktune import arguments
-from airflow_provider_sparktune.exceptions import TrackingError, TuningCancelledError, TuningConfigError
 from airflow_provider_sparktune.hooks.mlflow import MlflowHook
 from airflow_provider_sparktune.hooks.spark_session import SparkSessionHook
 from airflow_provider_sparktune.hooks.staging import DataStagingHook
 from airflow_provider_sparktune.links import MlflowRunLink
+from airflow_provider_sparktune.operators import arguments
+from airflow_provider_sparktune.tuning.spec import setting_names, templated_settings
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_sparktune.durable import RetryingWriter
-    from airflow_provider_sparktune.engine import (
-        PreparedRun,
-        Progress,
-        RunControl,
-        TrialRecord,
-        TuningSpec,
-    )
-    from airflow_provider_sparktune.prior import PriorTrial
-    from airflow_provider_sparktune.staging import StagedData, StagingPlan
-    from airflow_provider_sparktune.tracking import TuningTracker
-
-_INT_FIELDS = ("max_evals", "parallelism", "seed", "early_stop_after", "max_failed_trials")
-_FLOAT_FIELDS = ("timeout", "loss_threshold", "max_failure_ratio")
-# On a kill, how long queued trial writes may take once the parent run is closed KILLED. The parent is
-# closed first because the Airflow task supervisor follows its SIGTERM with SIGKILL 5 s later.
-KILL_FLUSH_S = 10.0
+    from airflow_provider_sparktune.data.staging import StagedData, StagingPlan
+    from airflow_provider_sparktune.tuning.run import RunControl
+    from airflow_provider_sparktune.tuning.session import TrackingOptions
 
 
 class HyperoptSparkOperator(BaseOperator):
@@ -82,12 +68,7 @@ class HyperoptSparkOperator(BaseOperator):
     template_fields: Sequence[str] = (
         "search_space",
         "objective_kwargs",
-        "max_evals",
-        "parallelism",
-        "seed",
-        "timeout",
-        "loss_threshold",
-        "early_stop_after",
+        *templated_settings(),  # the budget and search settings of TuningSpec that are templated
         "spark_conf",
         "mlflow_experiment",
         "data",
@@ -95,8 +76,6 @@ class HyperoptSparkOperator(BaseOperator):
         "broadcast_threshold_bytes",
         "warm_start",
         "warm_start_k",
-        "max_failed_trials",
-        "max_failure_ratio",
     )
     template_fields_renderers = {
         "search_space": "json",
@@ -182,8 +161,7 @@ class HyperoptSparkOperator(BaseOperator):
         return MlflowHook(self.mlflow_conn_id)
 
     def _threshold_given(self) -> bool:
-        value = self.broadcast_threshold_bytes
-        return value is not None and not (isinstance(value, str) and value.strip() in ("", "None", "null"))
+        return not arguments.is_unset(self.broadcast_threshold_bytes)
 
     @cached_property
     def staging_hook(self) -> DataStagingHook:
@@ -192,152 +170,98 @@ class HyperoptSparkOperator(BaseOperator):
         return DataStagingHook(self.data_conn_id, broadcast_threshold_bytes=self.broadcast_threshold_bytes)  # type: ignore[arg-type]
 
     def _settings(self) -> dict[str, Any]:
-        settings: dict[str, Any] = {
-            "algo": self.algo,
-            "dispatcher": self.dispatcher,
-            "objective_kwargs": self.objective_kwargs,
+        """The TuningSpec fields, template text converted to the field's type."""
+        converted = templated_settings()
+        return {
+            name: arguments.coerce(name, getattr(self, name), converted[name])
+            if name in converted
+            else getattr(self, name)
+            for name in setting_names()
         }
-        for name in _INT_FIELDS:
-            settings[name] = arguments.coerce(name, getattr(self, name), int)
-        for name in _FLOAT_FIELDS:
-            settings[name] = arguments.coerce(name, getattr(self, name), float)
-        return settings
 
     def _check_arguments(self) -> None:
-        """The operator's own arguments (the engine checks the budget): fail before any I/O."""
+        """The operator's own arguments (the spec checks the budget): fail before any I/O."""
+        from airflow_provider_sparktune.tuning.session import check_tuning_key
+
         arguments.name("spark_conn_id", self.spark_conn_id, allow_none=False)
         arguments.name("mlflow_conn_id", self.mlflow_conn_id, allow_none=False)
         arguments.name("mlflow_experiment", self.mlflow_experiment)
-        arguments.mapping("spark_conf", self.spark_conf)
         arguments.positive_number("spark_connect_timeout", self.spark_connect_timeout)
         arguments.positive_number("mlflow_retry_timeout", self.mlflow_retry_timeout, allow_none=False)
         arguments.flag("warm_start", self.warm_start, allow_none=True)
-        k = arguments.coerce("warm_start_k", self.warm_start_k, int)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise TuningConfigError(f"warm_start_k: {self.warm_start_k!r} must be a positive integer")
-        arguments.tuning_key(self.tuning_key)
+        self._warm_start_k()
+        if arguments.name("tuning_key", self.tuning_key) is not None:
+            check_tuning_key(self.tuning_key)
         self.spark_conf = arguments.mapping("spark_conf", self.spark_conf)
+
+    def _warm_start_k(self) -> int:
+        from airflow_provider_sparktune.tuning.spec import check_count
+
+        k = arguments.coerce("warm_start_k", self.warm_start_k, int)
+        check_count("warm_start_k", k)
+        return int(k)
 
     def execute(self, context: Context) -> dict[str, Any]:
         import json
 
-        from airflow_provider_sparktune.durable import RetryingWriter
-        from airflow_provider_sparktune.engine import RunControl, execute_run, prepare_run
-        from airflow_provider_sparktune.results import to_xcom
-        from airflow_provider_sparktune.space import is_hyperopt_expression, parse_space_spec
-        from airflow_provider_sparktune.tracking import client_settings, log_through_root
+        from airflow_provider_sparktune.operators.xcom import to_xcom
+        from airflow_provider_sparktune.tracking.tracker import log_through_root
+        from airflow_provider_sparktune.tuning.run import RunControl, prepare_run
+        from airflow_provider_sparktune.tuning.session import TuningSession
 
         log_through_root()
         logging.getLogger("hyperopt.tpe").setLevel(logging.WARNING)  # two lines per suggestion otherwise
         self._check_arguments()
-        space_spec = (
-            self.search_space
-            if is_hyperopt_expression(self.search_space)
-            else parse_space_spec(self.search_space)
-        )
         self._staged = self._open_data()
-        prepared = prepare_run(space_spec, self.objective, data=self._staged, **self._settings())
-        self.log.info(
-            "search space: %d hyperparameters (%d ordinal, %d categorical, breadth %d)",
-            prepared.facts.n_hyperparameters,
-            prepared.facts.n_ordinal,
-            prepared.facts.n_categorical,
-            prepared.facts.categorical_breadth,
+        prepared = prepare_run(
+            self.search_space,
+            self.objective,
+            data=self._staged,
+            objective_kwargs=self.objective_kwargs,
+            **self._settings(),
         )
         self.spark_hook.resolve()  # connection type, master and conf are checked before MLflow is touched
-        self._control = control = RunControl()
-        with self.mlflow_hook.credentials(), client_settings():
-            tracker = self._start_tracking(context, space_spec)
-            writer = RetryingWriter()
-            try:
-                resume = self._resume(context, tracker, prepared)
-                warm = self._warm_start(context, tracker, prepared, resume)
-                spark = self.spark_hook.get_session()
-                result = execute_run(
-                    prepared,
-                    spark,
-                    on_trial=lambda record, progress: self._report_trial(writer, tracker, record, progress),
-                    control=control,
-                    on_start=lambda spec, facts: self._log_budget(writer, tracker, spec),
-                    resume=resume,
-                    warm_start=warm,
-                )
-                writer.submit("run summary", tracker.finish_write(result))
-            except BaseException as err:
-                killed = isinstance(err, TuningCancelledError) or control.cancel_requested
-                if killed:  # the parent first: SIGKILL may follow soon, while trial writes finish
-                    tracker.end("KILLED", f"{type(err).__name__}: {err}")
-                    writer.close(min(KILL_FLUSH_S, float(self.mlflow_retry_timeout)))
-                else:
-                    writer.close(30.0)
-                    tracker.end("FAILED", f"{type(err).__name__}: {err}")
-                raise
-            finally:
-                self.spark_hook.stop()
-            unwritten = writer.close(float(self.mlflow_retry_timeout))
-        staging = self._staged.plan.to_dict() if self._staged is not None else None
-        value = to_xcom(result, mlflow=tracker.info, staging=staging)
-        self.log.info(
-            "best loss %s after %d trials (%d ok, %d failed, %d cancelled), stopped by %s: %s",
-            value["best_loss"],
-            result.trials_total,
-            result.trials_ok,
-            result.trials_failed,
-            result.trials_cancelled,
-            result.stopped_reason,
-            value["best_params"],
-        )
-        self.log.info(
-            "efficiency %.2f (time in objectives / parallelism x wall), %.3f s idle slot time per trial",
-            result.efficiency,
-            result.trial_overhead_s,
-        )
+        self._control = RunControl()
+        with self.mlflow_hook.credentials():
+            session = TuningSession(prepared, self._tracking_options(context), control=self._control)
+            result = session.run(self.spark_hook.get_session, stop_spark=self.spark_hook.stop)
+        staging = session.staged.plan.to_dict() if session.staged is not None else None
+        value = to_xcom(result, mlflow=session.mlflow_info, staging=staging)
         context["ti"].xcom_push(key="best_params", value=value["best_params"])
-        if unwritten:
+        if session.unwritten:
             context["ti"].xcom_push(key="return_value", value=value)
             self.log.error(
                 "every trial of this run, as JSON: %s", json.dumps([r.to_dict() for r in result.records])
             )
-            raise TrackingError(
-                f"mlflow_conn_id: {len(unwritten)} write(s) ({', '.join(w.what for w in unwritten[:5])}"
-                f"{', ...' if len(unwritten) > 5 else ''}) never reached {tracker.tracking_uri} within "
-                f"mlflow_retry_timeout={self.mlflow_retry_timeout} s (last error: {writer.last_error}); the best "
-                "result is in XCom and every trial is in this task log as JSON"
+            raise session.unwritten_error(
+                "the best result is in XCom and every trial is in this task log as JSON"
             )
         return value
 
-    def _resume(self, context: Context, tracker: TuningTracker, prepared: PreparedRun) -> list[PriorTrial]:
-        """Finished trials of earlier tries of this task instance; the new parent run links to theirs."""
-        from airflow_provider_sparktune.history import earlier_tries
-        from airflow_provider_sparktune.prior import split_fitting
+    def _tracking_options(self, context: Context) -> TrackingOptions:
+        """The Airflow identity of this try: a retry resumes the tries of the same task instance."""
+        from airflow_provider_sparktune.tracking import schema
+        from airflow_provider_sparktune.tuning.session import TrackingOptions
 
-        tries = earlier_tries(
-            tracker.client,
-            tracker.experiment_id,
-            dag_id=self.dag_id,
-            task_id=self.task_id,
-            run_id=str(context.get("run_id", "")),
-            current_parent=tracker.run_id,
+        run_id = str(context.get("run_id", ""))
+        try_number = str(getattr(context["ti"], "try_number", ""))
+        default_name = f"{self.dag_id}.{self.task_id}"
+        return TrackingOptions(
+            tracking_uri=self.mlflow_hook.get_tracking_uri(),
+            experiment=self.mlflow_experiment or default_name,
+            run_name=f"{self.task_id} {run_id} try {try_number}",
+            tuning_key=self.tuning_key or default_name,
+            attempt_tags={
+                schema.AIRFLOW_DAG_ID: self.dag_id,
+                schema.AIRFLOW_TASK_ID: self.task_id,
+                schema.AIRFLOW_RUN_ID: run_id,
+            },
+            tags={schema.AIRFLOW_TRY_NUMBER: try_number},
+            warm_start=self._warm_start_enabled(context),
+            warm_start_k=self._warm_start_k(),
+            warm_start_excludes={schema.AIRFLOW_RUN_ID: run_id},  # no warm start from this DAG run
+            retry_timeout=float(self.mlflow_retry_timeout),
         )
-        if not tries.parent_run_ids:
-            return []
-        kept, dropped = split_fitting(prepared.space, tries.trials)
-        for trial, reason in dropped:
-            self.log.warning("not resuming trial run %s: %s", trial.source_run_id, reason)
-        for parent in tries.still_running:  # a try killed without cleanup left its run open
-            tracker.set_tags({"sparktune.superseded_by": tracker.run_id}, run_id=parent)
-            tracker.client.set_terminated(parent, status="FAILED")
-        tracker.set_tags(
-            {"sparktune.resumed_from": ",".join(tries.parent_run_ids), "sparktune.resumed_trials": len(kept)}
-        )
-        self.log.info(
-            "resuming %d finished trial(s) of %d earlier tr%s (MLflow run(s) %s)",
-            len(kept),
-            len(tries.parent_run_ids),
-            "y" if len(tries.parent_run_ids) == 1 else "ies",
-            ", ".join(tries.parent_run_ids),
-        )
-        return kept
 
     def _warm_start_enabled(self, context: Context) -> bool:
         enabled = arguments.flag("warm_start", self.warm_start, allow_none=True)
@@ -347,128 +271,14 @@ class HyperoptSparkOperator(BaseOperator):
         run_type = str(getattr(dag_run, "run_type", "") or "")
         return run_type.lower().endswith("scheduled")
 
-    def _warm_start(
-        self, context: Context, tracker: TuningTracker, prepared: PreparedRun, resume: list[PriorTrial]
-    ) -> list[PriorTrial]:
-        """The best points of the latest successful runs of the tuning key that fit today's space."""
-        from airflow_provider_sparktune.history import point_key, warm_start_source
-        from airflow_provider_sparktune.prior import split_fitting
-
-        if not self._warm_start_enabled(context):
-            return []
-        source = warm_start_source(
-            tracker.client,
-            tracker.experiment_id,
-            tuning_key=self._tuning_key,
-            k=int(arguments.coerce("warm_start_k", self.warm_start_k, int)),
-            exclude_airflow_run_id=str(context.get("run_id", "")),
-        )
-        kept, dropped = split_fitting(prepared.space, source.points)
-        for trial, reason in dropped:
-            self.log.warning(
-                "warm start: dropping point %s of trial run %s: %s", trial.vals, trial.source_run_id, reason
-            )
-        done = {point_key(trial.vals) for trial in resume}  # evaluated by an earlier try already
-        kept = [trial for trial in kept if point_key(trial.vals) not in done]
-        tracker.set_tags(
-            {
-                "sparktune.warm_start.from_runs": ",".join(source.parent_run_ids),
-                "sparktune.warm_start.trials": len(kept),
-                "sparktune.warm_start.dropped": [
-                    {"source_run": t.source_run_id, "vals": t.vals, "reason": r} for t, r in dropped
-                ],
-            }
-        )
-        self.log.info(
-            "warm start from %d earlier run(s) of %s: %d point(s) first, %d dropped as outside today's space",
-            len(source.parent_run_ids),
-            self._tuning_key,
-            len(kept),
-            len(dropped),
-        )
-        return kept
-
-    @property
-    def _tuning_key(self) -> str:
-        return self.tuning_key or f"{self.dag_id}.{self.task_id}"
-
-    def _start_tracking(self, context: Context, space_spec: Any) -> TuningTracker:
-        import json
-
-        from airflow_provider_sparktune.results import json_native
-        from airflow_provider_sparktune.tracking import TuningTracker, check_reachable
-
-        uri = self.mlflow_hook.get_tracking_uri()
-        check_reachable(uri)
-        tracker = TuningTracker(uri, self.mlflow_experiment or f"{self.dag_id}.{self.task_id}")
-        ti = context["ti"]
-        declarative = not isinstance(space_spec, str) and json_native(space_spec) == space_spec
-        tags = {
-            "airflow.dag_id": self.dag_id,
-            "airflow.task_id": self.task_id,
-            "airflow.run_id": context.get("run_id", ""),
-            "airflow.try_number": str(getattr(ti, "try_number", "")),
-            "sparktune.tuning_key": self._tuning_key,
-            "sparktune.search_space": json.dumps(space_spec) if declarative else repr(space_spec),
-        }
-        run_name = f"{self.task_id} {context.get('run_id', '')} try {tags['airflow.try_number']}"
-        tracker.start(run_name=run_name, tags=tags, search_space=space_spec if declarative else None)
-        self.log.info("MLflow run %s in experiment %s at %s", tracker.run_id, tracker.experiment_id, uri)
-        return tracker
-
-    def _log_budget(self, writer: RetryingWriter, tracker: TuningTracker, spec: TuningSpec) -> None:
-        self.log.info(
-            "tuning with max_evals=%d%s parallelism=%d%s algo=%s seed=%s",
-            spec.max_evals,
-            " (auto)" if self.max_evals == "auto" else "",
-            spec.parallelism,
-            " (auto)" if self.parallelism == "auto" else "",
-            spec.algo,
-            spec.seed,
-        )
-        extra: dict[str, Any] = {
-            "max_failed_trials": spec.max_failed_trials,
-            "max_failure_ratio": spec.max_failure_ratio,
-        }
-        plan = self._staged.plan if self._staged is not None else None
-        if plan is None:
-            self.log.info("no data staged: the objective gets data=None")
-            extra["staging_mode"] = "none"
-            writer.submit("run parameters", lambda: tracker.log_spec(spec, extra))
-            return
-        self.log.info(
-            "data %s (%s, %d bytes, threshold %d bytes) staged by %s: %s",
-            plan.uri,
-            plan.format,
-            plan.size_bytes,
-            plan.threshold_bytes,
-            plan.mode,
-            plan.reason,
-        )
-        extra.update(
-            {
-                "staging_mode": plan.mode,
-                "staging_uri": plan.uri,
-                "staging_format": plan.format,
-                "staging_size_bytes": plan.size_bytes,
-                "staging_threshold_bytes": plan.threshold_bytes,
-            }
-        )
-        writer.submit("run parameters", lambda: tracker.log_spec(spec, extra))
-        writer.submit("staging plan", lambda: tracker.log_staging(plan.to_dict()))
-
     def _open_data(self) -> StagedData | None:
         """``data`` as a checked handle: a URI is planned here, a sensor's plan is used as it is."""
-        from airflow_provider_sparktune.staging import StagingPlan
-        from airflow_provider_sparktune.storage import normalize_uri
+        from airflow_provider_sparktune.data.staging import StagingPlan
+        from airflow_provider_sparktune.data.storage import normalize_uri
 
-        data = self.data
-        if isinstance(data, str):
-            data = data.strip()
-            if data in ("", "None", "null"):
-                return None
-        if data is None:
+        if arguments.is_unset(self.data):
             return None
+        data = self.data.strip() if isinstance(self.data, str) else self.data
         if isinstance(data, str) and not data.startswith("{"):
             plan = self.staging_hook.plan(normalize_uri(data), format=self.data_format or None)
         else:
@@ -488,27 +298,6 @@ class HyperoptSparkOperator(BaseOperator):
             plan.threshold_bytes,
         )
         return plan.with_threshold(threshold)
-
-    def _report_trial(
-        self, writer: RetryingWriter, tracker: TuningTracker, record: TrialRecord, progress: Progress
-    ) -> None:
-        if record.loss is not None:
-            outcome = f"loss={record.loss:.6g}"
-        else:
-            lines = (record.error or "").strip().splitlines()
-            outcome = f"error={lines[-1] if lines else 'unknown'}"
-        best = "n/a" if progress.best_loss is None else f"{progress.best_loss:.6g}"
-        self.log.info(
-            "trial %d/%d %s%s %s best=%s elapsed=%.1fs",
-            progress.finished,
-            progress.max_evals,
-            record.status,
-            " (warm start)" if record.origin == "warm_start" else "",
-            outcome,
-            best,
-            progress.elapsed_s,
-        )
-        writer.submit(f"trial {record.tid}", tracker.trial_write(record))
 
     def on_kill(self) -> None:
         """Cancel this task's Spark job group; no new trial starts and the MLflow run ends KILLED."""

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from airflow_provider_sparktune.exceptions import StagingError
-from airflow_provider_sparktune.hooks.staging import DataStagingHook
-from airflow_provider_sparktune.staging import (
+from airflow_provider_sparktune.data.staging import (
     BROADCAST_LIMIT_BYTES,
     StagingPlan,
     check_threshold,
     parse_bytes,
 )
+from airflow_provider_sparktune.exceptions import StagingError
+from airflow_provider_sparktune.hooks.staging import DataStagingHook
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

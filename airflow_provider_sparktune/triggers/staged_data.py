@@ -9,7 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_sparktune.staging import BROADCAST_LIMIT_BYTES
+from airflow_provider_sparktune.data.staging import BROADCAST_LIMIT_BYTES
 
 
 class StagedDataTrigger(BaseTrigger):

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from airflow_provider_sparktune.data.staging import BROADCAST_LIMIT_BYTES
+from airflow_provider_sparktune.data.storage import open_fs
 from airflow_provider_sparktune.exceptions import StagingError
 from airflow_provider_sparktune.hooks.staging import DataStagingHook
-from airflow_provider_sparktune.staging import BROADCAST_LIMIT_BYTES
-from airflow_provider_sparktune.storage import open_fs
 
 pytestmark = pytest.mark.unit
 

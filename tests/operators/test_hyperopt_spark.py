@@ -366,7 +366,7 @@ def test_a_uri_is_planned_and_the_plan_lands_in_xcom_mlflow_and_the_log(
 def test_a_sensor_plan_as_rendered_template_text_is_used_as_it_is(
     spark: Any, mlflow_uri: str, experiment_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow_provider_sparktune.staging import plan_dataset
+    from airflow_provider_sparktune.data.staging import plan_dataset
 
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
     plan = plan_dataset(str(features(tmp_path / "features.parquet"))).to_dict()
@@ -643,7 +643,7 @@ def test_mlflow_restarting_mid_run_loses_nothing(
     """A real DAG run; the tracking server goes away mid-run and trials keep starting and finishing."""
     from airflow.dag_processing.dagbag import DagBag
 
-    caplog.set_level("WARNING", logger="airflow_provider_sparktune.durable")
+    caplog.set_level("WARNING", logger="airflow_provider_sparktune.tracking.durable")
     server = mlflow_outage_server
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", server.connection())
     marks, gate = tmp_path / "trials.txt", tmp_path / "mlflow-is-down"

@@ -113,7 +113,7 @@ def cast_whole_floats(params: Mapping[str, Any], int_names: Iterable[str]) -> di
 
 
 def _dataset(data: Any) -> Any:
-    from airflow_provider_sparktune.staging import StagedData
+    from airflow_provider_sparktune.data.staging import StagedData
 
     return data.value if isinstance(data, StagedData) else data
 
@@ -211,7 +211,7 @@ class EstimatorObjective:
             ) from None
 
     def _check_data(self, data: Any) -> None:
-        from airflow_provider_sparktune.staging import StagedData
+        from airflow_provider_sparktune.data.staging import StagedData
 
         if isinstance(data, StagedData):
             where, fmt, columns = repr(data.plan.uri), data.plan.format, data.columns

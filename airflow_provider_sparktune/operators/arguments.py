@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from airflow_provider_sparktune.exceptions import TuningConfigError
 
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
-_KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]+")
+_UNSET = ("", "none", "null")  # what a template renders for None
+
+
+def is_unset(value: Any) -> bool:
+    """None, or the text a template renders for it (``""``, ``"None"``, ``"null"``)."""
+    return value is None or (isinstance(value, str) and value.strip().lower() in _UNSET)
 
 
 def coerce(name: str, value: Any, kind: type) -> Any:
     """Rendered templates arrive as text: ``"50"`` -> 50, ``""``/``"None"`` -> None."""
     if not isinstance(value, str) or value == "auto":
         return value
-    text = value.strip()
-    if text in ("", "None", "null"):
+    if is_unset(value):
         return None
+    text = value.strip()
     try:
         return kind(text)
     except ValueError:
@@ -41,7 +45,7 @@ def flag(name: str, value: Any, *, allow_none: bool = False) -> bool | None:
             return True
         if text in _FALSE:
             return False
-        if allow_none and text in ("", "none", "null"):
+        if allow_none and is_unset(text):
             return None
     raise TuningConfigError(f"{name}: {value!r} is not a boolean; use true or false")
 
@@ -85,12 +89,3 @@ def name(field: str, value: Any, *, allow_none: bool = True) -> str | None:
     if not isinstance(value, str) or not value.strip():
         raise TuningConfigError(f"{field}: {value!r} must be a non-empty string")
     return value
-
-
-def tuning_key(value: Any) -> str | None:
-    key = name("tuning_key", value)
-    if key is not None and not _KEY_PATTERN.fullmatch(key):
-        raise TuningConfigError(
-            f"tuning_key: {key!r} may hold only letters, digits and _ . : - (it is matched in MLflow searches)"
-        )
-    return key

@@ -21,8 +21,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
-from airflow_provider_sparktune.exceptions import StagingError
-from airflow_provider_sparktune.storage import (
+from airflow_provider_sparktune.data.storage import (
     FORMATS,
     Listing,
     detect_format,
@@ -32,6 +31,7 @@ from airflow_provider_sparktune.storage import (
     normalize_uri,
     read_dataset,
 )
+from airflow_provider_sparktune.exceptions import StagingError
 
 log = logging.getLogger(__name__)
 
@@ -327,7 +327,7 @@ class StagedData:
         """The dataset: the broadcast's value, or this worker's cached read of the URI."""
         if self._broadcast is not None:
             return self._broadcast.value
-        from airflow_provider_sparktune.cache import load
+        from airflow_provider_sparktune.data.cache import load
 
         return load(self.plan.uri, self.plan.format, self._storage_options)
 

@@ -38,6 +38,19 @@ _prepared: set[Path] = set()
 _prepared_lock = threading.Lock()
 
 
+def embedded_tracking_uri() -> str:
+    """The SQLite store under ``AIRFLOW_HOME`` used when nothing else is configured."""
+    import os
+
+    home = Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow")
+    return f"sqlite:///{(home / 'mlflow.db').resolve()}"
+
+
+def is_server_uri(tracking_uri: str) -> bool:
+    """A tracking server (``http(s)://``), as opposed to a store opened in this process."""
+    return urlparse(tracking_uri).scheme in ("http", "https")
+
+
 def sqlite_path(tracking_uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` tracking URI, or None for any other store."""
     if urlparse(tracking_uri).scheme != "sqlite" or not tracking_uri.startswith("sqlite:///"):
@@ -158,7 +171,7 @@ def quiet_locked_errors() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m airflow_provider_sparktune.mlflow_store URI``: create the store the way tasks do.
+    """``python -m airflow_provider_sparktune.tracking.store URI``: create the store the way tasks do.
 
     ``mlflow ui`` and ``mlflow server`` create a fresh store's schema without the lock; run this first
     when one of them may open the store while tuning tasks start.

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_sparktune.prior import PriorTrial
+from airflow_provider_sparktune.tracking import schema
+from airflow_provider_sparktune.tuning.prior import PriorTrial
 
 log = logging.getLogger(__name__)
 
@@ -52,30 +53,30 @@ def _search(client: Any, experiment_id: str, filter_string: str, **kwargs: Any) 
             return
 
 
-def _tag_filter(**tags: str) -> str:
-    """``tags.`a.b` = 'v'`` clauses; values with a quote are refused, not escaped."""
-    clauses = []
-    for key, value in tags.items():
-        if "'" in value or "\\" in value:
-            raise ValueError(f"{key}: {value!r} holds a quote or backslash")
-        clauses.append(f"tags.`{key.replace('__', '.')}` = '{value}'")
-    return " and ".join(clauses)
+def _tag_filter(tags: Mapping[str, str]) -> str:
+    """``tags.`a.b` = 'v'`` clauses for the values that hold no quote or backslash (those are
+    compared by the caller: they cannot go into a search)."""
+    return " and ".join(
+        f"tags.`{key}` = '{value}'" for key, value in tags.items() if "'" not in value and "\\" not in value
+    )
+
+
+def _has_tags(run: Any, tags: Mapping[str, str]) -> bool:
+    return all(run.data.tags.get(key) == value for key, value in tags.items())
 
 
 def earlier_tries(
-    client: Any, experiment_id: str, *, dag_id: str, task_id: str, run_id: str, current_parent: str
+    client: Any, experiment_id: str, *, attempt_tags: Mapping[str, str], current_parent: str
 ) -> EarlierTries:
-    """Every earlier try of (dag_id, task_id, run_id) in the experiment and its finished trials."""
-    tags = {"airflow__dag_id": dag_id, "airflow__task_id": task_id}
-    if "'" not in run_id and "\\" not in run_id:
-        tags["airflow__run_id"] = run_id  # else filtered below: a quote cannot go into the search
-    query = _tag_filter(**tags)
+    """Every earlier try of one run (parent runs carrying all ``attempt_tags``) and its finished trials."""
+    if not attempt_tags:
+        raise ValueError("attempt_tags: at least one tag must identify the tries of a run")
     parents = [
         run
-        for run in _search(client, experiment_id, query)
+        for run in _search(client, experiment_id, _tag_filter(attempt_tags))
         if run.info.run_id != current_parent
-        and run.data.tags.get("airflow.run_id") == run_id
-        and "mlflow.parentRunId" not in run.data.tags
+        and _has_tags(run, attempt_tags)
+        and schema.PARENT_RUN not in run.data.tags
     ]
     parents.sort(key=lambda run: run.info.start_time or 0)
     trials = [trial for parent in parents for trial in trials_of(client, experiment_id, parent.info.run_id)]
@@ -89,38 +90,38 @@ def earlier_tries(
 def trials_of(client: Any, experiment_id: str, parent_run_id: str) -> list[PriorTrial]:
     """The completely written trial runs of one parent run, one per trial id, in trial id order."""
     by_tid: dict[int, PriorTrial] = {}
-    query = _tag_filter(mlflow__parentRunId=parent_run_id)
+    query = _tag_filter({schema.PARENT_RUN: parent_run_id})
     for run in _search(client, experiment_id, query):
         trial = _prior_trial(run)
         if trial is None:
             continue
-        tid = int(run.data.tags.get("sparktune.tid", -1))
+        tid = int(run.data.tags.get(schema.TID, -1))
         by_tid.setdefault(tid, trial)  # a write retried after a lost reply may have made two runs
     return [by_tid[tid] for tid in sorted(by_tid)]
 
 
 def _prior_trial(run: Any) -> PriorTrial | None:
     tags, status = run.data.tags, _COMPLETE.get(run.info.status)
-    if status is None or tags.get("sparktune.status") not in ("ok", "failed"):
+    if status is None or tags.get(schema.STATUS) not in ("ok", "failed"):
         return None
     try:
-        vals = json.loads(tags.get("sparktune.vals", ""))
+        vals = json.loads(tags.get(schema.VALS, ""))
     except json.JSONDecodeError:
         log.warning(
-            "trial run %s: sparktune.vals is not JSON (truncated?); it will run again", run.info.run_id
+            "trial run %s: %s is not JSON (truncated?); it will run again", run.info.run_id, schema.VALS
         )
         return None
     loss = run.data.metrics.get("loss")
-    if not isinstance(vals, dict) or (tags["sparktune.status"] == "ok" and loss is None):
+    if not isinstance(vals, dict) or (tags[schema.STATUS] == "ok" and loss is None):
         return None
     metrics = {k: float(v) for k, v in run.data.metrics.items() if k != "loss"}
     return PriorTrial(
         vals=vals,
-        status="ok" if tags["sparktune.status"] == "ok" else "failed",
+        status="ok" if tags[schema.STATUS] == "ok" else "failed",
         loss=None if loss is None else float(loss),
         source_run_id=run.info.run_id,
         metrics=metrics,
-        error=tags.get("sparktune.error"),
+        error=tags.get(schema.ERROR),
         started_at=None if run.info.start_time is None else run.info.start_time / 1000,
         finished_at=None if run.info.end_time is None else run.info.end_time / 1000,
     )
@@ -132,17 +133,17 @@ def warm_start_source(
     *,
     tuning_key: str,
     k: int,
-    exclude_airflow_run_id: str,
+    exclude_tags: Mapping[str, str],
     runs: int = WARM_START_RUNS,
 ) -> WarmStartSource:
-    """The ``k`` best distinct points of the ``runs`` most recent FINISHED runs of ``tuning_key``."""
-    query = _tag_filter(sparktune__tuning_key=tuning_key) + " and attributes.status = 'FINISHED'"
+    """The ``k`` best distinct points of the ``runs`` most recent FINISHED runs of ``tuning_key``.
+
+    Runs carrying all ``exclude_tags`` (earlier tries of the run being started) are skipped.
+    """
+    query = _tag_filter({schema.TUNING_KEY: tuning_key}) + " and attributes.status = 'FINISHED'"
     parents = []
     for run in _search(client, experiment_id, query, order_by=["attributes.start_time DESC"]):
-        if (
-            run.data.tags.get("airflow.run_id") == exclude_airflow_run_id
-            or "mlflow.parentRunId" in run.data.tags
-        ):
+        if (exclude_tags and _has_tags(run, exclude_tags)) or schema.PARENT_RUN in run.data.tags:
             continue
         parents.append(run)
         if len(parents) >= runs:

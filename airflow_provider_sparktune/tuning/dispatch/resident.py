@@ -8,8 +8,8 @@ of the same ``algo``, with the same trial history, the moment a task is free, so
 finished result and nothing waits for a poll.
 
 The trial documents are written exactly as SparkTrials writes them (states, ``result``,
-``misc.error``, book and refresh times) into a real ``SparkTrials`` object, so analysis code and
-the engine's watcher read them the same way.
+``misc.error``, book and refresh times) into the run's :class:`TrialBook`, so analysis code and the
+run's watcher read them the same way.
 """
 
 from __future__ import annotations
@@ -19,8 +19,17 @@ import secrets
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+from airflow_provider_sparktune.tuning.dispatch.base import (
+    Dispatcher,
+    DispatchPlan,
+    Ending,
+    cancel_job_group,
+    job_group,
+)
+from airflow_provider_sparktune.tuning.dispatch.trials import now
 
 log = logging.getLogger(__name__)
 
@@ -59,55 +68,37 @@ def resident_task(
     yield evaluated
 
 
-class ResidentDispatcher:
+class ResidentDispatcher(Dispatcher):
     """Driver side: serves trials to the resident tasks and writes their results back."""
 
-    def __init__(
-        self,
-        *,
-        spark: Any,
-        trials: Any,
-        domain: Any,
-        suggest: Callable[..., Any],
-        rstate: Any,
-        max_evals: int,
-        parallelism: int,
-        loss_threshold: float | None,
-        early_stop: Any,
-        job_group: str,
-        already_queued: int = 0,
-        failure_limit: Any = None,
-    ) -> None:
-        self.spark, self.trials, self.domain, self.suggest, self.rstate = (
-            spark,
-            trials,
-            domain,
-            suggest,
-            rstate,
-        )
-        self.max_evals, self.parallelism, self.loss_threshold = max_evals, parallelism, loss_threshold
-        self.early_stop = early_stop  # engine.EarlyStop or None; running trials finish, no new ones start
-        self.job_group = job_group
-        self.failure_limit = failure_limit  # engine.FailureLimit or None; stops new trials when reached
+    def __init__(self, plan: DispatchPlan) -> None:
+        import numpy as np
+        from hyperopt.base import Domain
+
+        super().__init__(plan)
+        self.book, self.suggest = plan.book, plan.suggest
+        self.domain = Domain(plan.objective, plan.space, pass_expr_memo_ctrl=None)
+        self.rstate = np.random.default_rng(plan.spec.seed)
+        self.max_evals, self.parallelism = int(plan.spec.max_evals), int(plan.spec.parallelism)
+        self.stops = plan.stops  # checked as each result arrives: running trials finish, no new ones start
         self.lock = threading.Condition()
-        self.queued = already_queued  # trials finished by an earlier try count toward max_evals
+        self.queued = plan.already_queued  # trials finished by an earlier try count toward max_evals
         self.running: set[int] = set()
-        self.stop_new = False  # no new trials (budget, threshold, cancel)
+        self.stop_new = False  # no new trials (budget, stop rule, cancel)
         self.cancelled = False
         self.authkey = secrets.token_bytes(32)
         self.job_error: BaseException | None = None
+        self.algo_error: BaseException | None = None  # the search algorithm failed: the run ends with it
         self._listener: Any = None
         self._closing = threading.Event()
 
     # -- the run ---------------------------------------------------------------------------------
 
-    def run(self, deadline: float | None) -> str | None:
-        """Run until the budget is spent, the deadline passes or cancel() is called.
-
-        Returns "timeout" when the deadline stopped it, else None.
-        """
+    def run(self, deadline: float | None) -> Ending:
         from multiprocessing.connection import Listener
 
+        if self.cancelled:  # cancelled before it started: no Spark job
+            return None
         host = self._driver_host()
         self._listener = Listener((host, 0), authkey=self.authkey)
         address = self._listener.address
@@ -115,63 +106,52 @@ class ResidentDispatcher:
         acceptor.start()
         job = threading.Thread(target=self._run_jobs, args=(address,), name="sparktune-job", daemon=True)
         job.start()
-        reason = None
+        ending: Ending = None
         try:
             with self.lock:
                 while not self._finished() and job.is_alive():
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
-                        reason = "timeout"
+                        ending = "timeout"
                         break
                     self.lock.wait(0.5 if remaining is None else min(0.5, remaining))
         finally:
-            if reason == "timeout":
-                self.cancel("fmin run timeout")
+            if ending == "timeout":
+                self.cancel("timeout")
             with self.lock:
                 self.stop_new = True
                 self.lock.notify_all()
             job.join(30)
             if job.is_alive():
-                self._cancel_job_group()
+                cancel_job_group(self.plan.spark, self.plan.job_group)
                 job.join(10)
             self._close_listener(address)
+        if self.algo_error is not None:
+            raise self.algo_error
         if self.job_error is not None and not self.cancelled and not self._finished():
             raise self.job_error
-        return reason
+        return ending
 
     def cancel(self, reason: str) -> None:
         """Stop new trials, cancel the Spark job group (running trials die with their tasks)."""
-        from hyperopt import base
-
         with self.lock:
             if self.cancelled:
                 return
             self.cancelled = self.stop_new = True
-            self.trials._fmin_cancelled = True
-            self.trials._fmin_cancelled_reason = reason
-            for trial in self.trials._dynamic_trials:
-                if trial["state"] in (base.JOB_STATE_NEW, base.JOB_STATE_RUNNING):
-                    trial["state"] = base.JOB_STATE_CANCEL
-                    trial["misc"]["error"] = ("cancelled", reason)
-                    trial["refresh_time"] = _now()
+            self.book.cancel_open(reason, stamp=True)
             self.running.clear()
             self.lock.notify_all()
-        self._cancel_job_group()
+        cancel_job_group(self.plan.spark, self.plan.job_group)
+        log.info("cancelled the trials of job group %s: %s", self.plan.job_group, reason)
 
     def _finished(self) -> bool:
         return not self.running and (self.stop_new or self.queued >= self.max_evals)
 
     def _driver_host(self) -> str:
-        conf = self.spark.sparkContext.getConf()
+        conf = self.plan.spark.sparkContext.getConf()
         if conf.get("spark.master", "").startswith("local"):
             return "127.0.0.1"
         return str(conf.get("spark.driver.host", "127.0.0.1"))
-
-    def _cancel_job_group(self) -> None:
-        try:
-            self.spark.sparkContext.cancelJobGroup(self.job_group)
-        except Exception:
-            log.exception("cancelling Spark job group %s failed", self.job_group)
 
     # -- the Spark job of resident tasks -----------------------------------------------------------
 
@@ -179,23 +159,21 @@ class ResidentDispatcher:
         """One job of ``parallelism`` tasks; start another if tasks died while work remains."""
         from functools import partial
 
-        sc = self.spark.sparkContext
-        sc.setLocalProperty("spark.jobGroup.id", self.job_group)
-        sc.setLocalProperty("spark.job.description", "sparktune resident trial tasks")
-        sc.setLocalProperty("spark.job.interruptOnCancel", "true")
+        sc = self.plan.spark.sparkContext
         task = partial(resident_task, address, self.authkey, self.domain.fn, self.domain.expr)
-        for attempt in range(MAX_JOB_RESTARTS + 1):
-            try:
-                sc.parallelize(range(self.parallelism), self.parallelism).mapPartitions(task).collect()
-                self.job_error = None
-            except BaseException as err:
-                self.job_error = err
-                log.warning("resident trial tasks ended with %s: %s", type(err).__name__, str(err)[:500])
-            with self.lock:
-                more_work = not self.stop_new and self.queued < self.max_evals
-            if not more_work or self.cancelled or attempt == MAX_JOB_RESTARTS:
-                break
-            log.info("restarting resident trial tasks (%d/%d)", attempt + 1, MAX_JOB_RESTARTS)
+        with job_group(self.plan.spark, self.plan.job_group, "sparktune resident trial tasks"):
+            for attempt in range(MAX_JOB_RESTARTS + 1):
+                try:
+                    sc.parallelize(range(self.parallelism), self.parallelism).mapPartitions(task).collect()
+                    self.job_error = None
+                except BaseException as err:
+                    self.job_error = err
+                    log.warning("resident trial tasks ended with %s: %s", type(err).__name__, str(err)[:500])
+                with self.lock:
+                    more_work = not self.stop_new and self.queued < self.max_evals
+                if not more_work or self.cancelled or attempt == MAX_JOB_RESTARTS:
+                    break
+                log.info("restarting resident trial tasks (%d/%d)", attempt + 1, MAX_JOB_RESTARTS)
         with self.lock:
             self.lock.notify_all()
 
@@ -228,7 +206,7 @@ class ResidentDispatcher:
         try:
             conn.recv()  # ("ready",)
             while True:
-                trial = self._next_trial()
+                trial = self._next_trial_or_stop()
                 if trial is None:
                     conn.send(_STOP)
                     return
@@ -242,6 +220,20 @@ class ResidentDispatcher:
         finally:
             conn.close()
 
+    def _next_trial_or_stop(self) -> dict[str, Any] | None:
+        """The next trial; None when there is none, also when the search algorithm failed (run() raises)."""
+        try:
+            return self._next_trial()
+        except Exception as err:
+            with self.lock:
+                first = self.algo_error is None
+                if first:
+                    self.algo_error = err
+            if first:
+                log.error("the search algorithm failed: %s: %s", type(err).__name__, err)
+                self.cancel(f"the search algorithm failed: {type(err).__name__}")
+            return None
+
     def _next_trial(self) -> dict[str, Any] | None:
         """Ask ``algo`` for one new point now, with every result so far in the history."""
         from hyperopt import base
@@ -249,19 +241,19 @@ class ResidentDispatcher:
         with self.lock:
             if self.stop_new or self.queued >= self.max_evals:
                 return None
-            new_ids = self.trials.new_trial_ids(1)
-            self.trials.refresh()
-            docs = self.suggest(new_ids, self.domain, self.trials, self.rstate.integers(2**31 - 1))
+            new_ids = self.book.new_ids(1)
+            self.book.trials.refresh()
+            docs = self.suggest(new_ids, self.domain, self.book.trials, self.rstate.integers(2**31 - 1))
             if not docs:
                 self.stop_new = True
                 self.lock.notify_all()
                 return None
-            self.trials.insert_trial_docs(docs)
-            self.trials.refresh()
+            self.book.add(docs)
             self.queued += 1
-            trial = next(t for t in self.trials._dynamic_trials if t["tid"] == new_ids[0])
-            now = _now()
-            trial["state"], trial["book_time"], trial["refresh_time"] = base.JOB_STATE_RUNNING, now, now
+            trial = self.book.find(new_ids[0])
+            assert trial is not None
+            stamp = now()
+            trial["state"], trial["book_time"], trial["refresh_time"] = base.JOB_STATE_RUNNING, stamp, stamp
             self.running.add(trial["tid"])
             return {"tid": trial["tid"], "spec_for_executor": base.spec_from_misc(trial["misc"])}
 
@@ -270,37 +262,31 @@ class ResidentDispatcher:
 
         kind, tid = reply[0], reply[1]
         with self.lock:
-            trial = self._trial(tid)
+            trial = self.book.find(tid)
             if trial is None or tid not in self.running:
                 return  # cancelled meanwhile: the cancellation stands
             self.running.discard(tid)
             trial["misc"]["sparktune_eval_s"] = float(reply[-1])
-            trial["refresh_time"] = _now()
+            trial["refresh_time"] = now()
+            ok = False
+            loss = None
             if kind == "ok":
                 trial["result"], trial["state"] = reply[2], base.JOB_STATE_DONE
-                self._check_stops(reply[2])
+                ok = reply[2].get("status") == base.STATUS_OK
+                loss = reply[2].get("loss") if ok else None
             else:
                 trial["misc"]["error"] = (reply[2], reply[3])
                 trial["state"] = base.JOB_STATE_ERROR
-            self._count_failure(kind == "ok" and reply[2].get("status") == base.STATUS_OK)
-            self.trials.refresh()
+            self._observe(ok, loss)
+            self.book.trials.refresh()
             self.lock.notify_all()
-
-    def _check_stops(self, result: dict[str, Any]) -> None:
-        loss = result.get("loss")
-        if result.get("status") != "ok" or loss is None:
-            return
-        if self.loss_threshold is not None and loss <= self.loss_threshold:
-            self.stop_new = True
-        if self.early_stop is not None and self.early_stop.observe(loss):
-            self.stop_new = True
 
     def _lost(self, tid: int) -> None:
         """The task died mid-trial (executor lost, task killed): that trial fails, the run goes on."""
         from hyperopt import base
 
         with self.lock:
-            trial = self._trial(tid)
+            trial = self.book.find(tid)
             if trial is None or tid not in self.running:
                 return
             self.running.discard(tid)
@@ -309,23 +295,12 @@ class ResidentDispatcher:
                 "lost",
                 "the Spark task running this trial was lost (executor lost or killed)",
             )
-            trial["refresh_time"] = _now()
-            self._count_failure(False)
-            self.trials.refresh()
+            trial["refresh_time"] = now()
+            self._observe(False, None)
+            self.book.trials.refresh()
             self.lock.notify_all()
 
-    def _count_failure(self, ok: bool) -> None:
-        """Called with the lock held, once per finished trial."""
-        if self.failure_limit is not None and self.failure_limit.observe(
-            ok, remaining=self.queued < self.max_evals
-        ):
+    def _observe(self, ok: bool, loss: float | None) -> None:
+        """Called with the lock held, once per finished trial: a stop rule ends new trials."""
+        if self.stops.observe(ok, loss, remaining=self.queued < self.max_evals) is not None:
             self.stop_new = True
-
-    def _trial(self, tid: int) -> dict[str, Any] | None:
-        return next((t for t in self.trials._dynamic_trials if t["tid"] == tid), None)
-
-
-def _now() -> Any:
-    from hyperopt.utils import coarse_utcnow
-
-    return coarse_utcnow()

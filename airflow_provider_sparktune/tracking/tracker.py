@@ -14,14 +14,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from airflow_provider_sparktune.exceptions import TrackingError
-from airflow_provider_sparktune.mlflow_store import open_client, sqlite_path
-from airflow_provider_sparktune.results import json_native
+from airflow_provider_sparktune.tracking import schema
+from airflow_provider_sparktune.tracking.store import is_server_uri, open_client, sqlite_path
+from airflow_provider_sparktune.tuning.values import json_native
 
 if TYPE_CHECKING:
-    from airflow_provider_sparktune.engine import TrialRecord, TuningResult, TuningSpec
+    from airflow_provider_sparktune.tuning.records import TrialRecord, TuningResult
+    from airflow_provider_sparktune.tuning.spec import TuningSpec
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,6 @@ MAX_PARAMS_PER_BATCH = 100
 MAX_METRICS_PER_BATCH = 1000
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
-RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
 TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"  # where MLflow's REST client reads a tracking server's token
 CLIENT_SETTINGS = {
     # MLflow's REST client retries a refused request for minutes by default; the write-behind queue
@@ -55,7 +55,7 @@ def log_through_root() -> None:
     """
     import mlflow  # noqa: F401  (importing it is what installs its stderr handlers)
 
-    from airflow_provider_sparktune.mlflow_store import quiet_locked_errors
+    from airflow_provider_sparktune.tracking.store import quiet_locked_errors
 
     for name in MLFLOW_STREAM_LOGGERS:
         logger = logging.getLogger(name)
@@ -100,10 +100,6 @@ def _text(value: Any, limit: int) -> str:
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def is_server_uri(tracking_uri: str) -> bool:
-    return urlparse(tracking_uri).scheme in ("http", "https")
 
 
 def local_artifact_root(tracking_uri: str) -> str | None:
@@ -157,11 +153,11 @@ class TuningTracker:
                 run_name=run_name,
                 tags={k: _text(v, MAX_TAG_VALUE) for k, v in tags.items()},
             )
+            self.run_id = run.info.run_id
+            if search_space is not None:
+                self.client.log_dict(self.run_id, json_native(search_space), "search_space.json")
         except Exception as err:
             raise TrackingError(f"MLflow store {self.tracking_uri} refused to start the run: {err}") from err
-        self.run_id = run.info.run_id
-        if search_space is not None:
-            self.client.log_dict(self.run_id, json_native(search_space), "search_space.json")
         return self.run_id
 
     def _experiment_id(self) -> str:
@@ -182,23 +178,12 @@ class TuningTracker:
             return str(experiment.experiment_id)
 
     def log_spec(self, spec: TuningSpec, extra: Mapping[str, Any] | None = None) -> None:
-        """Parent params, written once the ``"auto"`` budgets are resolved."""
-        params = {
-            "max_evals": spec.max_evals,
-            "parallelism": spec.parallelism,
-            "algo": spec.algo,
-            "seed": spec.seed,
-            "timeout": spec.timeout,
-            "loss_threshold": spec.loss_threshold,
-            "early_stop_after": spec.early_stop_after,
-            "dispatcher": spec.dispatcher,
-            **(extra or {}),
-        }
-        self._log_batch(self.run_id, params=params)
+        """Parent params, written once the ``"auto"`` budgets are resolved: every setting, then ``extra``."""
+        self._log_batch(self.run_id, params={**spec.as_params(), **(extra or {})})
 
     def log_staging(self, plan: Mapping[str, Any]) -> None:
         """The staging plan as an artifact and its reason as a tag (params hold mode, uri and size)."""
-        self._log_batch(self.run_id, tags={"sparktune.staging_reason": plan.get("reason", "")})
+        self._log_batch(self.run_id, tags={schema.STAGING_REASON: plan.get("reason", "")})
         self.client.log_dict(self.run_id, json_native(plan), "staging_plan.json")
 
     def log_trial(self, record: TrialRecord) -> str:
@@ -213,16 +198,16 @@ class TuningTracker:
         so a reader can tell a complete trial run from one whose writing was cut off.
         """
         tags = {
-            "mlflow.parentRunId": self.run_id,
-            "sparktune.tid": str(record.tid),
-            "sparktune.status": record.status,
-            "sparktune.vals": _text(record.vals, MAX_TAG_VALUE),
-            "sparktune.origin": record.origin,
+            schema.PARENT_RUN: self.run_id,
+            schema.TID: str(record.tid),
+            schema.STATUS: record.status,
+            schema.VALS: _text(record.vals, MAX_TAG_VALUE),
+            schema.ORIGIN: record.origin,
         }
         if record.source_run_id:
-            tags["sparktune.source_run"] = record.source_run_id
+            tags[schema.SOURCE_RUN] = record.source_run_id
         if record.error:
-            tags["sparktune.error"] = _text(record.error, MAX_TAG_VALUE)
+            tags[schema.ERROR] = _text(record.error, MAX_TAG_VALUE)
         done: dict[str, Any] = {}
 
         def write() -> str:
@@ -239,7 +224,9 @@ class TuningTracker:
                 self._log_batch(done["run_id"], params=flatten(record.params), metrics=metrics)
                 done["logged"] = True
             end_ms = int((record.finished_at or time.time()) * 1000)
-            self.client.set_terminated(done["run_id"], status=RUN_STATUS[record.status], end_time=end_ms)
+            self.client.set_terminated(
+                done["run_id"], status=schema.RUN_STATUS[record.status], end_time=end_ms
+            )
             return str(done["run_id"])
 
         return write
@@ -280,9 +267,7 @@ class TuningTracker:
             "efficiency": result.efficiency,
             "trial_overhead_s": result.trial_overhead_s,
         }
-        self._log_batch(
-            self.run_id, metrics=metrics, tags={"sparktune.stopped_reason": result.stopped_reason}
-        )
+        self._log_batch(self.run_id, metrics=metrics, tags={schema.STOPPED_REASON: result.stopped_reason})
 
     def end(self, status: str, error: str | None = None) -> None:
         """Close the parent run as FAILED or KILLED; never raises, the original error matters more."""
@@ -290,7 +275,7 @@ class TuningTracker:
             return
         try:
             if error:
-                self.client.set_tag(self.run_id, "sparktune.error", _text(error, MAX_TAG_VALUE))
+                self.client.set_tag(self.run_id, schema.ERROR, _text(error, MAX_TAG_VALUE))
             self.client.set_terminated(self.run_id, status=status)
         except Exception:
             log.exception("could not mark MLflow run %s as %s", self.run_id, status)

@@ -23,8 +23,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from airflow_provider_sparktune.data.storage import list_dataset, read_raw, to_value
 from airflow_provider_sparktune.exceptions import StagingError
-from airflow_provider_sparktune.storage import list_dataset, read_raw, to_value
 
 log = logging.getLogger(__name__)
 

@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from airflow_provider_sparktune.tuning.values import json_native
+
 if TYPE_CHECKING:
-    from airflow_provider_sparktune.engine import TuningResult
-
-
-def json_native(value: Any) -> Any:
-    """Convert numpy scalars/arrays, tuples and non-finite floats into plain JSON values."""
-    if value is None or isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):  # numpy.float64 is a float subclass: make it a plain float
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): json_native(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [json_native(v) for v in value]
-    item = getattr(value, "item", None)  # numpy scalar
-    if callable(item) and getattr(value, "shape", None) == ():
-        return json_native(item())
-    tolist = getattr(value, "tolist", None)  # numpy array
-    if callable(tolist):
-        return json_native(tolist())
-    return str(value)
+    from airflow_provider_sparktune.tuning.records import TuningResult
 
 
 def to_xcom(

@@ -1,6 +1,6 @@
 """Print the latest tuning run of an experiment: its best parameters and how to open it in MLflow.
 
-``python -m airflow_provider_sparktune.summary --tracking-uri URI --experiment NAME`` is what
+``python -m airflow_provider_sparktune.tracking.summary --tracking-uri URI --experiment NAME`` is what
 ``make demo`` ends with; it reads back what the operator logged, so it also shows the log is whole.
 """
 
@@ -12,9 +12,8 @@ import os
 import sys
 from typing import Any
 
-from airflow_provider_sparktune.hooks.mlflow import embedded_tracking_uri
-from airflow_provider_sparktune.mlflow_store import open_client
-from airflow_provider_sparktune.tracking import is_server_uri
+from airflow_provider_sparktune.tracking import schema
+from airflow_provider_sparktune.tracking.store import embedded_tracking_uri, is_server_uri, open_client
 
 
 def latest_parent_run(tracking_uri: str, experiment: str) -> Any:
@@ -28,7 +27,7 @@ def latest_parent_run(tracking_uri: str, experiment: str) -> Any:
         order_by=["attributes.start_time DESC"],
         max_results=50,
     )
-    return next((r for r in runs if "mlflow.parentRunId" not in r.data.tags), None)
+    return next((r for r in runs if schema.PARENT_RUN not in r.data.tags), None)
 
 
 def staging_line(params: dict[str, str]) -> str:
@@ -36,7 +35,7 @@ def staging_line(params: dict[str, str]) -> str:
     mode = params.get("staging_mode")
     if not mode or mode == "none":
         return ""
-    from airflow_provider_sparktune.staging import format_bytes
+    from airflow_provider_sparktune.data.staging import format_bytes
 
     size = params.get("staging_size_bytes", "")
     shown = format_bytes(int(size)) if size.isdigit() else "size unknown"

@@ -32,7 +32,7 @@ def resolve_objective(objective: Any) -> Callable[..., Any]:
     if callable(objective):
         return objective
     if isinstance(objective, Mapping):
-        from airflow_provider_sparktune.estimator import EstimatorObjective
+        from airflow_provider_sparktune.tuning.estimator import EstimatorObjective
 
         return EstimatorObjective.from_spec(objective)
     if not isinstance(objective, str):
@@ -103,26 +103,27 @@ def build_trial_objective(
     objective: Any,
     *,
     data: Any = None,
-    objective_kwargs: Mapping[str, Any] | None = None,
+    objective_kwargs: Mapping[str, Any] | str | None = None,
     space: Any = None,
 ) -> TrialObjective:
     """Resolve, bind and pre-flight the objective: every error here comes before any Spark job.
 
     ``space`` (compiled) lets the built-in estimator objective check its hyperparameter names.
     """
-    from airflow_provider_sparktune.estimator import EstimatorObjective
+    from airflow_provider_sparktune.tuning.estimator import EstimatorObjective
 
     fn = resolve_objective(objective)
     if isinstance(fn, EstimatorObjective):
         fn.check(data, space)
-    if isinstance(objective_kwargs, str):
+    given: Any = objective_kwargs
+    if isinstance(given, str):  # a rendered template
         try:
-            objective_kwargs = json.loads(objective_kwargs)
+            given = json.loads(given)
         except json.JSONDecodeError as err:
             raise ObjectiveError(f"objective_kwargs: not valid JSON ({err.msg}); pass a dict") from None
-    if not isinstance(objective_kwargs or {}, Mapping):
-        raise ObjectiveError(f"objective_kwargs: expected a dict, got {type(objective_kwargs).__name__}")
-    kwargs = dict(objective_kwargs or {})
+    if not isinstance(given or {}, Mapping):
+        raise ObjectiveError(f"objective_kwargs: expected a dict, got {type(given).__name__}")
+    kwargs = dict(given or {})
     pass_data = _accepts(fn, "data")
     if data is not None and not pass_data:
         raise ObjectiveError(

@@ -1,0 +1,56 @@
+"""hyperopt's own SparkTrials loop behind the dispatcher interface: one Spark job per trial.
+
+Kept for comparison and for code that relies on SparkTrials' exact behaviour. Its loop does not show
+results as they arrive, so the stop rules run from the watcher (:meth:`observe`) and act by
+cancelling, and its timeout is SparkTrials' own (the book was made with ``timeout``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from airflow_provider_sparktune.tuning.dispatch.base import Dispatcher, Ending, cancel_job_group, job_group
+
+if TYPE_CHECKING:
+    from airflow_provider_sparktune.tuning.records import Progress, TrialRecord
+
+log = logging.getLogger(__name__)
+
+
+class SparkTrialsDispatcher(Dispatcher):
+    def run(self, deadline: float | None) -> Ending:
+        import numpy as np
+        from hyperopt import fmin
+
+        plan = self.plan
+        with job_group(plan.spark, plan.job_group, "sparktune trials"):
+            fmin(
+                fn=plan.objective,
+                space=plan.space,
+                algo=plan.suggest,
+                # fmin counts finished docs except errors toward max_evals; resumed failures count too
+                max_evals=int(plan.spec.max_evals) - plan.already_failed,
+                trials=plan.book.trials,
+                rstate=np.random.default_rng(plan.spec.seed),
+                loss_threshold=plan.spec.loss_threshold,
+                max_queue_len=plan.spec.parallelism,
+                show_progressbar=False,
+                return_argmin=False,
+            )
+        return "timeout" if plan.book.timed_out else None
+
+    def cancel(self, reason: str) -> None:
+        """What SparkTrials does on timeout, from outside: stop new trials and cancel the job group."""
+        self.plan.book.cancel_open(reason, stamp=False)
+        cancel_job_group(self.plan.spark, self.plan.job_group)
+        log.info("cancelled the trials of job group %s: %s", self.plan.job_group, reason)
+
+    def observe(self, record: TrialRecord, progress: Progress) -> None:
+        if record.status == "cancelled":
+            return
+        reason = self.plan.stops.observe(
+            record.status == "ok", record.loss, remaining=progress.finished < progress.max_evals
+        )
+        if reason is not None and reason != "loss_threshold":  # fmin stops at the threshold itself
+            self.cancel(reason)

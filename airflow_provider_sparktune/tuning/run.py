@@ -1,0 +1,429 @@
+"""One tuning run on a SparkSession: the checks made before Spark, then dispatch and watching.
+
+``prepare_run`` checks everything that needs no Spark (settings, space, objective, algorithm) and
+pickles the objective once. ``execute_run`` resolves the ``"auto"`` budget against the cluster,
+attaches staged data and runs the trials through a dispatcher (see ``tuning.dispatch``):
+
+* a watcher thread on the driver reports each finished trial (task log, MLflow) as it lands and
+  carries out cancellation. Early stopping never goes through hyperopt's ``early_stop_fn``, whose
+  SparkTrials path can crash the dispatcher thread and hang ``fmin``;
+* the dispatcher runs in a worker thread, so a task timeout or SIGTERM landing in the main thread
+  cancels the Spark job group first instead of waiting in thread joins for running trials;
+* suggestions are seeded per trial id, so ``seed`` reproduces the same points however the trials
+  were batched by timing (adaptive TPE rounds still depend on which trials had finished);
+* trials of earlier runs come in two ways: ``resume`` (finished trials of an earlier try, loaded as
+  done so that TPE learns from them and ``max_evals`` counts them) and ``warm_start`` (the best points
+  of earlier runs, evaluated again first).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timezone
+from typing import Any
+
+from airflow_provider_sparktune.data.staging import StagedData, StagingPlan
+from airflow_provider_sparktune.exceptions import (
+    AllTrialsFailedError,
+    TooManyFailedTrialsError,
+    TuningCancelledError,
+)
+from airflow_provider_sparktune.tuning.algorithms import (
+    Suggest,
+    WarmStartSuggest,
+    algorithm,
+    per_trial_seeded,
+)
+from airflow_provider_sparktune.tuning.dispatch import make_dispatcher
+from airflow_provider_sparktune.tuning.dispatch.base import Dispatcher, DispatchPlan, Ending
+from airflow_provider_sparktune.tuning.dispatch.trials import TrialBook
+from airflow_provider_sparktune.tuning.objective import build_trial_objective
+from airflow_provider_sparktune.tuning.prior import PriorTrial, finished_trial_doc, space_labels
+from airflow_provider_sparktune.tuning.records import (
+    Progress,
+    StopReason,
+    TrialCallback,
+    TrialRecord,
+    TrialStatus,
+    TuningResult,
+    efficiency,
+)
+from airflow_provider_sparktune.tuning.space import SpaceFacts, compile_space
+from airflow_provider_sparktune.tuning.spec import TuningSpec
+from airflow_provider_sparktune.tuning.stopping import StopRules, failure_stop_message, no_success_message
+from airflow_provider_sparktune.tuning.values import json_native
+
+log = logging.getLogger(__name__)
+
+
+class RunControl:
+    """Cancel a run from any thread, including a signal handler: only sets a flag the watcher acts on."""
+
+    def __init__(self) -> None:
+        self.job_group = f"sparktune-{uuid.uuid4().hex[:12]}"
+        self._requested = threading.Event()
+        self.reason: str | None = None
+
+    def cancel(self, reason: str = "killed") -> None:
+        if not self._requested.is_set():
+            self.reason = reason
+            self._requested.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._requested.is_set()
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """Everything checked before Spark is touched: compiled space, pickled-once objective, budget."""
+
+    space: Any
+    facts: SpaceFacts
+    objective: Any
+    suggest: Suggest
+    spec: TuningSpec
+    declared_space: Any = None  # the space as given (JSON text parsed): what the MLflow run records
+
+
+def prepare_run(
+    search_space: Any,
+    objective: Any,
+    *,
+    objective_kwargs: Mapping[str, Any] | str | None = None,
+    data: Any = None,
+    **settings: Any,
+) -> PreparedRun:
+    """Validate every argument that needs no Spark; raises a SparktuneError naming the field.
+
+    ``settings`` are the fields of :class:`TuningSpec` (max_evals, parallelism, algo, seed, timeout,
+    loss_threshold, early_stop_after, dispatcher, max_failed_trials, max_failure_ratio).
+    """
+    spec = TuningSpec.from_settings(settings)
+    compiled = compile_space(search_space)
+    space = compiled.expression
+    if isinstance(data, StagingPlan):
+        data = StagedData.open(data)
+    trial_objective = build_trial_objective(
+        objective, data=data, objective_kwargs=objective_kwargs, space=space
+    )
+    suggest = per_trial_seeded(algorithm(spec.algo), spec.seed)
+    return PreparedRun(space, compiled.facts, trial_objective, suggest, spec, compiled.declared)
+
+
+def execute_run(
+    prepared: PreparedRun,
+    spark: Any,
+    *,
+    on_trial: TrialCallback | None = None,
+    control: RunControl | None = None,
+    on_start: Callable[[TuningSpec, SpaceFacts], None] | None = None,
+    resume: Sequence[PriorTrial] = (),
+    warm_start: Sequence[PriorTrial] = (),
+) -> TuningResult:
+    """Run a prepared tuning on ``spark``; ``on_start`` sees the budget once "auto" is resolved.
+
+    Staged data is attached first (broadcast mode loads and broadcasts it, or falls back to reload)
+    so ``on_start`` sees the final plan, and the broadcast is destroyed however the run ends.
+    ``resume``: finished trials of an earlier try; they count toward ``max_evals`` and are not run
+    again. ``warm_start``: points evaluated first, before ``algo`` is asked. Both must fit the space
+    (see :func:`prior.split_fitting`).
+    """
+    spec = prepared.spec.resolved(prepared.facts, task_slots=spark.sparkContext.defaultParallelism)
+    data = getattr(prepared.objective, "data", None)
+    staged = data if isinstance(data, StagedData) else None
+    try:
+        if staged is not None:
+            staged.attach(spark)
+        if on_start is not None:
+            on_start(spec, prepared.facts)
+        run = TuningRun(spark, prepared, spec, on_trial, control or RunControl())
+        run.preload(resume, warm_start)
+        return run.execute()
+    finally:
+        if staged is not None:
+            staged.release()
+
+
+class TuningRun:
+    """One run: a dispatch thread, a watcher thread, and the state they share."""
+
+    POLL_S = 0.2
+    # After a kill's cancel, how long to let the dispatcher end cleanly before the result is made
+    # without it: under a scheduler the task has 5 s between SIGTERM and SIGKILL to close its runs,
+    # and cancelled Spark tasks can take longer than that to end.
+    CANCEL_GRACE_S = 0.5
+
+    def __init__(
+        self,
+        spark: Any,
+        prepared: PreparedRun,
+        spec: TuningSpec,
+        on_trial: TrialCallback | None,
+        control: RunControl,
+    ) -> None:
+        self.spark, self.space, self.objective = spark, prepared.space, prepared.objective
+        self.suggest: Suggest = prepared.suggest
+        self.spec, self.on_trial, self.control = spec, on_trial, control
+        self.book = TrialBook(spark, int(spec.parallelism), spec.timeout)
+        self.stops = StopRules(spec)
+        self.records: dict[int, TrialRecord] = {}
+        self.best_loss: float | None = None
+        self.dispatch_error: BaseException | None = None
+        self.ending: Ending = None
+        self.dispatched = threading.Event()  # the dispatcher returned (or raised)
+        self.cancel_issued = threading.Event()  # the watcher has cancelled the trials of a kill
+        self.dispatcher: Dispatcher | None = None
+        self.started = time.monotonic()
+        self.preloaded = 0
+        self.preloaded_failed = 0
+        self.warm: WarmStartSuggest | None = None
+
+    def preload(self, resume: Sequence[PriorTrial], warm_start: Sequence[PriorTrial]) -> None:
+        """Finished trials of an earlier try as done trial docs; warm-start points queued first."""
+        if not resume and not warm_start:
+            return
+        labels = space_labels(self.space)
+        if resume:
+            tids = self.book.new_ids(len(resume))
+            self.book.add(
+                [
+                    finished_trial_doc(self.book.trials, tid, prior, labels)
+                    for tid, prior in zip(tids, resume, strict=True)
+                ]
+            )
+            for tid, prior in zip(tids, resume, strict=True):
+                record = self._prior_record(tid, prior)
+                self.records[tid] = record
+                self._update_best(record)
+            self.preloaded = len(resume)
+            self.preloaded_failed = sum(prior.status != "ok" for prior in resume)
+            log.info(
+                "resumed %d finished trial(s) of earlier tries (%d failed); %d left to run",
+                self.preloaded,
+                self.preloaded_failed,
+                max(0, int(self.spec.max_evals) - self.preloaded),
+            )
+        if warm_start:
+            self.warm = WarmStartSuggest(warm_start, labels, self.suggest)
+            self.suggest = self.warm
+
+    def _prior_record(self, tid: int, prior: PriorTrial) -> TrialRecord:
+        from hyperopt import space_eval
+
+        params = json_native(space_eval(self.space, prior.vals))
+        ok = prior.status == "ok"
+        return TrialRecord(
+            tid=tid,
+            status=prior.status,
+            loss=prior.loss if ok else None,
+            params=params if isinstance(params, dict) else {"value": params},
+            vals=json_native(prior.vals),
+            metrics=dict(prior.metrics) if ok else {},
+            error=None if ok else prior.error,
+            started_at=prior.started_at,
+            finished_at=prior.finished_at,
+            origin="resumed",
+            source_run_id=prior.source_run_id,
+        )
+
+    def execute(self) -> TuningResult:
+        self.dispatcher = make_dispatcher(
+            DispatchPlan(
+                spark=self.spark,
+                book=self.book,
+                objective=self.objective,
+                space=self.space,
+                suggest=self.suggest,
+                spec=self.spec,
+                stops=self.stops,
+                job_group=self.control.job_group,
+                already_queued=self.preloaded,
+                already_failed=self.preloaded_failed,
+            )
+        )
+        watcher = threading.Thread(target=self._watch, name="sparktune-watcher", daemon=True)
+        runner = threading.Thread(target=self._dispatch, name="sparktune-dispatch", daemon=True)
+        watcher.start()
+        runner.start()
+        try:
+            # An Event, not Thread.join: a join interrupted by a signal (execution_timeout's SIGALRM)
+            # can mark a live thread as stopped in CPython 3.11, and a later join would not wait.
+            while not self.dispatched.wait(0.25):
+                if self.cancel_issued.is_set():  # every trial is already recorded as cancelled
+                    self.dispatched.wait(self.CANCEL_GRACE_S)
+                    break
+        except BaseException:
+            # A task timeout or interrupt in the main thread: stop the Spark jobs before leaving.
+            self.control.cancel("interrupted")
+            self.dispatched.wait(30)
+            raise
+        finally:
+            self.dispatched.set()  # the watcher's last round
+            watcher.join()
+        if self.dispatch_error is not None:
+            raise self.dispatch_error
+        return self._result()
+
+    def _dispatch(self) -> None:
+        assert self.dispatcher is not None
+        try:
+            if self.control.cancel_requested:  # killed while Spark or the history was still loading
+                log.info("cancelled (%s) before the first trial started", self.control.reason)
+            elif self.preloaded >= int(self.spec.max_evals):
+                log.info("every trial of the budget was finished by earlier tries; nothing left to run")
+            else:
+                deadline = None if self.spec.timeout is None else self.started + self.spec.timeout
+                self.ending = self.dispatcher.run(deadline)
+        except BaseException as err:  # re-raised in the calling thread
+            self.dispatch_error = err
+        finally:
+            self.dispatched.set()
+
+    def _watch(self) -> None:
+        assert self.dispatcher is not None
+        cancelled = False
+        while not self.dispatched.is_set():
+            try:
+                self._collect_finished()
+                if not cancelled and self.control.cancel_requested:
+                    cancelled = True
+                    self.dispatcher.cancel(self.control.reason or "killed")
+                    self.cancel_issued.set()
+            except Exception:
+                log.exception("the trial watcher hit an error; it keeps watching")
+            self.dispatched.wait(self.POLL_S)
+        self._collect_finished()
+
+    def _collect_finished(self) -> None:
+        from hyperopt import base
+
+        assert self.dispatcher is not None
+        for trial in self.book.finished():
+            if trial["tid"] in self.records:
+                continue
+            if trial["state"] == base.JOB_STATE_CANCEL and trial.get("book_time") is None:
+                self.records[trial["tid"]] = self._record(trial)  # never started: counted, not reported
+                continue
+            record = self._record(trial)
+            self.records[record.tid] = record
+            self._update_best(record)
+            progress = Progress(
+                finished=len(self.records),
+                max_evals=int(self.spec.max_evals),
+                best_loss=self.best_loss,
+                elapsed_s=time.monotonic() - self.started,
+            )
+            self.dispatcher.observe(record, progress)
+            if self.on_trial is not None:
+                try:
+                    self.on_trial(record, progress)
+                except Exception:
+                    log.exception("reporting trial %s failed; the run goes on", record.tid)
+
+    def _update_best(self, record: TrialRecord) -> None:
+        if record.status == "ok" and record.loss is not None:
+            self.best_loss = record.loss if self.best_loss is None else min(self.best_loss, record.loss)
+
+    def _record(self, trial: dict[str, Any]) -> TrialRecord:
+        from hyperopt import base, space_eval
+
+        vals = {k: v[0] for k, v in trial["misc"]["vals"].items() if len(v)}
+        result = trial.get("result") or {}
+        state = trial["state"]
+        error = None
+        if state == base.JOB_STATE_ERROR:
+            status: TrialStatus = "failed"
+            error = _error_text(trial["misc"].get("error"))
+        elif state == base.JOB_STATE_CANCEL:
+            status = "cancelled"
+            error = _error_text(trial["misc"].get("error"))
+        elif result.get("status") == base.STATUS_OK:
+            status = "ok"
+        else:
+            status = "failed"
+            error = str(result.get("failure") or f"objective returned status {result.get('status')!r}")
+        try:
+            params = json_native(space_eval(self.space, vals))
+        except Exception:  # a cancelled trial may carry partial vals
+            params = {}
+        loss = result.get("loss") if status == "ok" else None
+        warm = self.warm.assigned.get(int(trial["tid"])) if self.warm is not None else None
+        return TrialRecord(
+            tid=int(trial["tid"]),
+            status=status,
+            loss=None if loss is None else float(loss),
+            params=params if isinstance(params, dict) else {"value": params},
+            vals=json_native(vals),
+            metrics=dict(result.get("metrics") or {}) if status == "ok" else {},
+            error=error,
+            started_at=_timestamp(trial.get("book_time")),
+            finished_at=_timestamp(trial.get("refresh_time")),
+            eval_s=trial["misc"].get("sparktune_eval_s"),
+            origin="warm_start" if warm is not None else "new",
+            source_run_id=warm.source_run_id if warm is not None else None,
+        )
+
+    def _result(self) -> TuningResult:
+        records = tuple(sorted(self.records.values(), key=lambda r: r.tid))
+        if self.stops.failure_limit.message is not None:
+            raise TooManyFailedTrialsError(
+                failure_stop_message(self.stops.failure_limit.message, records, self.spec)
+            )
+        if self.control.cancel_requested:
+            raise TuningCancelledError(
+                f"tuning run cancelled ({self.control.reason}) after {len(records)} finished trials"
+            )
+        ok = [r for r in records if r.status == "ok"]
+        reason = self._stopped_reason()
+        if not ok:
+            raise AllTrialsFailedError(no_success_message(records, reason, self.spec))
+        best = min(ok, key=lambda r: (r.loss, r.tid))
+        duration = time.monotonic() - self.started
+        busy_share, overhead = efficiency(records, int(self.spec.parallelism), duration)
+        return TuningResult(
+            best_params=best.params,
+            best_loss=float(best.loss),  # type: ignore[arg-type]
+            argmin=best.vals,
+            trials_total=len(records),
+            trials_ok=len(ok),
+            trials_failed=sum(r.status == "failed" for r in records),
+            trials_cancelled=sum(r.status == "cancelled" for r in records),
+            stopped_reason=reason,
+            duration_s=duration,
+            efficiency=busy_share,
+            trial_overhead_s=overhead,
+            spec=self.spec,
+            records=records,
+            trials=self.book.trials,
+        )
+
+    def _stopped_reason(self) -> StopReason:
+        if self.stops.early_stopped:
+            return "early_stop"
+        if self.ending == "timeout":
+            return "timeout"
+        threshold = self.spec.loss_threshold
+        if threshold is not None and self.best_loss is not None and self.best_loss <= threshold:
+            return "loss_threshold"
+        return "max_evals"
+
+
+def _timestamp(value: Any) -> float | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc).timestamp()
+
+
+def _error_text(error: Any) -> str | None:
+    if not error:
+        return None
+    if isinstance(error, (tuple, list)) and len(error) == 2:
+        kind, detail = error
+        return str(detail) if detail else str(kind)
+    return str(error)

@@ -1,0 +1,394 @@
+"""A tuning session: one run together with its MLflow record, resume of earlier tries and warm start.
+
+The core of what the operator does, without Airflow: notebooks and other schedulers get the same
+parent and trial runs, the same resume of a failed try and the same nightly warm start. The
+operator maps the Airflow context (connections, run id, try number) onto :class:`TrackingOptions`.
+
+    session = TuningSession(prepare_run(space, objective, max_evals=50), TrackingOptions(
+        tracking_uri="sqlite:///mlflow.db", experiment="churn", run_key="2026-12-01", warm_start=True))
+    result = session.run(spark)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_sparktune.data.staging import StagedData
+from airflow_provider_sparktune.exceptions import TrackingError, TuningCancelledError, TuningConfigError
+from airflow_provider_sparktune.tracking import schema
+from airflow_provider_sparktune.tuning.records import Progress, TrialCallback, TrialRecord, TuningResult
+from airflow_provider_sparktune.tuning.run import PreparedRun, RunControl, execute_run, prepare_run
+from airflow_provider_sparktune.tuning.spec import check_count
+from airflow_provider_sparktune.tuning.values import is_number, json_native
+
+if TYPE_CHECKING:
+    from airflow_provider_sparktune.tracking.durable import RetryingWriter, Write
+    from airflow_provider_sparktune.tracking.tracker import TuningTracker
+    from airflow_provider_sparktune.tuning.prior import PriorTrial
+    from airflow_provider_sparktune.tuning.spec import TuningSpec
+
+log = logging.getLogger(__name__)
+
+# On a kill, how long queued trial writes may take once the parent run is closed KILLED. The parent is
+# closed first because a scheduler's SIGKILL may follow its SIGTERM within seconds (Airflow: 5 s).
+KILL_FLUSH_S = 10.0
+_KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]+")
+
+
+def check_tuning_key(key: Any) -> str:
+    """A tuning key goes into MLflow searches: letters, digits and ``_ . : -`` only."""
+    if not isinstance(key, str) or not _KEY_PATTERN.fullmatch(key):
+        raise TuningConfigError(
+            f"tuning_key: {key!r} may hold only letters, digits and _ . : - (it is matched in MLflow searches)"
+        )
+    return key
+
+
+@dataclass(frozen=True)
+class TrackingOptions:
+    """Where a session records itself in MLflow and which earlier runs it builds on."""
+
+    tracking_uri: str
+    experiment: str
+    run_name: str = "tuning"
+    tuning_key: str | None = None  # what a warm start matches earlier runs by; default: the experiment
+    run_key: str | None = None  # every try of one logical run passes the same key: a retry resumes
+    attempt_tags: Mapping[str, str] = field(default_factory=dict)  # or: the tags every try carries
+    warm_start_excludes: Mapping[str, str] | None = None  # runs with these tags are no warm-start source
+    tags: Mapping[str, Any] = field(default_factory=dict)  # more parent-run tags
+    warm_start: bool = False
+    warm_start_k: int = 5
+    retry_timeout: float = 300.0  # how long to keep retrying MLflow writes after the last trial
+
+    def __post_init__(self) -> None:
+        check_tuning_key(self.key)
+        check_count("warm_start_k", self.warm_start_k)
+        if not is_number(self.retry_timeout) or self.retry_timeout <= 0:
+            raise TuningConfigError(f"mlflow_retry_timeout: {self.retry_timeout!r} must be a positive number")
+
+    @property
+    def key(self) -> str:
+        return self.tuning_key or self.experiment
+
+    @property
+    def try_tags(self) -> dict[str, str]:
+        """The tags shared by every try of this run: earlier tries are found by them."""
+        if self.run_key is not None:
+            return {**self.attempt_tags, schema.RUN_KEY: self.run_key}
+        return dict(self.attempt_tags)
+
+
+class TuningSession:
+    """One tuning run with its MLflow parent run, trial runs, resume and warm start.
+
+    ``control.cancel()`` from any thread (a signal handler, ``on_kill``) ends it: the parent run is
+    closed KILLED first, then the trial runs already finished are written.
+    """
+
+    def __init__(
+        self,
+        prepared: PreparedRun,
+        tracking: TrackingOptions,
+        *,
+        control: RunControl | None = None,
+        on_trial: TrialCallback | None = None,
+    ) -> None:
+        self.prepared, self.options = prepared, tracking
+        self.control = control or RunControl()
+        self.on_trial = on_trial
+        self.tracker: TuningTracker | None = None
+        self.unwritten: list[Write] = []  # MLflow writes that never succeeded within retry_timeout
+        self.last_write_error: str | None = None
+
+    @property
+    def staged(self) -> StagedData | None:
+        data = getattr(self.prepared.objective, "data", None)
+        return data if isinstance(data, StagedData) else None
+
+    @property
+    def mlflow_info(self) -> dict[str, str]:
+        """``tracking_uri``, ``experiment_id`` and ``run_id`` of the parent run (empty before ``run``)."""
+        if self.tracker is None:
+            return {"tracking_uri": self.options.tracking_uri, "experiment_id": "", "run_id": ""}
+        return self.tracker.info
+
+    def run(self, spark: Any, *, stop_spark: Callable[[], None] | None = None) -> TuningResult:
+        """Start the parent run, read earlier runs, tune on ``spark`` and record everything.
+
+        ``spark``: a SparkSession, or a call that makes one; it is made after MLflow is set up, so a
+        misconfigured tracking store fails before a cluster is asked for executors. ``stop_spark`` is
+        called once the trials are over: after a failed run's parent run is closed, before a finished
+        run's last MLflow writes are waited for.
+        """
+        from airflow_provider_sparktune.tracking.durable import RetryingWriter
+        from airflow_provider_sparktune.tracking.tracker import client_settings
+
+        facts = self.prepared.facts
+        log.info(
+            "search space: %d hyperparameters (%d ordinal, %d categorical, breadth %d)",
+            facts.n_hyperparameters,
+            facts.n_ordinal,
+            facts.n_categorical,
+            facts.categorical_breadth,
+        )
+        with client_settings():
+            tracker = self.tracker = self._start_tracking()
+            writer = RetryingWriter()
+            try:
+                resume = self._resume(tracker)
+                warm = self._warm_start(tracker, resume)
+                session = spark() if callable(spark) else spark
+                result = execute_run(
+                    self.prepared,
+                    session,
+                    on_trial=lambda record, progress: self._report_trial(writer, tracker, record, progress),
+                    control=self.control,
+                    on_start=lambda spec, _facts: self._log_budget(writer, tracker, spec),
+                    resume=resume,
+                    warm_start=warm,
+                )
+                writer.submit("run summary", tracker.finish_write(result))
+            except BaseException as err:
+                self._close_failed(writer, tracker, err)
+                raise
+            finally:
+                if stop_spark is not None:
+                    stop_spark()
+            self.unwritten = writer.close(self.options.retry_timeout)
+            self.last_write_error = writer.last_error
+        _log_result(result)
+        return result
+
+    def _close_failed(self, writer: RetryingWriter, tracker: TuningTracker, err: BaseException) -> None:
+        error = f"{type(err).__name__}: {err}"
+        if isinstance(err, TuningCancelledError) or self.control.cancel_requested:
+            # the parent first: SIGKILL may follow soon, while trial writes finish
+            tracker.end("KILLED", error)
+            writer.close(min(KILL_FLUSH_S, self.options.retry_timeout))
+        else:
+            writer.close(self.options.retry_timeout)
+            tracker.end("FAILED", error)
+
+    def _start_tracking(self) -> TuningTracker:
+        from airflow_provider_sparktune.tracking.tracker import TuningTracker, check_reachable
+
+        options = self.options
+        check_reachable(options.tracking_uri)
+        tracker = TuningTracker(options.tracking_uri, options.experiment)
+        declared = self.prepared.declared_space
+        declarative = (
+            declared is not None and not isinstance(declared, str) and json_native(declared) == declared
+        )
+        tags = {
+            **options.tags,
+            **options.try_tags,
+            schema.TUNING_KEY: options.key,
+            schema.SEARCH_SPACE: json.dumps(declared) if declarative else repr(declared),
+        }
+        tracker.start(run_name=options.run_name, tags=tags, search_space=declared if declarative else None)
+        log.info(
+            "MLflow run %s in experiment %s at %s",
+            tracker.run_id,
+            tracker.experiment_id,
+            options.tracking_uri,
+        )
+        return tracker
+
+    def _resume(self, tracker: TuningTracker) -> list[PriorTrial]:
+        """Finished trials of earlier tries of this run; the new parent run links to theirs."""
+        from airflow_provider_sparktune.tracking.history import earlier_tries
+        from airflow_provider_sparktune.tuning.prior import split_fitting
+
+        attempt = self.options.try_tags
+        if not attempt:
+            return []
+        tries = earlier_tries(
+            tracker.client, tracker.experiment_id, attempt_tags=attempt, current_parent=tracker.run_id
+        )
+        if not tries.parent_run_ids:
+            return []
+        kept, dropped = split_fitting(self.prepared.space, tries.trials)
+        for trial, reason in dropped:
+            log.warning("not resuming trial run %s: %s", trial.source_run_id, reason)
+        for parent in tries.still_running:  # a try killed without cleanup left its run open
+            tracker.set_tags({schema.SUPERSEDED_BY: tracker.run_id}, run_id=parent)
+            tracker.client.set_terminated(parent, status="FAILED")
+        tracker.set_tags(
+            {schema.RESUMED_FROM: ",".join(tries.parent_run_ids), schema.RESUMED_TRIALS: len(kept)}
+        )
+        log.info(
+            "resuming %d finished trial(s) of %d earlier tr%s (MLflow run(s) %s)",
+            len(kept),
+            len(tries.parent_run_ids),
+            "y" if len(tries.parent_run_ids) == 1 else "ies",
+            ", ".join(tries.parent_run_ids),
+        )
+        return kept
+
+    def _warm_start(self, tracker: TuningTracker, resume: list[PriorTrial]) -> list[PriorTrial]:
+        """The best points of the latest successful runs of the tuning key that fit today's space."""
+        from airflow_provider_sparktune.tracking.history import point_key, warm_start_source
+        from airflow_provider_sparktune.tuning.prior import split_fitting
+
+        options = self.options
+        if not options.warm_start:
+            return []
+        excludes = options.warm_start_excludes
+        source = warm_start_source(
+            tracker.client,
+            tracker.experiment_id,
+            tuning_key=options.key,
+            k=options.warm_start_k,
+            exclude_tags=options.try_tags if excludes is None else excludes,
+        )
+        kept, dropped = split_fitting(self.prepared.space, source.points)
+        for trial, reason in dropped:
+            log.warning(
+                "warm start: dropping point %s of trial run %s: %s", trial.vals, trial.source_run_id, reason
+            )
+        done = {point_key(trial.vals) for trial in resume}  # evaluated by an earlier try already
+        kept = [trial for trial in kept if point_key(trial.vals) not in done]
+        tracker.set_tags(
+            {
+                schema.WARM_START_FROM: ",".join(source.parent_run_ids),
+                schema.WARM_START_TRIALS: len(kept),
+                schema.WARM_START_DROPPED: [
+                    {"source_run": t.source_run_id, "vals": t.vals, "reason": r} for t, r in dropped
+                ],
+            }
+        )
+        log.info(
+            "warm start from %d earlier run(s) of %s: %d point(s) first, %d dropped as outside today's space",
+            len(source.parent_run_ids),
+            options.key,
+            len(kept),
+            len(dropped),
+        )
+        return kept
+
+    def _log_budget(self, writer: RetryingWriter, tracker: TuningTracker, spec: TuningSpec) -> None:
+        declared = self.prepared.spec
+        log.info(
+            "tuning with max_evals=%d%s parallelism=%d%s algo=%s seed=%s",
+            spec.max_evals,
+            " (auto)" if declared.max_evals == "auto" else "",
+            spec.parallelism,
+            " (auto)" if declared.parallelism == "auto" else "",
+            spec.algo,
+            spec.seed,
+        )
+        extra: dict[str, Any] = {}
+        plan = self.staged.plan if self.staged is not None else None
+        if plan is None:
+            log.info("no data staged: the objective gets data=None")
+            extra["staging_mode"] = "none"
+            writer.submit("run parameters", lambda: tracker.log_spec(spec, extra))
+            return
+        log.info(
+            "data %s (%s, %d bytes, threshold %d bytes) staged by %s: %s",
+            plan.uri,
+            plan.format,
+            plan.size_bytes,
+            plan.threshold_bytes,
+            plan.mode,
+            plan.reason,
+        )
+        extra.update(
+            {
+                "staging_mode": plan.mode,
+                "staging_uri": plan.uri,
+                "staging_format": plan.format,
+                "staging_size_bytes": plan.size_bytes,
+                "staging_threshold_bytes": plan.threshold_bytes,
+            }
+        )
+        writer.submit("run parameters", lambda: tracker.log_spec(spec, extra))
+        writer.submit("staging plan", lambda: tracker.log_staging(plan.to_dict()))
+
+    def _report_trial(
+        self, writer: RetryingWriter, tracker: TuningTracker, record: TrialRecord, progress: Progress
+    ) -> None:
+        if record.loss is not None:
+            outcome = f"loss={record.loss:.6g}"
+        else:
+            lines = (record.error or "").strip().splitlines()
+            outcome = f"error={lines[-1] if lines else 'unknown'}"
+        best = "n/a" if progress.best_loss is None else f"{progress.best_loss:.6g}"
+        log.info(
+            "trial %d/%d %s%s %s best=%s elapsed=%.1fs",
+            progress.finished,
+            progress.max_evals,
+            record.status,
+            " (warm start)" if record.origin == "warm_start" else "",
+            outcome,
+            best,
+            progress.elapsed_s,
+        )
+        writer.submit(f"trial {record.tid}", tracker.trial_write(record))
+        if self.on_trial is not None:
+            self.on_trial(record, progress)
+
+    def unwritten_error(self, where: str) -> TrackingError:
+        """The error for writes that never reached MLflow; ``where`` says where the results are instead."""
+        writes = self.unwritten
+        return TrackingError(
+            f"mlflow_conn_id: {len(writes)} write(s) ({', '.join(w.what for w in writes[:5])}"
+            f"{', ...' if len(writes) > 5 else ''}) never reached {self.options.tracking_uri} within "
+            f"mlflow_retry_timeout={self.options.retry_timeout} s (last error: {self.last_write_error}); {where}"
+        )
+
+
+def _log_result(result: TuningResult) -> None:
+    log.info(
+        "best loss %s after %d trials (%d ok, %d failed, %d cancelled), stopped by %s: %s",
+        json_native(result.best_loss),
+        result.trials_total,
+        result.trials_ok,
+        result.trials_failed,
+        result.trials_cancelled,
+        result.stopped_reason,
+        json_native(result.best_params),
+    )
+    log.info(
+        "efficiency %.2f (time in objectives / parallelism x wall), %.3f s idle slot time per trial",
+        result.efficiency,
+        result.trial_overhead_s,
+    )
+
+
+def run_tuning(
+    search_space: Any,
+    objective: Any,
+    *,
+    spark: Any,
+    on_trial: TrialCallback | None = None,
+    control: RunControl | None = None,
+    tracking: TrackingOptions | None = None,
+    **settings: Any,
+) -> TuningResult:
+    """Tune ``objective`` over ``search_space`` on ``spark`` and return the best point.
+
+    ``settings`` are those of :func:`prepare_run` (max_evals, parallelism, algo, seed, timeout,
+    loss_threshold, early_stop_after, dispatcher, max_failed_trials, max_failure_ratio,
+    objective_kwargs, data). ``data`` may be a ``StagingPlan`` or a ``StagedData``: the objective
+    then reads ``data.value`` however the data was staged. Everything that can be checked without
+    Spark is checked first. ``on_trial`` is called on the driver, off the dispatch path, once per
+    finished trial. With ``tracking``, the run is a :class:`TuningSession`: MLflow parent and trial
+    runs, resume of earlier tries with the same ``run_key`` and, if asked, a warm start.
+    """
+    prepared = prepare_run(search_space, objective, **settings)
+    if tracking is None:
+        return execute_run(prepared, spark, on_trial=on_trial, control=control)
+    session = TuningSession(prepared, tracking, control=control, on_trial=on_trial)
+    result = session.run(spark)
+    if session.unwritten:
+        log.error("%s", session.unwritten_error("every trial is in the returned result"))
+    return result
+
+
+__all__ = ["TrackingOptions", "TuningSession", "run_tuning"]

@@ -1,0 +1,113 @@
+"""The settings of one tuning run, in one place: validation, ``"auto"`` resolution, templating, logging.
+
+Every setting is a field of :class:`TuningSpec`. The field's metadata says how a rendered template's
+text converts to it (``text``) and whether the operator templates it (``templated``); the operator
+derives its ``template_fields`` and conversions from here, ``prepare_run`` takes the same names as
+keyword arguments, and the tracker logs every field as a parent-run param.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from airflow_provider_sparktune.exceptions import TuningConfigError
+from airflow_provider_sparktune.tuning.space import MAX_PARALLELISM, SpaceFacts
+from airflow_provider_sparktune.tuning.values import is_int, is_number
+
+ALGORITHMS = ("tpe", "rand", "anneal", "atpe")
+DISPATCHERS = ("resident", "sparktrials")
+
+
+def _setting(default: Any, text: type = str, *, templated: bool = True) -> Any:
+    return field(default=default, metadata={"text": text, "templated": templated})
+
+
+@dataclass(frozen=True)
+class TuningSpec:
+    """Validated budget and search settings of one run."""
+
+    max_evals: int | Literal["auto"] = _setting("auto", int)
+    parallelism: int | Literal["auto"] = _setting("auto", int)
+    algo: str = _setting("tpe", templated=False)
+    seed: int | None = _setting(None, int)
+    timeout: float | None = _setting(None, float)
+    loss_threshold: float | None = _setting(None, float)
+    early_stop_after: int | None = _setting(None, int)
+    dispatcher: str = _setting("resident", templated=False)
+    max_failed_trials: int | Literal["auto"] | None = _setting("auto", int)
+    max_failure_ratio: float | None = _setting(None, float)
+
+    def __post_init__(self) -> None:
+        check_count("max_evals", self.max_evals, allow_auto=True)
+        check_count("parallelism", self.parallelism, allow_auto=True, upper=MAX_PARALLELISM)
+        if self.algo not in ALGORITHMS:
+            raise TuningConfigError(
+                f"algo: unknown algorithm {self.algo!r}; use one of {', '.join(ALGORITHMS)}"
+            )
+        if self.seed is not None and (not is_int(self.seed) or self.seed < 0):
+            raise TuningConfigError(f"seed: {self.seed!r} must be a non-negative integer or None")
+        if self.timeout is not None and (not is_number(self.timeout) or self.timeout <= 0):
+            raise TuningConfigError(f"timeout: {self.timeout!r} must be a positive number of seconds or None")
+        if self.loss_threshold is not None and not is_number(self.loss_threshold):
+            raise TuningConfigError(
+                f"loss_threshold: {self.loss_threshold!r} must be a finite number or None"
+            )
+        if self.early_stop_after is not None:
+            check_count("early_stop_after", self.early_stop_after)
+        if self.dispatcher not in DISPATCHERS:
+            raise TuningConfigError(
+                f"dispatcher: unknown dispatcher {self.dispatcher!r}; use one of {', '.join(DISPATCHERS)}"
+            )
+        if self.max_failed_trials is not None:
+            check_count("max_failed_trials", self.max_failed_trials, allow_auto=True)
+        ratio = self.max_failure_ratio
+        if ratio is not None and (not is_number(ratio) or not 0 < ratio < 1):
+            raise TuningConfigError(
+                f"max_failure_ratio: {ratio!r} must be a number between 0 and 1 (exclusive) or None"
+            )
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> TuningSpec:
+        """A spec from keyword settings; an unknown name is refused with the list of known ones."""
+        unknown = sorted(set(settings) - set(setting_names()))
+        if unknown:
+            raise TuningConfigError(
+                f"{unknown[0]}: not a tuning setting; use one of {', '.join(setting_names())}"
+            )
+        return cls(**settings)
+
+    def resolved(self, facts: SpaceFacts, task_slots: int) -> TuningSpec:
+        """The same spec with ``"auto"`` budgets replaced by the seed's guidance."""
+        max_evals = facts.suggested_max_evals() if self.max_evals == "auto" else self.max_evals
+        parallelism = (
+            min(facts.suggested_parallelism(task_slots), int(max_evals))
+            if self.parallelism == "auto"
+            else self.parallelism
+        )
+        return dataclasses.replace(self, max_evals=int(max_evals), parallelism=int(parallelism))
+
+    def as_params(self) -> dict[str, Any]:
+        """Every setting by name: the parent run's params."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+def setting_names() -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(TuningSpec))
+
+
+def templated_settings() -> dict[str, type]:
+    """The settings an operator renders as templates, with the type their text converts to."""
+    return {f.name: f.metadata["text"] for f in dataclasses.fields(TuningSpec) if f.metadata["templated"]}
+
+
+def check_count(name: str, value: Any, *, allow_auto: bool = False, upper: int | None = None) -> None:
+    if allow_auto and value == "auto":
+        return
+    hint = ' or "auto"' if allow_auto else ""
+    if not is_int(value) or value < 1:
+        raise TuningConfigError(f"{name}: {value!r} must be a positive integer{hint}")
+    if upper is not None and value > upper:
+        raise TuningConfigError(f"{name}: {value} is above SparkTrials' cap of {upper}; use at most {upper}")
