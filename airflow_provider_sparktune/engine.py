@@ -5,8 +5,9 @@ The code lives in :mod:`airflow_provider_sparktune.tuning`; this module only re-
 
 from __future__ import annotations
 
+from airflow_provider_sparktune.tuning.prepare import PreparedRun, prepare_run
 from airflow_provider_sparktune.tuning.records import Progress, TrialRecord, TuningResult
-from airflow_provider_sparktune.tuning.run import PreparedRun, RunControl, execute_run, prepare_run
+from airflow_provider_sparktune.tuning.run import RunControl, execute_run
 from airflow_provider_sparktune.tuning.session import TrackingOptions, TuningSession, run_tuning
 from airflow_provider_sparktune.tuning.spec import TuningSpec
 

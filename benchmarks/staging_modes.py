@@ -44,7 +44,8 @@ def main() -> int:
 
     from airflow_provider_sparktune.data.cache import read_count
     from airflow_provider_sparktune.data.staging import StagedData, format_bytes, plan_dataset
-    from airflow_provider_sparktune.tuning.run import execute_run, prepare_run
+    from airflow_provider_sparktune.tuning.prepare import prepare_run
+    from airflow_provider_sparktune.tuning.run import execute_run
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     folder = Path(tempfile.mkdtemp(prefix="sparktune-bench-"))

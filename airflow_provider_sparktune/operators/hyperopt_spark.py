@@ -206,7 +206,8 @@ class HyperoptSparkOperator(BaseOperator):
 
         from airflow_provider_sparktune.operators.xcom import to_xcom
         from airflow_provider_sparktune.tracking.tracker import log_through_root
-        from airflow_provider_sparktune.tuning.run import RunControl, prepare_run
+        from airflow_provider_sparktune.tuning.prepare import prepare_run
+        from airflow_provider_sparktune.tuning.run import RunControl
         from airflow_provider_sparktune.tuning.session import TuningSession
 
         log_through_root()

@@ -1,8 +1,7 @@
-"""One tuning run on a SparkSession: the checks made before Spark, then dispatch and watching.
+"""One tuning run on a SparkSession: dispatch and watching, once ``prepare_run`` has checked the input.
 
-``prepare_run`` checks everything that needs no Spark (settings, space, objective, algorithm) and
-pickles the objective once. ``execute_run`` resolves the ``"auto"`` budget against the cluster,
-attaches staged data and runs the trials through a dispatcher (see ``tuning.dispatch``):
+``execute_run`` resolves the ``"auto"`` budget against the cluster, attaches staged data and runs
+the trials through a dispatcher (see ``tuning.dispatch``):
 
 * a watcher thread on the driver reports each finished trial (task log, MLflow) as it lands and
   carries out cancellation. Early stopping never goes through hyperopt's ``early_stop_fn``, whose
@@ -22,27 +21,21 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import timezone
 from typing import Any
 
-from airflow_provider_sparktune.data.staging import StagedData, StagingPlan
+from airflow_provider_sparktune.data.staging import StagedData
 from airflow_provider_sparktune.exceptions import (
     AllTrialsFailedError,
     TooManyFailedTrialsError,
     TuningCancelledError,
 )
-from airflow_provider_sparktune.tuning.algorithms import (
-    Suggest,
-    WarmStartSuggest,
-    algorithm,
-    per_trial_seeded,
-)
+from airflow_provider_sparktune.tuning.algorithms import Suggest, WarmStartSuggest
 from airflow_provider_sparktune.tuning.dispatch import make_dispatcher
 from airflow_provider_sparktune.tuning.dispatch.base import Dispatcher, DispatchPlan, Ending
 from airflow_provider_sparktune.tuning.dispatch.trials import TrialBook
-from airflow_provider_sparktune.tuning.objective import build_trial_objective
+from airflow_provider_sparktune.tuning.prepare import PreparedRun
 from airflow_provider_sparktune.tuning.prior import PriorTrial, finished_trial_doc, space_labels
 from airflow_provider_sparktune.tuning.records import (
     Progress,
@@ -53,7 +46,7 @@ from airflow_provider_sparktune.tuning.records import (
     TuningResult,
     efficiency,
 )
-from airflow_provider_sparktune.tuning.space import SpaceFacts, compile_space
+from airflow_provider_sparktune.tuning.space import SpaceFacts
 from airflow_provider_sparktune.tuning.spec import TuningSpec
 from airflow_provider_sparktune.tuning.stopping import StopRules, failure_stop_message, no_success_message
 from airflow_provider_sparktune.tuning.values import json_native
@@ -77,43 +70,6 @@ class RunControl:
     @property
     def cancel_requested(self) -> bool:
         return self._requested.is_set()
-
-
-@dataclass(frozen=True)
-class PreparedRun:
-    """Everything checked before Spark is touched: compiled space, pickled-once objective, budget."""
-
-    space: Any
-    facts: SpaceFacts
-    objective: Any
-    suggest: Suggest
-    spec: TuningSpec
-    declared_space: Any = None  # the space as given (JSON text parsed): what the MLflow run records
-
-
-def prepare_run(
-    search_space: Any,
-    objective: Any,
-    *,
-    objective_kwargs: Mapping[str, Any] | str | None = None,
-    data: Any = None,
-    **settings: Any,
-) -> PreparedRun:
-    """Validate every argument that needs no Spark; raises a SparktuneError naming the field.
-
-    ``settings`` are the fields of :class:`TuningSpec` (max_evals, parallelism, algo, seed, timeout,
-    loss_threshold, early_stop_after, dispatcher, max_failed_trials, max_failure_ratio).
-    """
-    spec = TuningSpec.from_settings(settings)
-    compiled = compile_space(search_space)
-    space = compiled.expression
-    if isinstance(data, StagingPlan):
-        data = StagedData.open(data)
-    trial_objective = build_trial_objective(
-        objective, data=data, objective_kwargs=objective_kwargs, space=space
-    )
-    suggest = per_trial_seeded(algorithm(spec.algo), spec.seed)
-    return PreparedRun(space, compiled.facts, trial_objective, suggest, spec, compiled.declared)
 
 
 def execute_run(

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_sparktune.data.staging import StagedData
 from airflow_provider_sparktune.exceptions import TrackingError, TuningCancelledError, TuningConfigError
 from airflow_provider_sparktune.tracking import schema
+from airflow_provider_sparktune.tuning.prepare import PreparedRun, prepare_run
 from airflow_provider_sparktune.tuning.records import Progress, TrialCallback, TrialRecord, TuningResult
-from airflow_provider_sparktune.tuning.run import PreparedRun, RunControl, execute_run, prepare_run
+from airflow_provider_sparktune.tuning.run import RunControl, execute_run
 from airflow_provider_sparktune.tuning.spec import check_count
 from airflow_provider_sparktune.tuning.values import is_number, json_native
 

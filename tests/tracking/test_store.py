@@ -18,7 +18,7 @@ from airflow_provider_sparktune.tracking.store import (
 )
 from airflow_provider_sparktune.tracking.tracker import log_through_root
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Each process opens the same fresh store at the same instant, as tuning tasks started together by
 # the scheduler do: the parent run of a task try, then one write per trial.

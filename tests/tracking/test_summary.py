@@ -4,7 +4,7 @@ import pytest
 
 from airflow_provider_sparktune.tracking.summary import main, staging_line, ui_command
 from airflow_provider_sparktune.tracking.tracker import TuningTracker
-from tests.test_tracking import record, result_of
+from tests.tracking.test_tracker import record, result_of
 
 
 @pytest.mark.unit

@@ -17,12 +17,11 @@ from airflow_provider_sparktune.exceptions import (
     TuningCancelledError,
     TuningConfigError,
 )
+from airflow_provider_sparktune.tuning.prepare import prepare_run
 from airflow_provider_sparktune.tuning.prior import PriorTrial
-from airflow_provider_sparktune.tuning.run import RunControl, execute_run, prepare_run
+from airflow_provider_sparktune.tuning.run import RunControl, execute_run
 from airflow_provider_sparktune.tuning.session import run_tuning
-from airflow_provider_sparktune.tuning.space import space_facts
 from airflow_provider_sparktune.tuning.spec import TuningSpec
-from airflow_provider_sparktune.tuning.stopping import FailureLimit
 
 SEED_SPACE = {
     "model": {
@@ -137,40 +136,6 @@ def dispatcher(request: pytest.FixtureRequest) -> str:
 
 
 # -- budget and argument checks (no Spark) ------------------------------------------------------
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    ("kwargs", "field"),
-    [
-        ({"max_evals": 0}, "max_evals"),
-        ({"max_evals": "many"}, "max_evals"),
-        ({"parallelism": 129}, "parallelism"),
-        ({"parallelism": True}, "parallelism"),
-        ({"algo": "bayes"}, "algo"),
-        ({"seed": -1}, "seed"),
-        ({"timeout": 0}, "timeout"),
-        ({"loss_threshold": float("nan")}, "loss_threshold"),
-        ({"early_stop_after": 0}, "early_stop_after"),
-        ({"max_failed_trials": 0}, "max_failed_trials"),
-        ({"max_failed_trials": "some"}, "max_failed_trials"),
-        ({"max_failure_ratio": 1.5}, "max_failure_ratio"),
-    ],
-    ids=lambda v: json.dumps(v) if isinstance(v, dict) else str(v),
-)
-def test_bad_settings_name_the_field(kwargs: dict[str, Any], field: str) -> None:
-    with pytest.raises(TuningConfigError, match=rf"^{field}: "):
-        TuningSpec(**kwargs)
-
-
-@pytest.mark.unit
-def test_auto_budget_follows_the_seed_guidance() -> None:
-    facts = space_facts({**SEED_SPACE, "lr": {"hp": "loguniform", "low": 1e-3, "high": 1}})
-    resolved = TuningSpec().resolved(facts, task_slots=3)
-    assert resolved.max_evals == 20 * 1 + 15 * 17
-    assert resolved.parallelism == 3  # 2 x 5 hyperparameters, capped by the 3 task slots
-    small = TuningSpec(max_evals=2).resolved(space_facts(UNIT_SPACE), task_slots=64)
-    assert small.parallelism == 2  # never more parallel than trials
 
 
 @pytest.mark.unit
@@ -434,26 +399,6 @@ def test_the_broadcast_is_destroyed_even_when_the_run_fails_to_start(spark: Any,
     assert data.broadcast is None and not os.path.exists(seen[0]._path)
 
 
-@pytest.mark.unit
-def test_failure_limits_count_this_try_and_fire_once() -> None:
-    auto = FailureLimit(TuningSpec(max_evals=20, parallelism=2))
-    assert [auto.observe(False, remaining=True) for _ in range(4)] == [False, False, True, False]
-    assert "the first 3 trials all failed" in (auto.message or "")
-    after_success = FailureLimit(TuningSpec(max_evals=20, parallelism=2))
-    after_success.observe(True, remaining=True)
-    assert not any(
-        after_success.observe(False, remaining=True) for _ in range(5)
-    )  # auto: only before a success
-    ratio = FailureLimit(
-        TuningSpec(max_evals=20, parallelism=2, max_failed_trials=None, max_failure_ratio=0.5)
-    )
-    outcomes = [True, False, True, False, False]
-    assert [ratio.observe(ok, remaining=True) for ok in outcomes] == [False] * 4 + [True]
-    assert (ratio.message or "").startswith("max_failure_ratio: 3 of 5 finished trials failed")
-    last = FailureLimit(TuningSpec(max_evals=3, parallelism=2, max_failed_trials=1))
-    assert not last.observe(False, remaining=False)  # nothing left to save: the run ends as usual
-
-
 @pytest.mark.integration
 def test_resumed_trials_count_toward_max_evals_and_are_not_run_again(spark: Any, dispatcher: str) -> None:
     resume = [
@@ -623,3 +568,23 @@ def test_atpe_without_lightgbm_fails_before_spark_with_the_fix(monkeypatch: pyte
         TuningConfigError, match=r"^algo: 'atpe' needs extra packages \(.*lightgbm.*\); install"
     ):
         prepare_run(UNIT_SPACE, x_objective, max_evals=2, algo="atpe")
+
+
+@pytest.mark.integration
+def test_a_failing_search_algorithm_ends_the_resident_run_at_once_with_its_own_error(spark: Any) -> None:
+    """An error of ``algo`` inside the dispatcher's serve loop is the run's error, not a lost thread."""
+    import dataclasses
+
+    prepared = prepare_run(UNIT_SPACE, x_objective, max_evals=30, parallelism=2, seed=1)
+    calls: list[list[int]] = []
+
+    def breaks_on_third_suggestion(new_ids: list[int], domain: Any, trials: Any, seed: int) -> list[Any]:
+        calls.append(new_ids)
+        if len(calls) >= 3:
+            raise RuntimeError("the algorithm broke at its third suggestion")
+        return prepared.suggest(new_ids, domain, trials, seed)
+
+    with pytest.raises(RuntimeError, match="^the algorithm broke at its third suggestion$"):
+        execute_run(dataclasses.replace(prepared, suggest=breaks_on_third_suggestion), spark)
+    assert len(calls) == 3  # no suggestion asked after the failure
+    assert no_active_jobs(spark) == []

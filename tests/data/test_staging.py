@@ -26,7 +26,8 @@ from airflow_provider_sparktune.data.staging import (
     serialized_size,
 )
 from airflow_provider_sparktune.exceptions import StagingError
-from airflow_provider_sparktune.tuning.run import execute_run, prepare_run
+from airflow_provider_sparktune.tuning.prepare import prepare_run
+from airflow_provider_sparktune.tuning.run import execute_run
 
 SPACE = {"a": {"hp": "uniform", "low": 0, "high": 6}}
 GIB = 1024**3

@@ -1,0 +1,43 @@
+"""Unit tests for the stop rules both dispatchers apply: failure limit, early stop, loss threshold."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_sparktune.tuning.spec import TuningSpec
+from airflow_provider_sparktune.tuning.stopping import FAILURE_STOP, FailureLimit, StopRules
+
+
+@pytest.mark.unit
+def test_failure_limits_count_this_try_and_fire_once() -> None:
+    auto = FailureLimit(TuningSpec(max_evals=20, parallelism=2))
+    assert [auto.observe(False, remaining=True) for _ in range(4)] == [False, False, True, False]
+    assert "the first 3 trials all failed" in (auto.message or "")
+    after_success = FailureLimit(TuningSpec(max_evals=20, parallelism=2))
+    after_success.observe(True, remaining=True)
+    assert not any(
+        after_success.observe(False, remaining=True) for _ in range(5)
+    )  # auto: only before a success
+    ratio = FailureLimit(
+        TuningSpec(max_evals=20, parallelism=2, max_failed_trials=None, max_failure_ratio=0.5)
+    )
+    outcomes = [True, False, True, False, False]
+    assert [ratio.observe(ok, remaining=True) for ok in outcomes] == [False] * 4 + [True]
+    assert (ratio.message or "").startswith("max_failure_ratio: 3 of 5 finished trials failed")
+    last = FailureLimit(TuningSpec(max_evals=3, parallelism=2, max_failed_trials=1))
+    assert not last.observe(False, remaining=False)  # nothing left to save: the run ends as usual
+
+
+@pytest.mark.unit
+def test_stop_rules_name_the_rule_that_fired() -> None:
+    rules = StopRules(TuningSpec(max_evals=20, parallelism=1, loss_threshold=0.1, early_stop_after=2))
+    assert rules.observe(True, 0.5, remaining=True) is None
+    assert rules.observe(True, 0.05, remaining=True) == "loss_threshold"
+    assert rules.observe(True, 0.3, remaining=True) is None  # one trial without improvement
+    assert rules.observe(True, 0.4, remaining=True) == "early_stop"
+    assert rules.early_stopped
+    assert rules.observe(True, 0.6, remaining=True) is None  # early stop fires once
+
+    failing = StopRules(TuningSpec(max_evals=20, parallelism=1))
+    assert [failing.observe(False, None, remaining=True) for _ in range(3)] == [None, None, FAILURE_STOP]
+    assert not failing.early_stopped
