@@ -224,7 +224,9 @@ class HyperoptSparkOperator(BaseOperator):
         self.spark_hook.resolve()  # connection type, master and conf are checked before MLflow is touched
         self._control = RunControl()
         with self.mlflow_hook.credentials():
-            session = TuningSession(prepared, self._tracking_options(context), control=self._control)
+            session = TuningSession(
+                prepared, self._tracking_options(context), control=self._control, logger=self.log
+            )
             result = session.run(self.spark_hook.get_session, stop_spark=self.spark_hook.stop)
         staging = session.staged.plan.to_dict() if session.staged is not None else None
         value = to_xcom(result, mlflow=session.mlflow_info, staging=staging)

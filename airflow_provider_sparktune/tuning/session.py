@@ -98,8 +98,10 @@ class TuningSession:
         *,
         control: RunControl | None = None,
         on_trial: TrialCallback | None = None,
+        logger: Any = None,
     ) -> None:
         self.prepared, self.options = prepared, tracking
+        self.log = logger or log  # the operator passes its task logger
         self.control = control or RunControl()
         self.on_trial = on_trial
         self.tracker: TuningTracker | None = None
@@ -130,7 +132,7 @@ class TuningSession:
         from airflow_provider_sparktune.tracking.tracker import client_settings
 
         facts = self.prepared.facts
-        log.info(
+        self.log.info(
             "search space: %d hyperparameters (%d ordinal, %d categorical, breadth %d)",
             facts.n_hyperparameters,
             facts.n_ordinal,
@@ -162,7 +164,7 @@ class TuningSession:
                     stop_spark()
             self.unwritten = writer.close(self.options.retry_timeout)
             self.last_write_error = writer.last_error
-        _log_result(result)
+        _log_result(self.log, result)
         return result
 
     def _close_failed(self, writer: RetryingWriter, tracker: TuningTracker, err: BaseException) -> None:
@@ -192,7 +194,7 @@ class TuningSession:
             schema.SEARCH_SPACE: json.dumps(declared) if declarative else repr(declared),
         }
         tracker.start(run_name=options.run_name, tags=tags, search_space=declared if declarative else None)
-        log.info(
+        self.log.info(
             "MLflow run %s in experiment %s at %s",
             tracker.run_id,
             tracker.experiment_id,
@@ -215,14 +217,14 @@ class TuningSession:
             return []
         kept, dropped = split_fitting(self.prepared.space, tries.trials)
         for trial, reason in dropped:
-            log.warning("not resuming trial run %s: %s", trial.source_run_id, reason)
+            self.log.warning("not resuming trial run %s: %s", trial.source_run_id, reason)
         for parent in tries.still_running:  # a try killed without cleanup left its run open
             tracker.set_tags({schema.SUPERSEDED_BY: tracker.run_id}, run_id=parent)
             tracker.client.set_terminated(parent, status="FAILED")
         tracker.set_tags(
             {schema.RESUMED_FROM: ",".join(tries.parent_run_ids), schema.RESUMED_TRIALS: len(kept)}
         )
-        log.info(
+        self.log.info(
             "resuming %d finished trial(s) of %d earlier tr%s (MLflow run(s) %s)",
             len(kept),
             len(tries.parent_run_ids),
@@ -249,7 +251,7 @@ class TuningSession:
         )
         kept, dropped = split_fitting(self.prepared.space, source.points)
         for trial, reason in dropped:
-            log.warning(
+            self.log.warning(
                 "warm start: dropping point %s of trial run %s: %s", trial.vals, trial.source_run_id, reason
             )
         done = {point_key(trial.vals) for trial in resume}  # evaluated by an earlier try already
@@ -263,7 +265,7 @@ class TuningSession:
                 ],
             }
         )
-        log.info(
+        self.log.info(
             "warm start from %d earlier run(s) of %s: %d point(s) first, %d dropped as outside today's space",
             len(source.parent_run_ids),
             options.key,
@@ -274,7 +276,7 @@ class TuningSession:
 
     def _log_budget(self, writer: RetryingWriter, tracker: TuningTracker, spec: TuningSpec) -> None:
         declared = self.prepared.spec
-        log.info(
+        self.log.info(
             "tuning with max_evals=%d%s parallelism=%d%s algo=%s seed=%s",
             spec.max_evals,
             " (auto)" if declared.max_evals == "auto" else "",
@@ -286,11 +288,11 @@ class TuningSession:
         extra: dict[str, Any] = {}
         plan = self.staged.plan if self.staged is not None else None
         if plan is None:
-            log.info("no data staged: the objective gets data=None")
+            self.log.info("no data staged: the objective gets data=None")
             extra["staging_mode"] = "none"
             writer.submit("run parameters", lambda: tracker.log_spec(spec, extra))
             return
-        log.info(
+        self.log.info(
             "data %s (%s, %d bytes, threshold %d bytes) staged by %s: %s",
             plan.uri,
             plan.format,
@@ -320,7 +322,7 @@ class TuningSession:
             lines = (record.error or "").strip().splitlines()
             outcome = f"error={lines[-1] if lines else 'unknown'}"
         best = "n/a" if progress.best_loss is None else f"{progress.best_loss:.6g}"
-        log.info(
+        self.log.info(
             "trial %d/%d %s%s %s best=%s elapsed=%.1fs",
             progress.finished,
             progress.max_evals,
@@ -344,8 +346,8 @@ class TuningSession:
         )
 
 
-def _log_result(result: TuningResult) -> None:
-    log.info(
+def _log_result(logger: Any, result: TuningResult) -> None:
+    logger.info(
         "best loss %s after %d trials (%d ok, %d failed, %d cancelled), stopped by %s: %s",
         json_native(result.best_loss),
         result.trials_total,
@@ -355,7 +357,7 @@ def _log_result(result: TuningResult) -> None:
         result.stopped_reason,
         json_native(result.best_params),
     )
-    log.info(
+    logger.info(
         "efficiency %.2f (time in objectives / parallelism x wall), %.3f s idle slot time per trial",
         result.efficiency,
         result.trial_overhead_s,
