@@ -14,6 +14,7 @@ from airflow_provider_sparktune.exceptions import (
     SparktuneError,
     TooManyFailedTrialsError,
     TrackingError,
+    TrialPruned,
     TuningCancelledError,
     TuningConfigError,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "SparktuneError",
     "TooManyFailedTrialsError",
     "TrackingError",
+    "TrialPruned",
     "TuningCancelledError",
     "TuningConfigError",
     *_LAZY,

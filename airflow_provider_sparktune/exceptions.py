@@ -41,3 +41,10 @@ class TuningCancelledError(SparktuneError):
 
 class StagingError(SparktuneError):
     """The training data cannot be measured, planned or loaded."""
+
+
+class TrialPruned(SparktuneError):
+    """Raised by an objective after ``trial.should_prune()`` said True: the trial ends as pruned.
+
+    The trial's last reported value becomes its loss; the run goes on.
+    """

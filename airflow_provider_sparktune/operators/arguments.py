@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from airflow_provider_sparktune.exceptions import TuningConfigError
@@ -22,7 +22,7 @@ def is_unset(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in _UNSET)
 
 
-def coerce(name: str, value: Any, kind: type) -> Any:
+def coerce(name: str, value: Any, kind: Callable[[str], Any]) -> Any:
     """Rendered templates arrive as text: ``"50"`` -> 50, ``""``/``"None"`` -> None."""
     if not isinstance(value, str) or value == "auto":
         return value
@@ -31,6 +31,8 @@ def coerce(name: str, value: Any, kind: type) -> Any:
     text = value.strip()
     try:
         return kind(text)
+    except TuningConfigError:
+        raise
     except ValueError:
         raise TuningConfigError(f"{name}: rendered to {value!r}, which is not a {kind.__name__}") from None
 

@@ -62,6 +62,8 @@ class HyperoptSparkOperator(BaseOperator):
     :param max_failed_trials: stop early with an error after this many failed trials (templated);
         ``"auto"``: after max(3, parallelism) failures before any success; ``None``: never.
     :param max_failure_ratio: stop early with an error once more than this share of trials failed.
+    :param pruner: stop hopeless trials early (templated): ``None``, ``"median"``, ``"successive_halving"``
+        or a dict with ``"name"`` and that pruner's settings; the objective reports through ``trial``.
     :param mlflow_retry_timeout: seconds to keep retrying MLflow writes after the last trial.
     """
 
@@ -82,6 +84,7 @@ class HyperoptSparkOperator(BaseOperator):
         "objective_kwargs": "json",
         "spark_conf": "json",
         "data": "json",
+        "pruner": "json",
     }
     operator_extra_links = (MlflowRunLink(),)
     ui_color = "#e8f4fd"
@@ -114,6 +117,7 @@ class HyperoptSparkOperator(BaseOperator):
         tuning_key: str | None = None,
         max_failed_trials: int | str | None = "auto",
         max_failure_ratio: float | str | None = None,
+        pruner: str | Mapping[str, Any] | None = None,
         mlflow_retry_timeout: float = 300.0,
         **kwargs: Any,
     ) -> None:
@@ -143,6 +147,7 @@ class HyperoptSparkOperator(BaseOperator):
         self.tuning_key = tuning_key
         self.max_failed_trials = max_failed_trials
         self.max_failure_ratio = max_failure_ratio
+        self.pruner = pruner
         self.mlflow_retry_timeout = mlflow_retry_timeout
         self._control: RunControl | None = None
         self._staged: StagedData | None = None

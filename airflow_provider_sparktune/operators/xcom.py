@@ -28,6 +28,7 @@ def to_xcom(
                 "ok": result.trials_ok,
                 "failed": result.trials_failed,
                 "cancelled": result.trials_cancelled,
+                "pruned": result.trials_pruned,
             },
             "stopped_reason": result.stopped_reason,
             "mlflow": dict(mlflow or {"tracking_uri": "", "experiment_id": "", "run_id": ""}),

@@ -102,7 +102,7 @@ def trials_of(client: Any, experiment_id: str, parent_run_id: str) -> list[Prior
 
 def _prior_trial(run: Any) -> PriorTrial | None:
     tags, status = run.data.tags, _COMPLETE.get(run.info.status)
-    if status is None or tags.get(schema.STATUS) not in ("ok", "failed"):
+    if status is None or tags.get(schema.STATUS) not in ("ok", "failed", "pruned"):
         return None
     try:
         vals = json.loads(tags.get(schema.VALS, ""))
@@ -112,16 +112,17 @@ def _prior_trial(run: Any) -> PriorTrial | None:
         )
         return None
     loss = run.data.metrics.get("loss")
-    if not isinstance(vals, dict) or (tags[schema.STATUS] == "ok" and loss is None):
+    if not isinstance(vals, dict) or (tags[schema.STATUS] in ("ok", "pruned") and loss is None):
         return None
     metrics = {k: float(v) for k, v in run.data.metrics.items() if k != "loss"}
     return PriorTrial(
         vals=vals,
-        status="ok" if tags[schema.STATUS] == "ok" else "failed",
+        status=tags[schema.STATUS],
         loss=None if loss is None else float(loss),
         source_run_id=run.info.run_id,
         metrics=metrics,
         error=tags.get(schema.ERROR),
+        pruned_step=int(tags[schema.PRUNED_STEP]) if schema.PRUNED_STEP in tags else None,
         started_at=None if run.info.start_time is None else run.info.start_time / 1000,
         finished_at=None if run.info.end_time is None else run.info.end_time / 1000,
     )

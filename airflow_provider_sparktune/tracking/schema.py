@@ -23,11 +23,12 @@ WARM_START_DROPPED = "sparktune.warm_start.dropped"
 
 # Trial runs (and ERROR on the parent run of a failed or killed run)
 TID = "sparktune.tid"
-STATUS = "sparktune.status"  # ok | failed | cancelled
+STATUS = "sparktune.status"  # ok | failed | cancelled | pruned
 VALS = "sparktune.vals"  # JSON of the active labels' values: enough to rebuild the hyperopt trial
 ORIGIN = "sparktune.origin"  # new | resumed | warm_start
 SOURCE_RUN = "sparktune.source_run"  # the trial run a resumed or warm-start trial came from
 ERROR = "sparktune.error"
+PRUNED_STEP = "sparktune.pruned_step"  # the step a pruned trial stopped at
 
 # Airflow's identity of a task try, on the parent run
 AIRFLOW_DAG_ID = "airflow.dag_id"
@@ -36,4 +37,4 @@ AIRFLOW_RUN_ID = "airflow.run_id"
 AIRFLOW_TRY_NUMBER = "airflow.try_number"
 
 # Run statuses by trial status; a reader trusts only complete trial runs (FINISHED or FAILED)
-RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
+RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED", "pruned": "FINISHED"}

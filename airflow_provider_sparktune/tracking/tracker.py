@@ -208,6 +208,8 @@ class TuningTracker:
             tags[schema.SOURCE_RUN] = record.source_run_id
         if record.error:
             tags[schema.ERROR] = _text(record.error, MAX_TAG_VALUE)
+        if record.pruned_step is not None:
+            tags[schema.PRUNED_STEP] = str(record.pruned_step)
         done: dict[str, Any] = {}
 
         def write() -> str:
@@ -219,9 +221,10 @@ class TuningTracker:
                 done["run_id"] = run.info.run_id
             if "logged" not in done:
                 metrics = dict(record.metrics)
-                if record.loss is not None:
-                    metrics = {"loss": record.loss, **metrics}
-                self._log_batch(done["run_id"], params=flatten(record.params), metrics=metrics)
+                curve = list(record.curve)
+                if record.loss is not None and (not curve or curve[-1][1] != record.loss):
+                    curve.append((curve[-1][0] + 1 if curve else 0, record.loss))  # the final loss comes last
+                self._log_batch(done["run_id"], params=flatten(record.params), metrics=metrics, curve=curve)
                 done["logged"] = True
             end_ms = int((record.finished_at or time.time()) * 1000)
             self.client.set_terminated(
@@ -263,6 +266,7 @@ class TuningTracker:
             "trials_ok": result.trials_ok,
             "trials_failed": result.trials_failed,
             "trials_cancelled": result.trials_cancelled,
+            "trials_pruned": result.trials_pruned,
             "duration_s": result.duration_s,
             "efficiency": result.efficiency,
             "trial_overhead_s": result.trial_overhead_s,
@@ -287,12 +291,15 @@ class TuningTracker:
         params: Mapping[str, Any] | None = None,
         metrics: Mapping[str, float] | None = None,
         tags: Mapping[str, Any] | None = None,
+        curve: Sequence[tuple[int, float]] = (),
     ) -> None:
+        """``curve``: the ``loss`` metric as (step, value) points, the learning curve MLflow charts."""
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
         param_list = [Param(k, _text(v, MAX_PARAM_VALUE)) for k, v in (params or {}).items()]
-        metric_list = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None]
+        metric_list = [Metric("loss", float(value), now, int(step)) for step, value in curve]
+        metric_list += [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None]
         tag_list = [RunTag(k, _text(v, MAX_TAG_VALUE)) for k, v in (tags or {}).items()]
         for chunk in _chunks(param_list, MAX_PARAMS_PER_BATCH):
             self.client.log_batch(run_id, params=list(chunk))

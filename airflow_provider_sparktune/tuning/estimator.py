@@ -217,7 +217,7 @@ class EstimatorObjective:
             where, fmt, columns = repr(data.plan.uri), data.plan.format, data.columns
         else:
             where, fmt = "data", ("npz" if isinstance(data, Mapping) else "tabular")
-            columns = tuple(data) if isinstance(data, Mapping) else tuple(getattr(data, "columns", ()) or ())
+            columns = tuple(data) if isinstance(data, Mapping) else tuple(getattr(data, "columns", ()))
         if fmt == "npy":
             raise ObjectiveError(
                 f"objective.target: dataset {where} is a single .npy array; the built-in objective needs "
@@ -250,26 +250,47 @@ class EstimatorObjective:
 
     # ---- one trial, on an executor --------------------------------------------------------------
 
-    def __call__(self, params: dict[str, Any], data: Any = None) -> dict[str, Any]:
+    def __call__(self, params: dict[str, Any], data: Any = None, trial: Any = None) -> dict[str, Any]:
+        """Cross-validate fold by fold; after each fold the running mean loss goes to ``trial.report``,
+        so a pruner can stop a hopeless trial before its last fold."""
+        import time
+
         import numpy as np
-        from sklearn.model_selection import cross_validate
+        from sklearn.base import clone, is_classifier
+        from sklearn.metrics import check_scoring
+        from sklearn.model_selection import check_cv
+
+        from airflow_provider_sparktune.exceptions import TrialPruned
 
         estimator_cls = import_estimator(self.estimator)
         kwargs = cast_whole_floats({**self.fixed_params, **params}, integer_parameters(estimator_cls))
         X, y = self._xy(_dataset(data))
-        scores = cross_validate(
-            estimator_cls(**kwargs), X, y, scoring=self.scoring, cv=self.cv, n_jobs=1, error_score="raise"
-        )
-        test = np.asarray(scores["test_score"], dtype=float)
+        estimator = estimator_cls(**kwargs)
+        scorer = check_scoring(estimator, scoring=self.scoring)
+        folds = check_cv(self.cv, y, classifier=is_classifier(estimator)).split(X, y)
+        test, fit_times, score_times = [], [], []
+        for fold, (train, held_out) in enumerate(folds):
+            model = clone(estimator)
+            started = time.perf_counter()
+            model.fit(_rows(X, train), _rows(y, train))
+            fit_times.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            test.append(float(scorer(model, _rows(X, held_out), _rows(y, held_out))))
+            score_times.append(time.perf_counter() - started)
+            if trial is not None:
+                trial.report(-float(np.mean(test)), fold)
+                if trial.should_prune():
+                    raise TrialPruned(f"pruned after fold {fold}")
+        scores = np.asarray(test, dtype=float)
         return {
-            "loss": -float(test.mean()),
-            "loss_variance": float(test.var()),
+            "loss": -float(scores.mean()),
+            "loss_variance": float(scores.var()),
             "status": "ok",
             "metrics": {
-                "cv_score_mean": float(test.mean()),
-                "cv_score_std": float(test.std()),
-                "fit_time_s": float(np.mean(scores["fit_time"])),
-                "score_time_s": float(np.mean(scores["score_time"])),
+                "cv_score_mean": float(scores.mean()),
+                "cv_score_std": float(scores.std()),
+                "fit_time_s": float(np.mean(fit_times)),
+                "score_time_s": float(np.mean(score_times)),
             },
         }
 
@@ -279,6 +300,11 @@ class EstimatorObjective:
             return dataset[features[0]], dataset[self.target]
         features = self._features(list(dataset.columns), "tabular")
         return dataset[list(features)], dataset[self.target]
+
+
+def _rows(table: Any, index: Any) -> Any:
+    """Rows of a pandas object (by position) or an array."""
+    return table.iloc[index] if hasattr(table, "iloc") else table[index]
 
 
 def sample_keys(space: Any, samples: int = 10) -> set[str]:

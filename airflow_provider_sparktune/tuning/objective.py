@@ -72,6 +72,14 @@ def _accepts(fn: Callable[..., Any], name: str) -> bool:
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
+def _declares(fn: Callable[..., Any], name: str) -> bool:
+    """``fn`` has a parameter called ``name`` (``**kwargs`` alone does not count)."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 @dataclass(frozen=True)
 class TrialObjective:
     """The function hyperopt evaluates on an executor: the user's objective with its data and kwargs.
@@ -83,20 +91,35 @@ class TrialObjective:
     data: Any = None
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     pass_data: bool = True
+    pass_trial: bool = False  # the objective declares ``trial``: it reports and may be pruned
 
     def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
+        from airflow_provider_sparktune.tuning.trial import CURVE_KEY, evaluate_with_trial, pruned_result
+
         call_kwargs = dict(self.kwargs)
         if self.pass_data:
             call_kwargs["data"] = self.data
+        if not self.pass_trial:
+            return normalize_result(self._call(params, call_kwargs))
+        raw, trial, pruned = evaluate_with_trial(
+            lambda trial: self._call(params, {**call_kwargs, "trial": trial})
+        )
+        if pruned:
+            return pruned_result(trial)
+        result = normalize_result(raw)
+        if trial.curve:
+            result[CURVE_KEY] = list(trial.curve)
+        return result
+
+    def _call(self, params: dict[str, Any], call_kwargs: dict[str, Any]) -> Any:
         try:
-            raw = self.fn(params, **call_kwargs)
+            return self.fn(params, **call_kwargs)
         except Exception as err:
             if _is_nested_spark_error(err):
                 raise ObjectiveError(
                     f"the objective used Spark inside a trial: {NESTED_SPARK_HINT}"
                 ) from None
             raise
-        return normalize_result(raw)
 
 
 def build_trial_objective(
@@ -134,8 +157,15 @@ def build_trial_objective(
         raise ObjectiveError(
             "objective_kwargs.data: `data` is reserved for the staged dataset; rename the key"
         )
+    pass_trial = _declares(fn, "trial")
+    if "trial" in kwargs and pass_trial:
+        raise ObjectiveError(
+            "objective_kwargs.trial: `trial` is reserved for the trial handle (report, should_prune); rename the key"
+        )
     try:
-        inspect.signature(fn).bind({}, **kwargs, **({"data": data} if pass_data else {}))
+        inspect.signature(fn).bind(
+            {}, **kwargs, **({"data": data} if pass_data else {}), **({"trial": None} if pass_trial else {})
+        )
     except TypeError as err:
         raise ObjectiveError(
             f"objective_kwargs: {_name(fn)}() cannot be called with keys {sorted(kwargs)} ({err}); "
@@ -143,7 +173,9 @@ def build_trial_objective(
         ) from None
     except ValueError:
         pass  # builtins without a signature: checked when called
-    trial_objective = TrialObjective(fn=fn, data=data, kwargs=kwargs, pass_data=pass_data)
+    trial_objective = TrialObjective(
+        fn=fn, data=data, kwargs=kwargs, pass_data=pass_data, pass_trial=pass_trial
+    )
     preflight_pickle(trial_objective)
     return trial_objective
 

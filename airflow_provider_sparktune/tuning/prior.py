@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-PriorStatus = Literal["ok", "failed"]
+from airflow_provider_sparktune.tuning.trial import PRUNED_STEP_KEY
+
+PriorStatus = Literal["ok", "failed", "pruned"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class PriorTrial:
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    pruned_step: int | None = None  # a pruned trial: where it stopped; its loss is its last report
 
 
 def space_labels(space: Any) -> tuple[str, ...]:
@@ -96,9 +99,11 @@ def finished_trial_doc(trials: Any, tid: int, prior: PriorTrial, labels: Sequenc
         return moment.replace(tzinfo=None, microsecond=(moment.microsecond // 1000) * 1000)
 
     doc["book_time"], doc["refresh_time"] = when(prior.started_at), when(prior.finished_at)
-    if prior.status == "ok":
+    if prior.status in ("ok", "pruned"):
         doc["state"] = base.JOB_STATE_DONE
         doc["result"] = {"loss": prior.loss, "status": base.STATUS_OK, "metrics": dict(prior.metrics)}
+        if prior.status == "pruned":
+            doc["result"][PRUNED_STEP_KEY] = prior.pruned_step
     else:
         doc["state"] = base.JOB_STATE_ERROR
         doc["result"] = {"status": base.STATUS_FAIL}

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from airflow_provider_sparktune.tuning.spec import TuningSpec
 
 StopReason = Literal["max_evals", "timeout", "loss_threshold", "early_stop"]
-TrialStatus = Literal["ok", "failed", "cancelled"]
+TrialStatus = Literal["ok", "failed", "cancelled", "pruned"]
 TrialOrigin = Literal["new", "resumed", "warm_start"]
 
 
@@ -32,6 +32,8 @@ class TrialRecord:
     eval_s: float | None = None  # time inside the objective, measured on the executor
     origin: TrialOrigin = "new"  # "resumed": finished by an earlier try; "warm_start": a best point re-run
     source_run_id: str | None = None  # the MLflow trial run a resumed or warm-start trial came from
+    curve: tuple[tuple[int, float], ...] = ()  # (step, value) of every trial.report, the learning curve
+    pruned_step: int | None = None  # the step a pruned trial stopped at
 
     @property
     def duration_s(self) -> float | None:
@@ -55,6 +57,8 @@ class TrialRecord:
                 "eval_s": self.eval_s,
                 "origin": self.origin,
                 "source_run_id": self.source_run_id,
+                "curve": [list(point) for point in self.curve],
+                "pruned_step": self.pruned_step,
             }
         )
 
@@ -85,6 +89,7 @@ class TuningResult:
     spec: TuningSpec
     records: tuple[TrialRecord, ...]
     trials: Any = field(default=None, repr=False, compare=False)  # the SparkTrials object, for analysis
+    trials_pruned: int = 0
 
 
 TrialCallback = Callable[[TrialRecord, Progress], None]

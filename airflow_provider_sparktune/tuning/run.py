@@ -37,6 +37,7 @@ from airflow_provider_sparktune.tuning.dispatch.base import Dispatcher, Dispatch
 from airflow_provider_sparktune.tuning.dispatch.trials import TrialBook
 from airflow_provider_sparktune.tuning.prepare import PreparedRun
 from airflow_provider_sparktune.tuning.prior import PriorTrial, finished_trial_doc, space_labels
+from airflow_provider_sparktune.tuning.pruners import make_pruner
 from airflow_provider_sparktune.tuning.records import (
     Progress,
     StopReason,
@@ -49,6 +50,7 @@ from airflow_provider_sparktune.tuning.records import (
 from airflow_provider_sparktune.tuning.space import SpaceFacts
 from airflow_provider_sparktune.tuning.spec import TuningSpec
 from airflow_provider_sparktune.tuning.stopping import StopRules, failure_stop_message, no_success_message
+from airflow_provider_sparktune.tuning.trial import CURVE_KEY, PRUNED_STEP_KEY
 from airflow_provider_sparktune.tuning.values import json_native
 
 log = logging.getLogger(__name__)
@@ -173,7 +175,7 @@ class TuningRun:
         from hyperopt import space_eval
 
         params = json_native(space_eval(self.space, prior.vals))
-        ok = prior.status == "ok"
+        ok = prior.status in ("ok", "pruned")
         return TrialRecord(
             tid=tid,
             status=prior.status,
@@ -186,6 +188,7 @@ class TuningRun:
             finished_at=prior.finished_at,
             origin="resumed",
             source_run_id=prior.source_run_id,
+            pruned_step=prior.pruned_step,
         )
 
     def execute(self) -> TuningResult:
@@ -198,6 +201,7 @@ class TuningRun:
                 suggest=self.suggest,
                 spec=self.spec,
                 stops=self.stops,
+                pruner=make_pruner(self.spec.pruner),
                 job_group=self.control.job_group,
                 already_queued=self.preloaded,
                 already_failed=self.preloaded_failed,
@@ -293,8 +297,11 @@ class TuningRun:
         result = trial.get("result") or {}
         state = trial["state"]
         error = None
-        if state == base.JOB_STATE_ERROR:
-            status: TrialStatus = "failed"
+        pruned_step = result.get(PRUNED_STEP_KEY) if state == base.JOB_STATE_DONE else None
+        if pruned_step is not None:
+            status: TrialStatus = "pruned"
+        elif state == base.JOB_STATE_ERROR:
+            status = "failed"
             error = _error_text(trial["misc"].get("error"))
         elif state == base.JOB_STATE_CANCEL:
             status = "cancelled"
@@ -308,7 +315,7 @@ class TuningRun:
             params = json_native(space_eval(self.space, vals))
         except Exception:  # a cancelled trial may carry partial vals
             params = {}
-        loss = result.get("loss") if status == "ok" else None
+        loss = result.get("loss") if status in ("ok", "pruned") else None
         warm = self.warm.assigned.get(int(trial["tid"])) if self.warm is not None else None
         return TrialRecord(
             tid=int(trial["tid"]),
@@ -323,6 +330,8 @@ class TuningRun:
             eval_s=trial["misc"].get("sparktune_eval_s"),
             origin="warm_start" if warm is not None else "new",
             source_run_id=warm.source_run_id if warm is not None else None,
+            curve=tuple((int(step), float(value)) for step, value in result.get(CURVE_KEY) or ()),
+            pruned_step=pruned_step,
         )
 
     def _result(self) -> TuningResult:
@@ -350,6 +359,7 @@ class TuningRun:
             trials_ok=len(ok),
             trials_failed=sum(r.status == "failed" for r in records),
             trials_cancelled=sum(r.status == "cancelled" for r in records),
+            trials_pruned=sum(r.status == "pruned" for r in records),
             stopped_reason=reason,
             duration_s=duration,
             efficiency=busy_share,

@@ -316,7 +316,9 @@ class TuningSession:
     def _report_trial(
         self, writer: RetryingWriter, tracker: TuningTracker, record: TrialRecord, progress: Progress
     ) -> None:
-        if record.loss is not None:
+        if record.status == "pruned":
+            outcome = f"at step {record.pruned_step} loss={record.loss:.6g}"
+        elif record.loss is not None:
             outcome = f"loss={record.loss:.6g}"
         else:
             lines = (record.error or "").strip().splitlines()
@@ -348,12 +350,13 @@ class TuningSession:
 
 def _log_result(logger: Any, result: TuningResult) -> None:
     logger.info(
-        "best loss %s after %d trials (%d ok, %d failed, %d cancelled), stopped by %s: %s",
+        "best loss %s after %d trials (%d ok, %d failed, %d cancelled, %d pruned), stopped by %s: %s",
         json_native(result.best_loss),
         result.trials_total,
         result.trials_ok,
         result.trials_failed,
         result.trials_cancelled,
+        result.trials_pruned,
         result.stopped_reason,
         json_native(result.best_params),
     )

@@ -9,11 +9,12 @@ keyword arguments, and the tracker logs every field as a parent-run param.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from airflow_provider_sparktune.exceptions import TuningConfigError
+from airflow_provider_sparktune.tuning.pruners import pruner_from_text, pruner_settings
 from airflow_provider_sparktune.tuning.space import MAX_PARALLELISM, SpaceFacts
 from airflow_provider_sparktune.tuning.values import is_int, is_number
 
@@ -21,7 +22,7 @@ ALGORITHMS = ("tpe", "rand", "anneal", "atpe")
 DISPATCHERS = ("resident", "sparktrials")
 
 
-def _setting(default: Any, text: type = str, *, templated: bool = True) -> Any:
+def _setting(default: Any, text: Callable[[str], Any] = str, *, templated: bool = True) -> Any:
     return field(default=default, metadata={"text": text, "templated": templated})
 
 
@@ -39,6 +40,7 @@ class TuningSpec:
     dispatcher: str = _setting("resident", templated=False)
     max_failed_trials: int | Literal["auto"] | None = _setting("auto", int)
     max_failure_ratio: float | None = _setting(None, float)
+    pruner: Any = _setting(None, pruner_from_text)  # None, a pruner's name, or {"name": ..., settings}
 
     def __post_init__(self) -> None:
         check_count("max_evals", self.max_evals, allow_auto=True)
@@ -67,6 +69,12 @@ class TuningSpec:
         if ratio is not None and (not is_number(ratio) or not 0 < ratio < 1):
             raise TuningConfigError(
                 f"max_failure_ratio: {ratio!r} must be a number between 0 and 1 (exclusive) or None"
+            )
+        object.__setattr__(self, "pruner", pruner_settings(self.pruner))  # every setting spelled out
+        if self.pruner is not None and self.dispatcher != "resident":
+            raise TuningConfigError(
+                f"pruner: {self.pruner['name']!r} needs the resident dispatcher, which talks to running "
+                f"trials; dispatcher={self.dispatcher!r} cannot. Use dispatcher='resident' or pruner=None"
             )
 
     @classmethod
@@ -98,7 +106,7 @@ def setting_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(TuningSpec))
 
 
-def templated_settings() -> dict[str, type]:
+def templated_settings() -> dict[str, Callable[[str], Any]]:
     """The settings an operator renders as templates, with the type their text converts to."""
     return {f.name: f.metadata["text"] for f in dataclasses.fields(TuningSpec) if f.metadata["templated"]}
 

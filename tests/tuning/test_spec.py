@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_sparktune.exceptions import TuningConfigError
+from airflow_provider_sparktune.tuning.pruners import pruner_from_text
 from airflow_provider_sparktune.tuning.space import space_facts
 from airflow_provider_sparktune.tuning.spec import TuningSpec, setting_names, templated_settings
 from tests.tuning.test_run import SEED_SPACE, UNIT_SPACE
@@ -68,6 +69,7 @@ def test_every_setting_is_logged_and_the_templated_ones_convert_from_text() -> N
         "early_stop_after": int,
         "max_failed_trials": int,
         "max_failure_ratio": float,
+        "pruner": pruner_from_text,
     }
     resolved = TuningSpec(max_evals=7, max_failure_ratio=0.25, algo="rand").resolved(
         space_facts(UNIT_SPACE), task_slots=4

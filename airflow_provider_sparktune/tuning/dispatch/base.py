@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from airflow_provider_sparktune.tuning.algorithms import Suggest
     from airflow_provider_sparktune.tuning.dispatch.trials import TrialBook
+    from airflow_provider_sparktune.tuning.pruners import Pruner
     from airflow_provider_sparktune.tuning.records import Progress, TrialRecord
     from airflow_provider_sparktune.tuning.spec import TuningSpec
     from airflow_provider_sparktune.tuning.stopping import StopRules
@@ -32,6 +33,7 @@ class DispatchPlan:
     suggest: Suggest
     spec: TuningSpec  # resolved: no "auto" left
     stops: StopRules
+    pruner: Pruner | None  # decides on reports from running trials (resident dispatcher only)
     job_group: str  # every Spark job of the run carries it, so one call cancels them all
     already_queued: int = 0  # trials finished by earlier tries: they count toward max_evals
     already_failed: int = 0  # of those, the failed ones

@@ -30,6 +30,8 @@ from airflow_provider_sparktune.tuning.dispatch.base import (
     job_group,
 )
 from airflow_provider_sparktune.tuning.dispatch.trials import now
+from airflow_provider_sparktune.tuning.pruners import Reports
+from airflow_provider_sparktune.tuning.trial import PRUNED_STEP_KEY
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +49,33 @@ def resident_task(
 
     from hyperopt.base import Domain
 
+    from airflow_provider_sparktune.tuning.trial import current_decide
+
     domain = Domain(fn, space, pass_expr_memo_ctrl=None)
     evaluated = 0
     with Client(address, authkey=authkey) as conn:
+
+        def ask_driver(step: int, value: float) -> bool:
+            """One round trip: the report goes to the driver's pruner, its decision comes back."""
+            conn.send(("report", step, value))
+            return bool(conn.recv()[1])
+
         conn.send(("ready",))
         while True:
             message = conn.recv()
             if message[0] == "stop":
                 break
-            _, tid, spec = message
+            _, tid, spec, pruning = message
             started = time.perf_counter()
+            token = current_decide.set(ask_driver if pruning else None)
             try:
                 result = domain.evaluate(spec, ctrl=None, attach_attachments=False)
             except BaseException as err:  # the trial fails, the task goes on
                 reply: tuple[Any, ...] = ("error", tid, str(type(err)), traceback.format_exc())
             else:
                 reply = ("ok", tid, result)
+            finally:
+                current_decide.reset(token)
             conn.send((*reply, time.perf_counter() - started))
             evaluated += 1
     yield evaluated
@@ -81,6 +94,8 @@ class ResidentDispatcher(Dispatcher):
         self.rstate = np.random.default_rng(plan.spec.seed)
         self.max_evals, self.parallelism = int(plan.spec.max_evals), int(plan.spec.parallelism)
         self.stops = plan.stops  # checked as each result arrives: running trials finish, no new ones start
+        self.pruner = plan.pruner
+        self.reports = Reports()  # what running and finished trials reported, for the pruner
         self.lock = threading.Condition()
         self.queued = plan.already_queued  # trials finished by an earlier try count toward max_evals
         self.running: set[int] = set()
@@ -211,8 +226,12 @@ class ResidentDispatcher(Dispatcher):
                     conn.send(_STOP)
                     return
                 tid = trial["tid"]
-                conn.send(("trial", tid, trial["spec_for_executor"]))
-                self._finish(conn.recv())
+                conn.send(("trial", tid, trial["spec_for_executor"], self.pruner is not None))
+                reply = conn.recv()
+                while reply[0] == "report":  # trial.report(): answer with the pruner's decision
+                    conn.send(("decision", self._decide(tid, reply[1], reply[2])))
+                    reply = conn.recv()
+                self._finish(reply)
                 tid = None
         except (EOFError, OSError):
             if tid is not None:
@@ -273,7 +292,10 @@ class ResidentDispatcher(Dispatcher):
             if kind == "ok":
                 trial["result"], trial["state"] = reply[2], base.JOB_STATE_DONE
                 ok = reply[2].get("status") == base.STATUS_OK
-                loss = reply[2].get("loss") if ok else None
+                pruned = PRUNED_STEP_KEY in reply[2]
+                loss = reply[2].get("loss") if ok and not pruned else None  # a partial loss stops nothing
+                if ok and not pruned:
+                    self.reports.complete(tid)
             else:
                 trial["misc"]["error"] = (reply[2], reply[3])
                 trial["state"] = base.JOB_STATE_ERROR
@@ -299,6 +321,19 @@ class ResidentDispatcher(Dispatcher):
             self._observe(False, None)
             self.book.trials.refresh()
             self.lock.notify_all()
+
+    def _decide(self, tid: int, step: int, value: float) -> bool:
+        """The pruner's decision on one report; a trial cancelled meanwhile is told to stop."""
+        with self.lock:
+            if tid not in self.running:
+                return True
+            self.reports.add(tid, step, value)
+            assert self.pruner is not None
+            try:
+                return self.pruner.prune(tid, step, self.reports)
+            except Exception:
+                log.exception("the pruner failed on trial %s step %s; the trial goes on", tid, step)
+                return False
 
     def _observe(self, ok: bool, loss: float | None) -> None:
         """Called with the lock held, once per finished trial: a stop rule ends new trials."""

@@ -1,0 +1,187 @@
+"""Pruners: on the driver, decide from every trial's reports so far whether a running trial should stop.
+
+Semantics follow Optuna's pruners of the same names (``MedianPruner``, ``SuccessiveHalvingPruner``),
+for minimised losses. Differences: a trial resumed from an earlier try brings its result but not its
+learning curve, so it does not count as a completed trial with intermediate values.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from airflow_provider_sparktune.exceptions import TuningConfigError
+from airflow_provider_sparktune.tuning.values import is_int
+
+PRUNERS = ("median", "successive_halving")
+
+
+@dataclass
+class Reports:
+    """Every trial's reported values by step, and which trials completed (not pruned, not failed)."""
+
+    values: dict[int, dict[int, float]] = field(default_factory=dict)
+    completed: set[int] = field(default_factory=set)
+    rungs: dict[int, dict[int, float]] = field(
+        default_factory=dict
+    )  # successive halving: rung -> tid -> value
+
+    def add(self, tid: int, step: int, value: float) -> None:
+        self.values.setdefault(tid, {})[step] = value
+
+    def complete(self, tid: int) -> None:
+        if self.values.get(tid):
+            self.completed.add(tid)
+
+
+class MedianPruner:
+    """Prune when the trial's best value so far is worse than the median of completed trials at this step."""
+
+    def __init__(
+        self,
+        n_startup_trials: int = 5,
+        n_warmup_steps: int = 0,
+        interval_steps: int = 1,
+        n_min_trials: int = 1,
+    ) -> None:
+        self.n_startup_trials, self.n_warmup_steps = n_startup_trials, n_warmup_steps
+        self.interval_steps, self.n_min_trials = interval_steps, n_min_trials
+
+    def prune(self, tid: int, step: int, reports: Reports) -> bool:
+        import numpy as np
+
+        own = reports.values.get(tid, {})
+        if math.isnan(own.get(step, math.nan)):
+            return True
+        if len(reports.completed) < self.n_startup_trials or step < self.n_warmup_steps:
+            return False
+        if not self._first_in_interval(step, own):
+            return False
+        others = [reports.values[t][step] for t in reports.completed if step in reports.values[t]]
+        if len(others) < self.n_min_trials:
+            return False
+        return min(own.values()) > float(np.percentile(others, 50))
+
+    def _first_in_interval(self, step: int, own: Mapping[int, float]) -> bool:
+        """Optuna's rule: judge at most once per interval, at the first step reported inside it."""
+        nearest = (
+            step - self.n_warmup_steps
+        ) // self.interval_steps * self.interval_steps + self.n_warmup_steps
+        before = functools.reduce(lambda last, s: s if last < s != step else last, own, -1)
+        return before < nearest
+
+
+class SuccessiveHalvingPruner:
+    """Asynchronous successive halving (ASHA): at each rung, only the best 1/reduction_factor go on."""
+
+    def __init__(
+        self,
+        min_resource: int | str = "auto",
+        reduction_factor: int = 4,
+        min_early_stopping_rate: int = 0,
+        bootstrap_count: int = 0,
+    ) -> None:
+        self.min_resource, self.reduction_factor = min_resource, reduction_factor
+        self.min_early_stopping_rate, self.bootstrap_count = min_early_stopping_rate, bootstrap_count
+
+    def prune(self, tid: int, step: int, reports: Reports) -> bool:
+        value = reports.values[tid][step]
+        min_resource = self._min_resource(reports)
+        if min_resource is None:
+            return False
+        rung = sum(tid in at_rung for at_rung in reports.rungs.values())
+        while True:
+            promotion_step = min_resource * self.reduction_factor ** (self.min_early_stopping_rate + rung)
+            if step < promotion_step:
+                return False
+            if math.isnan(value):
+                return True
+            at_rung = reports.rungs.setdefault(rung, {})
+            at_rung[tid] = value
+            competing = sorted(at_rung.values())
+            if len(competing) <= self.bootstrap_count:
+                return True
+            index = max(0, len(competing) // self.reduction_factor - 1)
+            if value > competing[index]:
+                return True
+            rung += 1
+
+    def _min_resource(self, reports: Reports) -> int | None:
+        """``"auto"``, as Optuna: a hundredth of the steps of the first completed trial (at least 1)."""
+        if self.min_resource != "auto":
+            return int(self.min_resource)
+        if not reports.completed:
+            return None
+        first = min(reports.completed)
+        return max(max(reports.values[first]) // 100, 1)
+
+
+Pruner = MedianPruner | SuccessiveHalvingPruner
+
+_SETTINGS: dict[str, dict[str, Any]] = {
+    "median": {"n_startup_trials": 5, "n_warmup_steps": 0, "interval_steps": 1, "n_min_trials": 1},
+    "successive_halving": {
+        "min_resource": "auto",
+        "reduction_factor": 4,
+        "min_early_stopping_rate": 0,
+        "bootstrap_count": 0,
+    },
+}
+_MINIMUM = {"interval_steps": 1, "n_min_trials": 1, "reduction_factor": 2, "min_resource": 1}
+
+
+def pruner_settings(value: Any) -> dict[str, Any] | None:
+    """The pruner argument as ``{"name": ..., every setting}``; raises one error naming ``pruner``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
+        raise TuningConfigError(
+            f"pruner: {value!r} is not a pruner; use None, one of {', '.join(map(repr, PRUNERS))}, or a dict "
+            'with "name" and its settings, e.g. {"name": "median", "n_startup_trials": 5}'
+        )
+    name = value["name"]
+    if name not in _SETTINGS:
+        raise TuningConfigError(
+            f"pruner: unknown pruner {name!r}; use one of {', '.join(map(repr, PRUNERS))}"
+        )
+    defaults = _SETTINGS[name]
+    unknown = sorted(set(value) - {"name"} - set(defaults))
+    if unknown:
+        raise TuningConfigError(
+            f"pruner.{unknown[0]}: not a setting of the {name} pruner; use {', '.join(defaults)}"
+        )
+    settings = {**defaults, **{k: v for k, v in value.items() if k != "name"}}
+    for key, setting in settings.items():
+        if key == "min_resource" and setting == "auto":
+            continue
+        low = _MINIMUM.get(key, 0)
+        if not is_int(setting) or setting < low:
+            raise TuningConfigError(
+                f"pruner.{key}: {setting!r} must be an integer >= {low}"
+                + (' or "auto"' if key == "min_resource" else "")
+            )
+    return {"name": name, **settings}
+
+
+def pruner_from_text(text: str) -> Any:
+    """A rendered template: JSON object text, or a pruner's name."""
+    text = text.strip()
+    if not text.startswith("{"):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise TuningConfigError(f"pruner: rendered to text that is not a JSON object ({err.msg})") from None
+
+
+def make_pruner(settings: Mapping[str, Any] | None) -> Pruner | None:
+    if settings is None:
+        return None
+    kwargs = {k: v for k, v in settings.items() if k != "name"}
+    return MedianPruner(**kwargs) if settings["name"] == "median" else SuccessiveHalvingPruner(**kwargs)
