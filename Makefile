@@ -67,6 +67,8 @@ test-integration: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn,bench]'
 	$(BIN)/python benchmarks/bench_dispatch.py
+	$(BIN)/python benchmarks/search_quality.py
+	$(BIN)/python benchmarks/pruning.py
 
 # Mutation testing of the pure-logic modules (see [tool.mutmut] in pyproject.toml). Narrow it with
 # MUTANTS, a mutant-name glob: make mutate MUTANTS='airflow_provider_sparktune.tuning.space*'
