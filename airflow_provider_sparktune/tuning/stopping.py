@@ -129,6 +129,12 @@ def failure_stop_message(stop: str, records: tuple[TrialRecord, ...], spec: Tuni
 
 def no_success_message(records: tuple[TrialRecord, ...], reason: StopReason, spec: TuningSpec) -> str:
     failed = [r for r in records if r.status == "failed"]
+    pruned = sum(r.status == "pruned" for r in records)
+    if pruned and not failed:
+        return (
+            f"every finished trial ({pruned}) was pruned, so none has a final loss; the pruner is too "
+            "aggressive for this objective: raise its n_startup_trials / n_warmup_steps or min_resource"
+        )
     if not failed:
         return (
             f"no trial finished (stopped by {reason}, timeout={spec.timeout}); raise the timeout or "

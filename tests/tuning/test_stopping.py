@@ -41,3 +41,13 @@ def test_stop_rules_name_the_rule_that_fired() -> None:
     failing = StopRules(TuningSpec(max_evals=20, parallelism=1))
     assert [failing.observe(False, None, remaining=True) for _ in range(3)] == [None, None, FAILURE_STOP]
     assert not failing.early_stopped
+
+
+@pytest.mark.unit
+def test_a_run_whose_every_trial_was_pruned_says_so() -> None:
+    from airflow_provider_sparktune.tuning.records import TrialRecord
+    from airflow_provider_sparktune.tuning.stopping import no_success_message
+
+    pruned = TrialRecord(1, "pruned", 0.5, {}, {}, {}, None, 0.0, 1.0, pruned_step=0)
+    message = no_success_message((pruned,), "max_evals", TuningSpec(max_evals=1))
+    assert message.startswith("every finished trial (1) was pruned, so none has a final loss")
