@@ -245,12 +245,10 @@ class ResidentDispatcher(Dispatcher):
             return self._next_trial()
         except Exception as err:
             with self.lock:
-                first = self.algo_error is None
-                if first:
-                    self.algo_error = err
-            if first:
-                log.error("the search algorithm failed: %s: %s", type(err).__name__, err)
-                self.cancel(f"the search algorithm failed: {type(err).__name__}")
+                self.algo_error = self.algo_error or err
+                self.stop_new = True
+            log.error("the search algorithm failed: %s: %s", type(err).__name__, err)
+            self.cancel(f"the search algorithm failed: {type(err).__name__}")
             return None
 
     def _next_trial(self) -> dict[str, Any] | None:
@@ -262,7 +260,12 @@ class ResidentDispatcher(Dispatcher):
                 return None
             new_ids = self.book.new_ids(1)
             self.book.trials.refresh()
-            docs = self.suggest(new_ids, self.domain, self.book.trials, self.rstate.integers(2**31 - 1))
+            try:
+                docs = self.suggest(new_ids, self.domain, self.book.trials, self.rstate.integers(2**31 - 1))
+            except Exception as err:  # no other task asks again: the run ends with this error
+                self.algo_error, self.stop_new = err, True
+                self.lock.notify_all()
+                raise
             if not docs:
                 self.stop_new = True
                 self.lock.notify_all()
