@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 
 from airflow_provider_sparktune import TrackingOptions, TrialPruned, run_tuning
+from airflow_provider_sparktune.exceptions import TuningCancelledError
 from airflow_provider_sparktune.operators.xcom import to_xcom
 from airflow_provider_sparktune.tracking.store import open_client
+from airflow_provider_sparktune.tuning.run import RunControl
 from tests.tuning.test_run import UNIT_SPACE
 from tests.tuning.test_session import runs_of
 
@@ -71,22 +73,45 @@ def test_hopeless_trials_stop_early_and_every_count_agrees(
     assert len(history) == int(some.data.tags["sparktune.pruned_step"]) + 1  # the learning curve
     assert history[-1][1] == some.data.metrics["loss"]
 
-    # A retry of the same run reads the pruned trials back as pruned, with their step and loss.
+
+def test_a_retry_after_a_kill_keeps_pruned_trials_pruned(
+    spark: Any, mlflow_uri: str, experiment_name: str
+) -> None:
+    tracking = TrackingOptions(mlflow_uri, experiment_name, run_key="killed-run")
+    settings: dict[str, Any] = {
+        "parallelism": 2,
+        "seed": 5,
+        "pruner": {"name": "median", "n_startup_trials": 2},
+    }
+    control = RunControl()
+    seen: list[Any] = []
+
+    def kill_once_one_was_pruned(record: Any, progress: Any) -> None:
+        seen.append(record)
+        if any(r.status == "pruned" for r in seen) and len(seen) >= 5:
+            control.cancel("killed")
+
+    with pytest.raises(TuningCancelledError):
+        run_tuning(
+            UNIT_SPACE,
+            curve_objective,
+            spark=spark,
+            tracking=tracking,
+            control=control,
+            on_trial=kill_once_one_was_pruned,
+            max_evals=40,
+            **settings,
+        )
+    killed_pruned = sorted((r.pruned_step, r.loss) for r in seen if r.status == "pruned")
+    parents, _ = runs_of(mlflow_uri, experiment_name)
+    assert killed_pruned and parents[0].info.status == "KILLED"
+
     retry = run_tuning(
-        UNIT_SPACE,
-        curve_objective,
-        spark=spark,
-        tracking=tracking,
-        max_evals=15,
-        parallelism=2,
-        seed=5,
-        pruner={"name": "median", "n_startup_trials": 2},
+        UNIT_SPACE, curve_objective, spark=spark, tracking=tracking, max_evals=len(seen) + 1, **settings
     )
     resumed = [r for r in retry.records if r.origin == "resumed"]
-    assert len(resumed) == 14
-    assert sorted((r.pruned_step, r.loss) for r in resumed if r.status == "pruned") == sorted(
-        (r.pruned_step, r.loss) for r in pruned
-    )
+    assert sorted((r.pruned_step, r.loss) for r in resumed if r.status == "pruned") == killed_pruned
+    assert retry.trials_pruned >= len(killed_pruned)
 
 
 def test_without_a_pruner_reports_are_a_curve_and_nothing_is_pruned(spark: Any) -> None:
