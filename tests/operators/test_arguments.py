@@ -36,3 +36,32 @@ def test_rendered_text_is_converted() -> None:
 def test_bad_values_name_the_argument(check: Any, value: Any, field: str) -> None:
     with pytest.raises(TuningConfigError, match=rf"^{field}: "):
         check(value)
+
+
+@pytest.mark.unit
+def test_each_converter_keeps_what_fits_and_refuses_the_rest() -> None:
+    """The edges of every converter, one assertion each (each was a surviving mutant)."""
+    assert arguments.coerce("max_evals", "auto", int) == "auto"  # "auto" is not text to convert
+    assert arguments.flag("warm_start", True) is True and arguments.flag("warm_start", False) is False
+    assert arguments.flag("warm_start", " Off ") is False and arguments.flag("warm_start", "no") is False
+    with pytest.raises(TuningConfigError, match=r"^warm_start: None is not a boolean"):
+        arguments.flag("warm_start", None)  # None only where allowed
+    with pytest.raises(TuningConfigError, match=r"^warm_start: '' is not a boolean"):
+        arguments.flag("warm_start", "")
+    with pytest.raises(TuningConfigError, match=r"^warm_start: 'maybe' is not a boolean"):
+        arguments.flag("warm_start", "maybe", allow_none=True)
+    assert arguments.positive_number("spark_connect_timeout", None) is None
+    assert arguments.positive_number("t", 0.5) == 0.5
+    for bad in (0, True, float("inf"), "nan"):
+        with pytest.raises(TuningConfigError, match=r"^t: .* must be a positive number of seconds"):
+            arguments.positive_number("t", bad)
+    with pytest.raises(TuningConfigError, match=r"^spark_connect_timeout: rendered to 'soon'"):
+        arguments.positive_number("spark_connect_timeout", "soon")
+    assert arguments.mapping("spark_conf", "   ") is None
+    with pytest.raises(TuningConfigError, match=r"^spark_conf: dict given; use a dict with string keys"):
+        arguments.mapping("spark_conf", {1: "a"})
+    with pytest.raises(TuningConfigError, match=r"^spark_conf: list given"):
+        arguments.mapping("spark_conf", [1])
+    assert arguments.name("mlflow_experiment", None) is None and arguments.name("f", "ok") == "ok"
+    with pytest.raises(TuningConfigError, match=r"^f: '  ' must be a non-empty string"):
+        arguments.name("f", "  ")
