@@ -908,3 +908,10 @@ def test_malformed_specs_are_refused_with_the_path(spec: Any, message: str) -> N
     with pytest.raises(SearchSpaceError) as caught:
         validate_space(spec)
     assert str(caught.value).startswith(message), str(caught.value)
+
+
+@pytest.mark.unit
+def test_the_facts_of_a_hyperopt_expression_name_each_label_kind() -> None:
+    facts = space_facts({"a": hp.uniform("a", 0, 1), "c": hp.choice("c", [1, 2])})
+    assert facts.kinds == {"a": "uniform", "c": "randint"}
+    assert (facts.n_ordinal, facts.n_categorical, facts.categorical_breadth) == (1, 1, 2)
