@@ -915,3 +915,11 @@ def test_the_facts_of_a_hyperopt_expression_name_each_label_kind() -> None:
     facts = space_facts({"a": hp.uniform("a", 0, 1), "c": hp.choice("c", [1, 2])})
     assert facts.kinds == {"a": "uniform", "c": "randint"}
     assert (facts.n_ordinal, facts.n_categorical, facts.categorical_breadth) == (1, 1, 2)
+
+
+@pytest.mark.unit
+def test_a_non_string_key_is_reported_with_the_problems_after_it() -> None:
+    with pytest.raises(SearchSpaceError) as raised:
+        validate_space({1: 2, "x": {"hp": "uniform", "low": 2, "high": 1}})
+    assert "key 1 is not a string" in str(raised.value)
+    assert "search_space.x: low must be < high" in str(raised.value)
