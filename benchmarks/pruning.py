@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench_dispatch import RESULTS, markdown  # the benchmarks folder is on sys.path when run as a script
+
 EPOCHS = 30
 SPACE = {
     "alpha": {"hp": "loguniform", "low": 1e-7, "high": 1e-1},
@@ -154,9 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         f"\nPruning: SGDClassifier, {EPOCHS} epochs, 50k rows; max_evals={args.max_evals}, "
         f"P={args.parallelism}, {args.seeds} seeds, warm local[2]\n"
     )
-    print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
-    for row in rows:
-        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    print(markdown(rows, columns))
     spark.stop()
     return 0
 

@@ -24,7 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench_dispatch import RESULTS, markdown  # the benchmarks folder is on sys.path when run as a script
+
 HARTMANN_A = [
     [10, 3, 17, 3.5, 1.7, 8],
     [0.05, 10, 17, 0.1, 8, 14],
@@ -169,13 +170,6 @@ def study(n: int, seeds: int, parallelisms: list[int], liars: list[str]) -> list
     return rows
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=80)
@@ -193,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nSearch quality: best loss after N={args.trials} trials, {args.seeds} seeds (P=1: serial hyperopt)\n"
     )
-    print(markdown(rows))
+    print(markdown(rows, list(rows[0])))
     return 0
 
 
