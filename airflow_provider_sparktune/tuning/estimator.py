@@ -267,9 +267,10 @@ class EstimatorObjective:
         X, y = self._xy(_dataset(data))
         estimator = estimator_cls(**kwargs)
         scorer = check_scoring(estimator, scoring=self.scoring)
-        folds = check_cv(self.cv, y, classifier=is_classifier(estimator)).split(X, y)
+        splitter = check_cv(self.cv, y, classifier=is_classifier(estimator))
+        last_fold = splitter.get_n_splits(X, y) - 1
         test, fit_times, score_times = [], [], []
-        for fold, (train, held_out) in enumerate(folds):
+        for fold, (train, held_out) in enumerate(splitter.split(X, y)):
             model = clone(estimator)
             started = time.perf_counter()
             model.fit(_rows(X, train), _rows(y, train))
@@ -279,7 +280,7 @@ class EstimatorObjective:
             score_times.append(time.perf_counter() - started)
             if trial is not None:
                 trial.report(-float(np.mean(test)), fold)
-                if trial.should_prune():
+                if fold < last_fold and trial.should_prune():  # after the last fold the work is done
                     raise TrialPruned(f"pruned after fold {fold}")
         scores = np.asarray(test, dtype=float)
         return {

@@ -196,3 +196,23 @@ def test_a_single_npy_array_has_no_named_target(tmp_path: Path) -> None:
     staged = StagedData.open(plan_dataset(str(tmp_path / "x.npy")))
     with pytest.raises(ObjectiveError, match="single .npy array; the built-in objective needs named columns"):
         build_trial_objective(SPEC, data=staged)
+
+
+def test_fold_reports_prune_before_the_last_fold_only() -> None:
+    """The running mean loss goes to trial.report after each fold; a decision after the last fold is
+    moot (the work is done), so the trial then finishes with its full cross-validated loss."""
+    from airflow_provider_sparktune.exceptions import TrialPruned
+    from airflow_provider_sparktune.tuning.trial import Trial
+
+    objective = EstimatorObjective.from_spec(SPEC)
+    params = {"n_estimators": 10.0, "learning_rate": 0.1, "max_depth": 2}
+    frame = classification_frame()
+    always = Trial(lambda step, value: True)
+    with pytest.raises(TrialPruned):
+        objective(params, data=frame, trial=always)
+    assert [step for step, _ in always.curve] == [0]
+
+    at_the_end = Trial(lambda step, value: step == 2)
+    result = objective(params, data=frame, trial=at_the_end)
+    assert [step for step, _ in at_the_end.curve] == [0, 1, 2]
+    assert at_the_end.curve[-1][1] == pytest.approx(result["loss"])  # the running mean of all folds
