@@ -150,7 +150,6 @@ class HyperoptSparkOperator(BaseOperator):
         self.pruner = pruner
         self.mlflow_retry_timeout = mlflow_retry_timeout
         self._control: RunControl | None = None
-        self._staged: StagedData | None = None
 
     @cached_property
     def spark_hook(self) -> SparkSessionHook:
@@ -218,11 +217,10 @@ class HyperoptSparkOperator(BaseOperator):
         log_through_root()
         logging.getLogger("hyperopt.tpe").setLevel(logging.WARNING)  # two lines per suggestion otherwise
         self._check_arguments()
-        self._staged = self._open_data()
         prepared = prepare_run(
             self.search_space,
             self.objective,
-            data=self._staged,
+            data=self._open_data(),
             objective_kwargs=self.objective_kwargs,
             **self._settings(),
         )
@@ -233,7 +231,7 @@ class HyperoptSparkOperator(BaseOperator):
                 prepared, self._tracking_options(context), control=self._control, logger=self.log
             )
             result = session.run(self.spark_hook.get_session, stop_spark=self.spark_hook.stop)
-        staging = session.staged.plan.to_dict() if session.staged is not None else None
+        staging = prepared.staged.plan.to_dict() if prepared.staged is not None else None
         value = to_xcom(result, mlflow=session.mlflow_info, staging=staging)
         context["ti"].xcom_push(key="best_params", value=value["best_params"])
         if session.unwritten:

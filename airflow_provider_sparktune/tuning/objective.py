@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_sparktune.exceptions import ObjectiveError
+from airflow_provider_sparktune.tuning.trial import CURVE_KEY, evaluate_with_trial, pruned_result
 
 NESTED_SPARK_HINT = (
     "trials run on Spark executors, where the SparkSession and SparkContext do not exist and Spark "
@@ -94,8 +95,6 @@ class TrialObjective:
     pass_trial: bool = False  # the objective declares ``trial``: it reports and may be pruned
 
     def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
-        from airflow_provider_sparktune.tuning.trial import CURVE_KEY, evaluate_with_trial, pruned_result
-
         call_kwargs = dict(self.kwargs)
         if self.pass_data:
             call_kwargs["data"] = self.data

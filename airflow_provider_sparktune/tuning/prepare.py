@@ -28,6 +28,12 @@ class PreparedRun:
     spec: TuningSpec
     declared_space: Any = None  # the space as given (JSON text parsed): what the MLflow run records
 
+    @property
+    def staged(self) -> StagedData | None:
+        """The staged data the objective reads, when there is any."""
+        data = getattr(self.objective, "data", None)
+        return data if isinstance(data, StagedData) else None
+
 
 def prepare_run(
     search_space: Any,

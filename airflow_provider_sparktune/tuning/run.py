@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 from datetime import timezone
 from typing import Any
 
-from airflow_provider_sparktune.data.staging import StagedData
 from airflow_provider_sparktune.exceptions import (
     AllTrialsFailedError,
     TooManyFailedTrialsError,
@@ -93,8 +92,7 @@ def execute_run(
     (see :func:`prior.split_fitting`).
     """
     spec = prepared.spec.resolved(prepared.facts, task_slots=spark.sparkContext.defaultParallelism)
-    data = getattr(prepared.objective, "data", None)
-    staged = data if isinstance(data, StagedData) else None
+    staged = prepared.staged
     try:
         if staged is not None:
             staged.attach(spark)

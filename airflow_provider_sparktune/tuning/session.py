@@ -18,7 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_sparktune.data.staging import StagedData
 from airflow_provider_sparktune.exceptions import TrackingError, TuningCancelledError, TuningConfigError
 from airflow_provider_sparktune.tracking import schema
 from airflow_provider_sparktune.tuning.prepare import PreparedRun, prepare_run
@@ -107,11 +106,6 @@ class TuningSession:
         self.tracker: TuningTracker | None = None
         self.unwritten: list[Write] = []  # MLflow writes that never succeeded within retry_timeout
         self.last_write_error: str | None = None
-
-    @property
-    def staged(self) -> StagedData | None:
-        data = getattr(self.prepared.objective, "data", None)
-        return data if isinstance(data, StagedData) else None
 
     @property
     def mlflow_info(self) -> dict[str, str]:
@@ -286,7 +280,8 @@ class TuningSession:
             spec.seed,
         )
         extra: dict[str, Any] = {}
-        plan = self.staged.plan if self.staged is not None else None
+        staged = self.prepared.staged
+        plan = staged.plan if staged is not None else None
         if plan is None:
             self.log.info("no data staged: the objective gets data=None")
             extra["staging_mode"] = "none"

@@ -22,21 +22,8 @@ from airflow_provider_sparktune.tuning.prior import PriorTrial
 from airflow_provider_sparktune.tuning.run import RunControl, execute_run
 from airflow_provider_sparktune.tuning.session import run_tuning
 from airflow_provider_sparktune.tuning.spec import TuningSpec
+from tests.tuning.test_space import SEED_SPACE
 
-SEED_SPACE = {
-    "model": {
-        "hp": "choice",
-        "label": "my_choice",
-        "options": [
-            {"name": "model a", "x": {"hp": "choice", "label": "model_a_x", "options": [1, 2, 4, 6, 8]}},
-            {
-                "name": "model b",
-                "x": {"hp": "choice", "label": "model_b_x", "options": [0, 1, 2, 3, 4]},
-                "y": {"hp": "choice", "label": "model_b_y", "options": [0, 3, 5, 7, 9]},
-            },
-        ],
-    }
-}
 UNIT_SPACE = {"x": {"hp": "uniform", "low": 0, "high": 1}}
 
 

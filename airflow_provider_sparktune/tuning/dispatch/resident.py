@@ -244,9 +244,6 @@ class ResidentDispatcher(Dispatcher):
         try:
             return self._next_trial()
         except Exception as err:
-            with self.lock:
-                self.algo_error = self.algo_error or err
-                self.stop_new = True
             log.error("the search algorithm failed: %s: %s", type(err).__name__, err)
             self.cancel(f"the search algorithm failed: {type(err).__name__}")
             return None
@@ -258,19 +255,19 @@ class ResidentDispatcher(Dispatcher):
         with self.lock:
             if self.stop_new or self.queued >= self.max_evals:
                 return None
-            new_ids = self.book.new_ids(1)
-            self.book.trials.refresh()
             try:
+                new_ids = self.book.new_ids(1)
+                self.book.trials.refresh()
                 docs = self.suggest(new_ids, self.domain, self.book.trials, self.rstate.integers(2**31 - 1))
-            except Exception as err:  # no other task asks again: the run ends with this error
+                if not docs:
+                    self.stop_new = True
+                    self.lock.notify_all()
+                    return None
+                self.book.add(docs)
+            except Exception as err:  # recorded before the lock is released: no other task asks again
                 self.algo_error, self.stop_new = err, True
                 self.lock.notify_all()
                 raise
-            if not docs:
-                self.stop_new = True
-                self.lock.notify_all()
-                return None
-            self.book.add(docs)
             self.queued += 1
             trial = self.book.find(new_ids[0])
             assert trial is not None
