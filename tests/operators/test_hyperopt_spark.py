@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -364,7 +365,12 @@ def test_a_uri_is_planned_and_the_plan_lands_in_xcom_mlflow_and_the_log(
 
 @pytest.mark.integration
 def test_a_sensor_plan_as_rendered_template_text_is_used_as_it_is(
-    spark: Any, mlflow_uri: str, experiment_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    spark: Any,
+    mlflow_uri: str,
+    experiment_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from airflow_provider_sparktune.data.staging import plan_dataset
 
@@ -380,10 +386,14 @@ def test_a_sensor_plan_as_rendered_template_text_is_used_as_it_is(
         seed=1,
         mlflow_experiment=experiment_name,
     )
-    value = op.execute(context())  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="airflow_provider_sparktune.data.staging"):
+        value = op.execute(context())  # type: ignore[arg-type]
     assert value["staging"] == plan and plan["mode"] == "broadcast"
     assert parent_run(mlflow_uri, experiment_name).data.params["staging_mode"] == "broadcast"
-    assert op._staged is not None and op._staged.broadcast is None  # destroyed when the run ended
+    staging_log = [
+        r.getMessage() for r in caplog.records if r.name == "airflow_provider_sparktune.data.staging"
+    ]
+    assert any(line.endswith("broadcast destroyed") for line in staging_log)  # destroyed when the run ended
 
 
 # -- nothing lost: a killed try is resumed by the next one ------------------------------------------
