@@ -11,6 +11,10 @@ from airflow.sdk import DAG
 
 from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOperator
 
+# Long enough that trials are running when it fires, also when a loaded machine takes 20 s to start
+# the task and its MLflow run; the trials sleep far longer.
+EXECUTION_TIMEOUT_S = 40
+
 
 def sleeps_for_ten_minutes(params: dict[str, Any], data: Any = None) -> float:
     time.sleep(600)
@@ -28,5 +32,5 @@ with DAG(
         objective=sleeps_for_ten_minutes,
         max_evals=4,
         parallelism=2,
-        execution_timeout=timedelta(seconds=15),
+        execution_timeout=timedelta(seconds=EXECUTION_TIMEOUT_S),
     )

@@ -1074,6 +1074,8 @@ def test_execution_timeout_kills_the_run_within_the_bound(
     """A real Airflow run (dag.test): execution_timeout fires, running trials are cancelled, runs end KILLED."""
     from airflow.dag_processing.dagbag import DagBag
 
+    from tests.dags.timeout_tuning import EXECUTION_TIMEOUT_S
+
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
     dag = DagBag(dag_folder=str(TEST_DAGS / "timeout_tuning.py")).get_dag("timeout_tuning")
     dag_run = dag.test()
@@ -1084,7 +1086,7 @@ def test_execution_timeout_kills_the_run_within_the_bound(
     assert "AirflowTaskTimeout" in parent.data.tags["sparktune.error"]
     assert (
         parent.info.end_time - parent.info.start_time
-    ) / 1000 < 15 + 30  # killed within 30 s of the timeout
+    ) / 1000 < EXECUTION_TIMEOUT_S + 30  # killed within 30 s of the timeout
     assert trials and all(r.info.status == "KILLED" for r in trials)  # the running trials, cancelled
     assert len(trials) <= 2  # no new trial started after the kill
     deadline = time.monotonic() + 30
