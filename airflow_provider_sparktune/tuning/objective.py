@@ -12,6 +12,7 @@ import importlib
 import inspect
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -192,6 +193,8 @@ def normalize_result(raw: Any) -> dict[str, Any]:
     if isinstance(raw, Mapping):
         result = dict(raw)
         status = result.setdefault("status", "ok")
+        if status not in ("ok", "fail"):
+            raise ObjectiveError(f"objective returned status={status!r}; use 'ok' or 'fail'")
         if status == "ok" or "loss" in result:
             result["loss"] = _finite(result.get("loss"), "loss")
         if "loss_variance" in result:
@@ -269,9 +272,13 @@ def preflight_pickle(trial_objective: TrialObjective) -> bytes:
 
 
 def _pickle_by_value_when_not_installed(fn: Callable[..., Any]) -> None:
-    """Functions from DAG files are not importable on executors: ship their module's code with them."""
-    from importlib.metadata import packages_distributions
+    """Functions from DAG files are not importable on executors: ship their module's code with them.
 
+    "Installed" means the module's file lies in a site-packages folder: a path check, where asking
+    ``importlib.metadata`` which distribution holds it reads every installed package's metadata
+    (over a second in a fresh task process). Editable installs live outside site-packages and are
+    shipped by value, which works wherever they run.
+    """
     from pyspark import cloudpickle
 
     module_name = getattr(fn, "__module__", None) or ""
@@ -279,9 +286,27 @@ def _pickle_by_value_when_not_installed(fn: Callable[..., Any]) -> None:
     if module is None or module_name == "__main__":
         return
     top = module_name.split(".")[0]
-    if top in sys.stdlib_module_names or top in packages_distributions():
+    if top in sys.stdlib_module_names or top == __name__.split(".")[0]:  # executors import this package
+        return
+    path = getattr(module, "__file__", None)
+    if path is None or _in_site_packages(path):
         return
     cloudpickle.register_pickle_by_value(module)
+
+
+def _in_site_packages(path: str) -> bool:
+    real = os.path.realpath(path)
+    return any(real.startswith(folder + os.sep) for folder in _site_packages())
+
+
+@functools.cache
+def _site_packages() -> tuple[str, ...]:
+    import site
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    folders = {paths["purelib"], paths["platlib"], *site.getsitepackages(), site.getusersitepackages()}
+    return tuple(sorted({os.path.realpath(folder) for folder in folders}))
 
 
 def _children(obj: Any, path: str) -> list[tuple[str, Any]]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import os
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -325,6 +328,11 @@ def test_normalize_fail_status_with_loss_still_checks_loss() -> None:
             id="metric-string",
         ),
         pytest.param(
+            {"loss": 1.0, "status": "okay"},
+            "objective returned status='okay'; use 'ok' or 'fail'",
+            id="unknown-status",
+        ),
+        pytest.param(
             {"loss": 1.0, "loss_variance": math.inf},
             "objective returned loss_variance=inf",
             id="loss-variance-inf",
@@ -427,6 +435,34 @@ def test_preflight_closure_round_trips() -> None:
     trial = build_trial_objective(objective, data=[1, 2, 3])
     restored = cloudpickle.loads(preflight_pickle(trial))
     assert restored({"x": 1.0}) == {"loss": 14.0, "status": "ok"}
+
+
+def _import_from(folder: Path, name: str, source: str) -> Any:
+    (folder / f"{name}.py").write_text(source)
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(folder))
+
+
+def test_a_dag_file_function_travels_by_value_and_installed_ones_by_reference(tmp_path: Path) -> None:
+    from airflow_provider_sparktune.tuning.estimator import EstimatorObjective
+
+    dag_module = _import_from(tmp_path, "sparktune_dag_file_objective", "def loss(params):\n    return 1.0\n")
+    try:
+        build_trial_objective(dag_module.loss)
+        build_trial_objective(np.linalg.norm)
+        by_value = cloudpickle.list_registry_pickle_by_value()
+        assert "sparktune_dag_file_objective" in by_value  # not importable on executors: its code travels
+        assert np.linalg.norm.__module__ not in by_value  # installed: imported there
+        assert EstimatorObjective.__module__ not in by_value  # this package: executors import it
+        del sys.modules["sparktune_dag_file_objective"]  # gone, as on an executor: the pickle still loads
+        restored = cloudpickle.loads(cloudpickle.dumps(dag_module.loss))
+        assert restored({}) == 1.0
+    finally:
+        if dag_module.__name__ in cloudpickle.list_registry_pickle_by_value():
+            cloudpickle.unregister_pickle_by_value(dag_module)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -40,18 +40,19 @@ _STOP = ("stop",)
 
 
 def resident_task(
-    address: tuple[str, int], authkey: bytes, fn: Any, space: Any, partition: Iterable[Any]
+    address: tuple[str, int], authkey: bytes, objective: Any, partition: Iterable[Any]
 ) -> Iterator[int]:
-    """Runs on an executor: evaluate trials sent by the driver until it says stop."""
+    """Runs on an executor: evaluate trials sent by the driver until it says stop.
+
+    The driver sends concrete parameters, so the executor imports neither hyperopt nor the space:
+    a fresh Python worker pays only for the objective's own imports before its first trial.
+    """
     for _ in partition:  # read the input: PySpark reuses a Python worker only when it did
         pass
     from multiprocessing.connection import Client
 
-    from hyperopt.base import Domain
-
     from airflow_provider_sparktune.tuning.trial import current_decide
 
-    domain = Domain(fn, space, pass_expr_memo_ctrl=None)
     evaluated = 0
     with Client(address, authkey=authkey) as conn:
 
@@ -65,11 +66,11 @@ def resident_task(
             message = conn.recv()
             if message[0] == "stop":
                 break
-            _, tid, spec, pruning = message
+            _, tid, params, pruning = message
             started = time.perf_counter()
             token = current_decide.set(ask_driver if pruning else None)
             try:
-                result = domain.evaluate(spec, ctrl=None, attach_attachments=False)
+                result = objective(params)
             except BaseException as err:  # the trial fails, the task goes on
                 reply: tuple[Any, ...] = ("error", tid, str(type(err)), traceback.format_exc())
             else:
@@ -175,7 +176,7 @@ class ResidentDispatcher(Dispatcher):
         from functools import partial
 
         sc = self.plan.spark.sparkContext
-        task = partial(resident_task, address, self.authkey, self.domain.fn, self.domain.expr)
+        task = partial(resident_task, address, self.authkey, self.plan.objective)
         with job_group(self.plan.spark, self.plan.job_group, "sparktune resident trial tasks"):
             for attempt in range(MAX_JOB_RESTARTS + 1):
                 try:
@@ -226,7 +227,13 @@ class ResidentDispatcher(Dispatcher):
                     conn.send(_STOP)
                     return
                 tid = trial["tid"]
-                conn.send(("trial", tid, trial["spec_for_executor"], self.pruner is not None))
+                try:
+                    params = self._params(trial["spec"])
+                except Exception as err:  # hyperopt would have failed the same way on the executor
+                    self._finish(("error", tid, str(type(err)), traceback.format_exc(), 0.0))
+                    tid = None
+                    continue
+                conn.send(("trial", tid, params, self.pruner is not None))
                 reply = conn.recv()
                 while reply[0] == "report":  # trial.report(): answer with the pruner's decision
                     conn.send(("decision", self._decide(tid, reply[1], reply[2])))
@@ -274,7 +281,13 @@ class ResidentDispatcher(Dispatcher):
             stamp = now()
             trial["state"], trial["book_time"], trial["refresh_time"] = base.JOB_STATE_RUNNING, stamp, stamp
             self.running.add(trial["tid"])
-            return {"tid": trial["tid"], "spec_for_executor": base.spec_from_misc(trial["misc"])}
+            return {"tid": trial["tid"], "spec": base.spec_from_misc(trial["misc"])}
+
+    def _params(self, spec: dict[str, Any]) -> Any:
+        """The objective's argument for one point: what hyperopt's ``Domain.evaluate`` would pass."""
+        from hyperopt import pyll
+
+        return pyll.rec_eval(self.domain.expr, memo=self.domain.memo_from_config(spec))
 
     def _finish(self, reply: tuple[Any, ...]) -> None:
         from hyperopt import base

@@ -1,0 +1,56 @@
+"""What a fresh SparkSession's first run costs on the executors: nothing but the objective's imports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DRIVER = """
+import json, sys
+from pyspark.sql import SparkSession
+from airflow_provider_sparktune.tuning.session import run_tuning
+
+out = sys.argv[1]
+spark = (
+    SparkSession.builder.master("local[2]").appName("sparktune-cold-start")
+    .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+    .config("spark.ui.enabled", "false").getOrCreate()
+)
+
+def objective(params):
+    import sys
+    loaded = [name for name in ("hyperopt", "scipy", "networkx", "numpy") if name in sys.modules]
+    return {"loss": params["model"]["depth"] if params["model"]["kind"] == "tree" else 10.0,
+            "status": "ok", "metrics": {"heavy_modules": float(len(loaded))}, "loaded": loaded}
+
+space = {"model": {"hp": "choice", "options": [
+    {"kind": "tree", "depth": {"hp": "quniform", "low": 1, "high": 9, "q": 1}},
+    {"kind": "linear"},
+]}}
+result = run_tuning(space, objective, spark=spark, max_evals=6, parallelism=2, seed=0)
+with open(out, "w") as done:
+    json.dump({"loaded": [r.metrics["heavy_modules"] for r in result.records],
+               "params": [r.params for r in result.records]}, done)
+spark.stop()
+"""
+
+
+@pytest.mark.integration
+def test_a_fresh_session_s_executors_import_neither_hyperopt_nor_its_dependencies(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    done = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(out)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(out.read_text())
+    assert seen["loaded"] == [0.0] * 6  # the driver sent concrete values: no hyperopt, scipy, numpy
+    for params in seen["params"]:  # nested choices arrive resolved, as hyperopt would pass them
+        model = params["model"]
+        assert model["kind"] in ("tree", "linear")
+        assert model["kind"] == "linear" or model["depth"] in range(1, 10)
