@@ -207,6 +207,9 @@ class HyperoptSparkOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         import json
+        import time
+
+        started_at = time.time()  # startup_s counts from here: the task's own start-up is in it
 
         from airflow_provider_sparktune.operators.xcom import to_xcom
         from airflow_provider_sparktune.tracking.tracker import log_through_root
@@ -230,7 +233,9 @@ class HyperoptSparkOperator(BaseOperator):
             session = TuningSession(
                 prepared, self._tracking_options(context), control=self._control, logger=self.log
             )
-            result = session.run(self.spark_hook.get_session, stop_spark=self.spark_hook.stop)
+            result = session.run(
+                self.spark_hook.get_session, stop_spark=self.spark_hook.stop, started_at=started_at
+            )
         staging = prepared.staged.plan.to_dict() if prepared.staged is not None else None
         value = to_xcom(result, mlflow=session.mlflow_info, staging=staging)
         context["ti"].xcom_push(key="best_params", value=value["best_params"])

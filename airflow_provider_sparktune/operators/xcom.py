@@ -36,5 +36,7 @@ def to_xcom(
             "duration_s": round(result.duration_s, 3),
             "efficiency": round(result.efficiency, 4),
             "trial_overhead_s": round(result.trial_overhead_s, 4),
+            "startup_s": None if result.startup_s is None else round(result.startup_s, 3),
+            "drain_s": None if result.drain_s is None else round(result.drain_s, 3),
         }
     )

@@ -1,10 +1,16 @@
-"""A write-behind queue in front of MLflow: writes in order, retries with backoff, never blocks the caller.
+"""A write-behind queue in front of MLflow: retries with backoff, never blocks the caller.
 
 A tracking server that restarts in the middle of a nightly run must not fail the run or stall the
 dispatch of trials. Each write (a trial's child run, the run's parameters) is queued and carried
-out by one thread in submission order; a write that fails is retried, with the delay doubling up to
-a cap, until it succeeds. At the end, :meth:`close` waits for the queue to drain up to a deadline
-and returns what is still unwritten, so the caller can fail the task with everything in its log.
+out by a writer thread; a write that fails is retried, with the delay doubling up to a cap, until it
+succeeds. With one thread (SQLite stores, where writers only queue for the database lock) writes
+happen in submission order. A tracking server answers requests side by side, so several threads
+keep several trial runs in flight there: each trial run is three round trips, and one thread
+writing 400 of them one after the other would keep a finished task waiting for a quarter of a
+minute. A write submitted with ``after_all`` (the run summary that closes the parent run) starts only
+once every earlier write is done. At the end, :meth:`close` waits for the queue to drain up to a
+deadline and returns what is still unwritten, so the caller can fail the task with everything in
+its log.
 """
 
 from __future__ import annotations
@@ -19,33 +25,42 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+SERVER_WRITERS = 8  # writer threads against a tracking server
+
 
 @dataclass(frozen=True)
 class Write:
-    """One queued write: what it is (for the log) and the call that does it."""
+    """One queued write: what it is (for the log), the call that does it, and whether it waits for the rest."""
 
     what: str
     call: Callable[[], Any]
+    after_all: bool = False
 
 
 class RetryingWriter:
-    """One background thread working through writes in order; a failed write is retried, not skipped."""
+    """Writer threads working through queued writes; a failed write is retried, not skipped."""
 
-    def __init__(self, *, first_delay_s: float = 0.5, max_delay_s: float = 5.0) -> None:
+    def __init__(self, *, workers: int = 1, first_delay_s: float = 0.5, max_delay_s: float = 5.0) -> None:
         self.first_delay_s, self.max_delay_s = first_delay_s, max_delay_s
         self._pending: deque[Write] = deque()
+        self._in_flight: list[Write] = []  # taken by a thread, not yet written
         self._cond = threading.Condition()
         self._closing = False
         self._deadline: float | None = None
+        self._outage_since: float | None = None
         self.failures = 0  # failed attempts, for the task log and tests
         self.last_error: str | None = None
-        self._thread = threading.Thread(target=self._work, name="sparktune-mlflow-writer", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"sparktune-mlflow-writer-{i}", daemon=True)
+            for i in range(max(1, workers))
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def submit(self, what: str, call: Callable[[], Any]) -> None:
-        """Queue a write; returns at once."""
+    def submit(self, what: str, call: Callable[[], Any], *, after_all: bool = False) -> None:
+        """Queue a write; returns at once. ``after_all``: start it once every earlier write is done."""
         with self._cond:
-            self._pending.append(Write(what, call))
+            self._pending.append(Write(what, call, after_all))
             self._cond.notify_all()
 
     def close(self, timeout_s: float) -> list[Write]:
@@ -54,51 +69,73 @@ class RetryingWriter:
             self._closing = True
             self._deadline = time.monotonic() + timeout_s
             self._cond.notify_all()
-        self._thread.join(timeout_s + 5)
+        for thread in self._threads:
+            thread.join(max(0.0, self._deadline - time.monotonic()) + 5)
         with self._cond:
-            left = list(self._pending)
+            left = [*self._in_flight, *self._pending]
             self._pending.clear()
+            self._in_flight.clear()
             self._cond.notify_all()
         return left
 
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def _take(self) -> Write | None:
+        """The next write this thread may start; None when the queue is done or the deadline passed."""
+        with self._cond:
+            while True:
+                if self._past_deadline():
+                    return None
+                if self._pending and not (self._pending[0].after_all and self._in_flight):
+                    write = self._pending.popleft()
+                    self._in_flight.append(write)
+                    return write
+                if not self._pending and self._closing:
+                    return None
+                remaining = None if self._deadline is None else self._deadline - time.monotonic()
+                self._cond.wait(remaining)
+
     def _work(self) -> None:
+        while (write := self._take()) is not None:
+            if not self._write(write):
+                return  # the deadline passed while it kept failing: close() reports it
+
+    def _write(self, write: Write) -> bool:
         delay = self.first_delay_s
-        outage_since: float | None = None
         while True:
-            with self._cond:
-                while not self._pending and not self._closing:
-                    self._cond.wait()
-                if not self._pending:
-                    return
-                if self._deadline is not None and time.monotonic() >= self._deadline:
-                    return
-                write = self._pending[0]
             try:
                 write.call()
             except Exception as err:
-                self.failures += 1
-                self.last_error = f"{type(err).__name__}: {str(err)[:300]}"
-                if outage_since is None:
-                    outage_since = time.monotonic()
-                    log.warning(
-                        "MLflow write failed (%s): %s; keeping %d write(s) and retrying with backoff",
-                        write.what,
-                        self.last_error,
-                        len(self._pending),
-                    )
                 with self._cond:
-                    wait = delay
-                    if self._deadline is not None:
-                        wait = min(wait, max(0.0, self._deadline - time.monotonic()))
-                    self._cond.wait(wait)
+                    self.failures += 1
+                    self.last_error = f"{type(err).__name__}: {str(err)[:300]}"
+                    if self._outage_since is None:
+                        self._outage_since = time.monotonic()
+                        log.warning(
+                            "MLflow write failed (%s): %s; keeping %d write(s) and retrying with backoff",
+                            write.what,
+                            self.last_error,
+                            len(self._pending) + len(self._in_flight),
+                        )
+                    retry_at = time.monotonic() + delay
+                    while not self._past_deadline() and (left := retry_at - time.monotonic()) > 0:
+                        wait = (
+                            left if self._deadline is None else min(left, self._deadline - time.monotonic())
+                        )
+                        self._cond.wait(max(0.0, wait))
+                    if self._past_deadline():
+                        return False
                 delay = min(delay * 2, self.max_delay_s)
                 continue
-            if outage_since is not None:
-                log.warning(
-                    "MLflow writes succeed again after %.1f s; writing %d queued write(s)",
-                    time.monotonic() - outage_since,
-                    len(self._pending),
-                )
-                outage_since, delay = None, self.first_delay_s
             with self._cond:
-                self._pending.popleft()
+                if self._outage_since is not None:
+                    log.warning(
+                        "MLflow writes succeed again after %.1f s; writing %d queued write(s)",
+                        time.monotonic() - self._outage_since,
+                        len(self._pending) + len(self._in_flight) - 1,
+                    )
+                    self._outage_since = None
+                self._in_flight = [w for w in self._in_flight if w is not write]
+                self._cond.notify_all()
+            return True

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -36,6 +37,17 @@ _FIRST_DELAY_S, _MAX_DELAY_S = 0.1, 2.0
 
 _prepared: set[Path] = set()
 _prepared_lock = threading.Lock()
+
+
+def telemetry_off_unless_asked() -> None:
+    """Keep MLflow's usage telemetry off in this process unless ``MLFLOW_DISABLE_TELEMETRY`` says otherwise.
+
+    Call it before MLflow is imported. On import MLflow fetches its telemetry settings in a thread
+    that, when the fetch fails (a worker without internet access) or says no, removes an environment
+    variable while the task's own MLflow requests read the environment: the request then fails with
+    a bare ``KeyError: '_MLFLOW_TELEMETRY_SESSION_ID'``, and the task with it.
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def embedded_tracking_uri() -> str:

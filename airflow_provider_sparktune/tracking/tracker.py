@@ -53,9 +53,10 @@ def log_through_root() -> None:
     MLflow writes them to stderr itself, and the Airflow task supervisor records stderr as errors:
     "Creating initial MLflow database tables..." would show as a red line in every task log.
     """
-    import mlflow  # noqa: F401  (importing it is what installs its stderr handlers)
+    from airflow_provider_sparktune.tracking.store import quiet_locked_errors, telemetry_off_unless_asked
 
-    from airflow_provider_sparktune.tracking.store import quiet_locked_errors
+    telemetry_off_unless_asked()
+    import mlflow  # noqa: F401  (importing it is what installs its stderr handlers)
 
     for name in MLFLOW_STREAM_LOGGERS:
         logger = logging.getLogger(name)
@@ -271,6 +272,8 @@ class TuningTracker:
             "efficiency": result.efficiency,
             "trial_overhead_s": result.trial_overhead_s,
         }
+        if result.startup_s is not None:
+            metrics["startup_s"] = result.startup_s
         self._log_batch(self.run_id, metrics=metrics, tags={schema.STOPPED_REASON: result.stopped_reason})
 
     def end(self, status: str, error: str | None = None) -> None:

@@ -90,6 +90,10 @@ class TuningResult:
     records: tuple[TrialRecord, ...]
     trials: Any = field(default=None, repr=False, compare=False)  # the SparkTrials object, for analysis
     trials_pruned: int = 0
+    startup_s: float | None = (
+        None  # from the start of the run (of the task, under Airflow) to the first trial
+    )
+    drain_s: float | None = None  # from the last trial's result to the last MLflow write (tracked runs)
 
 
 TrialCallback = Callable[[TrialRecord, Progress], None]

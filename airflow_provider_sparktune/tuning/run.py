@@ -82,6 +82,7 @@ def execute_run(
     on_start: Callable[[TuningSpec, SpaceFacts], None] | None = None,
     resume: Sequence[PriorTrial] = (),
     warm_start: Sequence[PriorTrial] = (),
+    started_at: float | None = None,
 ) -> TuningResult:
     """Run a prepared tuning on ``spark``; ``on_start`` sees the budget once "auto" is resolved.
 
@@ -89,8 +90,10 @@ def execute_run(
     so ``on_start`` sees the final plan, and the broadcast is destroyed however the run ends.
     ``resume``: finished trials of an earlier try; they count toward ``max_evals`` and are not run
     again. ``warm_start``: points evaluated first, before ``algo`` is asked. Both must fit the space
-    (see :func:`prior.split_fitting`).
+    (see :func:`prior.split_fitting`). ``started_at``: the epoch time ``startup_s`` counts from
+    (default: now).
     """
+    started_at = time.time() if started_at is None else started_at
     spec = prepared.spec.resolved(prepared.facts, task_slots=spark.sparkContext.defaultParallelism)
     staged = prepared.staged
     try:
@@ -98,7 +101,7 @@ def execute_run(
             staged.attach(spark)
         if on_start is not None:
             on_start(spec, prepared.facts)
-        run = TuningRun(spark, prepared, spec, on_trial, control or RunControl())
+        run = TuningRun(spark, prepared, spec, on_trial, control or RunControl(), started_at=started_at)
         run.preload(resume, warm_start)
         return run.execute()
     finally:
@@ -122,6 +125,8 @@ class TuningRun:
         spec: TuningSpec,
         on_trial: TrialCallback | None,
         control: RunControl,
+        *,
+        started_at: float | None = None,
     ) -> None:
         self.spark, self.space, self.objective = spark, prepared.space, prepared.objective
         self.suggest: Suggest = prepared.suggest
@@ -136,6 +141,7 @@ class TuningRun:
         self.cancel_issued = threading.Event()  # the watcher has cancelled the trials of a kill
         self.dispatcher: Dispatcher | None = None
         self.started = time.monotonic()
+        self.started_at = time.time() if started_at is None else started_at
         self.preloaded = 0
         self.preloaded_failed = 0
         self.warm: WarmStartSuggest | None = None
@@ -365,7 +371,13 @@ class TuningRun:
             spec=self.spec,
             records=records,
             trials=self.book.trials,
+            startup_s=self._startup_s(records),
         )
+
+    def _startup_s(self, records: tuple[TrialRecord, ...]) -> float | None:
+        """How long after ``started_at`` the first trial of this run started on an executor."""
+        starts = [r.started_at for r in records if r.origin != "resumed" and r.started_at is not None]
+        return max(0.0, min(starts) - self.started_at) if starts else None
 
     def _stopped_reason(self) -> StopReason:
         if self.stops.early_stopped:

@@ -11,9 +11,12 @@ operator maps the Airflow context (connections, run id, try number) onto :class:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -83,6 +86,43 @@ class TrackingOptions:
         return dict(self.attempt_tags)
 
 
+class SparkStart:
+    """Makes the SparkSession in a thread when given a call that makes one; a session is used as it is."""
+
+    def __init__(self, spark: Any) -> None:
+        self._session = None if callable(spark) else spark
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        self.duration_s = 0.0
+        if not callable(spark):
+            self._done.set()
+            return
+        threading.Thread(target=self._make, args=(spark,), name="sparktune-spark-start", daemon=True).start()
+
+    def _make(self, make: Callable[[], Any]) -> None:
+        started = time.monotonic()
+        try:
+            self._session = make()
+        except BaseException as err:  # raised again by wait(), in the caller's thread
+            self._error = err
+        finally:
+            self.duration_s = time.monotonic() - started
+            self._done.set()
+
+    def wait(self) -> Any:
+        """The session, once made; what making it raised, raised here."""
+        while not self._done.wait(0.25):  # an Event: a signal landing in a thread join is unsafe
+            pass
+        if self._error is not None:
+            raise self._error
+        return self._session
+
+    def wait_quietly(self) -> None:
+        """Wait for the start to end (so ``stop_spark`` finds the session) and drop its error."""
+        while not self._done.wait(0.25):
+            pass
+
+
 class TuningSession:
     """One tuning run with its MLflow parent run, trial runs, resume and warm start.
 
@@ -114,17 +154,29 @@ class TuningSession:
             return {"tracking_uri": self.options.tracking_uri, "experiment_id": "", "run_id": ""}
         return self.tracker.info
 
-    def run(self, spark: Any, *, stop_spark: Callable[[], None] | None = None) -> TuningResult:
+    def run(
+        self,
+        spark: Any,
+        *,
+        stop_spark: Callable[[], None] | None = None,
+        started_at: float | None = None,
+    ) -> TuningResult:
         """Start the parent run, read earlier runs, tune on ``spark`` and record everything.
 
-        ``spark``: a SparkSession, or a call that makes one; it is made after MLflow is set up, so a
-        misconfigured tracking store fails before a cluster is asked for executors. ``stop_spark`` is
-        called once the trials are over: after a failed run's parent run is closed, before a finished
-        run's last MLflow writes are waited for.
+        ``spark``: a SparkSession, or a call that makes one. The call runs in a thread while the
+        parent run is created and earlier runs are read, so the JVM start and the MLflow set-up
+        overlap; an unreachable tracking server is still refused before it is made. ``stop_spark``
+        is called once the trials are over: after a failed run's parent run is closed, before a
+        finished run's last MLflow writes are waited for. ``started_at``: the epoch time the
+        result's ``startup_s`` counts from (default: now; the operator passes its task's start).
         """
-        from airflow_provider_sparktune.tracking.durable import RetryingWriter
-        from airflow_provider_sparktune.tracking.tracker import client_settings
+        from airflow_provider_sparktune.tracking.store import is_server_uri, telemetry_off_unless_asked
 
+        telemetry_off_unless_asked()  # before MLflow is imported
+        from airflow_provider_sparktune.tracking.durable import SERVER_WRITERS, RetryingWriter
+        from airflow_provider_sparktune.tracking.tracker import check_reachable, client_settings
+
+        started_at = time.time() if started_at is None else started_at
         facts = self.prepared.facts
         self.log.info(
             "search space: %d hyperparameters (%d ordinal, %d categorical, breadth %d)",
@@ -133,13 +185,24 @@ class TuningSession:
             facts.n_categorical,
             facts.categorical_breadth,
         )
+        uri = self.options.tracking_uri
         with client_settings():
-            tracker = self.tracker = self._start_tracking()
-            writer = RetryingWriter()
+            check_reachable(uri)  # before a cluster is asked for executors
+            starting = SparkStart(spark)
+            tracker: TuningTracker | None = None
+            writer = RetryingWriter(workers=SERVER_WRITERS if is_server_uri(uri) else 1)
             try:
+                mlflow_started = time.monotonic()
+                tracker = self.tracker = self._start_tracking()
                 resume = self._resume(tracker)
                 warm = self._warm_start(tracker, resume)
-                session = spark() if callable(spark) else spark
+                mlflow_s = time.monotonic() - mlflow_started
+                session = starting.wait()
+                self.log.info(
+                    "start-up: MLflow parent run and history %.1f s, SparkSession %.1f s, side by side",
+                    mlflow_s,
+                    starting.duration_s,
+                )
                 result = execute_run(
                     self.prepared,
                     session,
@@ -148,16 +211,23 @@ class TuningSession:
                     on_start=lambda spec, _facts: self._log_budget(writer, tracker, spec),
                     resume=resume,
                     warm_start=warm,
+                    started_at=started_at,
                 )
-                writer.submit("run summary", tracker.finish_write(result))
+                trials_over = time.monotonic()
+                writer.submit("run summary", tracker.finish_write(result), after_all=True)
             except BaseException as err:
-                self._close_failed(writer, tracker, err)
+                if tracker is None:  # MLflow refused the run: no trial ran, nothing to close
+                    writer.close(0)
+                    starting.wait_quietly()
+                else:
+                    self._close_failed(writer, tracker, err)
                 raise
             finally:
                 if stop_spark is not None:
                     stop_spark()
             self.unwritten = writer.close(self.options.retry_timeout)
             self.last_write_error = writer.last_error
+        result = dataclasses.replace(result, drain_s=time.monotonic() - trials_over)
         _log_result(self.log, result)
         return result
 
@@ -172,10 +242,9 @@ class TuningSession:
             tracker.end("FAILED", error)
 
     def _start_tracking(self) -> TuningTracker:
-        from airflow_provider_sparktune.tracking.tracker import TuningTracker, check_reachable
+        from airflow_provider_sparktune.tracking.tracker import TuningTracker
 
         options = self.options
-        check_reachable(options.tracking_uri)
         tracker = TuningTracker(options.tracking_uri, options.experiment)
         declared = self.prepared.declared_space
         declarative = (
@@ -360,6 +429,10 @@ def _log_result(logger: Any, result: TuningResult) -> None:
         result.efficiency,
         result.trial_overhead_s,
     )
+    if result.startup_s is not None:
+        logger.info("start-up: the first trial started %.2f s after the run began", result.startup_s)
+    if result.drain_s is not None:
+        logger.info("MLflow writes drained %.2f s after the last trial", result.drain_s)
 
 
 def run_tuning(
@@ -382,11 +455,12 @@ def run_tuning(
     finished trial. With ``tracking``, the run is a :class:`TuningSession`: MLflow parent and trial
     runs, resume of earlier tries with the same ``run_key`` and, if asked, a warm start.
     """
+    started_at = time.time()
     prepared = prepare_run(search_space, objective, **settings)
     if tracking is None:
-        return execute_run(prepared, spark, on_trial=on_trial, control=control)
+        return execute_run(prepared, spark, on_trial=on_trial, control=control, started_at=started_at)
     session = TuningSession(prepared, tracking, control=control, on_trial=on_trial)
-    result = session.run(spark)
+    result = session.run(spark, started_at=started_at)
     if session.unwritten:
         log.error("%s", session.unwritten_error("every trial is in the returned result"))
     return result

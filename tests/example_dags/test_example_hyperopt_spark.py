@@ -56,6 +56,9 @@ def test_example_reproduces_the_seed_result(
     assert parent.data.tags["airflow.try_number"] == "1"
     assert parent.data.params["max_evals"] == "10"
     assert parent.data.metrics["best_loss"] == 1.0
+    # from the task's start to the first trial, in XCom and as a parent-run metric
+    assert parent.data.metrics["startup_s"] == pytest.approx(value["startup_s"], abs=1e-3)
+    assert 0 < value["startup_s"] and value["drain_s"] >= 0
     children = MlflowClient(mlflow_uri).search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )

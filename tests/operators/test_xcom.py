@@ -162,6 +162,8 @@ XCOM_KEYS = {
     "duration_s",
     "efficiency",
     "trial_overhead_s",
+    "startup_s",
+    "drain_s",
 }
 
 
@@ -194,6 +196,7 @@ def make_result(**overrides: Any) -> TuningResult:
         "duration_s": 12.34567,
         "efficiency": np.float64(0.912345),
         "trial_overhead_s": 0.0456789,
+        "startup_s": np.float64(3.14159),
         "spec": TuningSpec(max_evals=10, parallelism=2, seed=1),
         "records": (record,),
     }
@@ -226,6 +229,8 @@ def test_to_xcom_values_are_json_native() -> None:
     assert out["efficiency"] == 0.9123
     assert type(out["efficiency"]) is float
     assert out["trial_overhead_s"] == 0.0457
+    assert out["startup_s"] == 3.142 and type(out["startup_s"]) is float
+    assert out["drain_s"] is None  # not tracked in MLflow: nothing drained
     assert_plain_json(out)
     text = json.dumps(out, allow_nan=False)
     assert json.loads(text) == out

@@ -50,3 +50,48 @@ def test_close_returns_what_never_got_written() -> None:
     assert 0.9 <= time.monotonic() - started < 8
     assert [w.what for w in left] == ["trial 0", "trial 1"]
     assert "connection refused" in (writer.last_error or "")
+
+
+@pytest.mark.unit
+def test_several_writers_keep_writes_in_flight_side_by_side_and_the_summary_waits_for_all() -> None:
+    in_flight = 0
+    most = 0
+    done: list[str] = []
+    lock = threading.Lock()
+    four_at_once = threading.Barrier(4, timeout=10)
+
+    def trial_write(name: str) -> None:
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+        four_at_once.wait()  # breaks (and the write fails) unless four writes run at the same time
+        time.sleep(0.05)
+        with lock:
+            in_flight -= 1
+            done.append(name)
+
+    def summary() -> None:
+        with lock:
+            done.append(f"summary after {len(done)} trial writes, {in_flight} in flight")
+
+    writer = RetryingWriter(workers=4, first_delay_s=0.05)
+    for i in range(8):
+        writer.submit(f"trial {i}", lambda i=i: trial_write(f"trial {i}"))
+    writer.submit("run summary", summary, after_all=True)
+    assert writer.close(timeout_s=30) == []
+    assert writer.failures == 0 and most == 4
+    assert sorted(done[:8]) == [f"trial {i}" for i in range(8)]
+    assert done[8] == "summary after 8 trial writes, 0 in flight"
+
+
+@pytest.mark.unit
+def test_a_write_failing_past_the_deadline_is_returned_with_those_never_started() -> None:
+    store = FlakyStore()
+    writer = RetryingWriter(workers=2, first_delay_s=0.05, max_delay_s=0.1)
+    for i in range(4):
+        writer.submit(f"trial {i}", lambda i=i: store.write(i))
+    writer.submit("run summary", lambda: store.write(99), after_all=True)
+    left = writer.close(timeout_s=0.5)
+    assert sorted(w.what for w in left) == ["run summary", "trial 0", "trial 1", "trial 2", "trial 3"]
+    assert store.written == [] and writer.failures == store.refused >= 2

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
@@ -164,3 +165,28 @@ def test_mlflow_logs_reach_the_root_logger_not_stderr(
         (logging.INFO, "Creating initial MLflow database tables...")
     ]
     assert "MLflow" not in capfd.readouterr().err
+
+
+TELEMETRY_CHILD = """
+from airflow_provider_sparktune.tracking.tracker import log_through_root
+log_through_root()
+import os
+from mlflow.telemetry.client import get_telemetry_client
+print(get_telemetry_client() is None, os.environ["MLFLOW_DISABLE_TELEMETRY"])
+"""
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("preset", "expected"), [(None, "True true"), ("false", "false")])
+def test_mlflow_telemetry_is_off_in_a_task_process_unless_asked_for(
+    preset: str | None, expected: str
+) -> None:
+    ci_markers = ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "GITLAB_CI", "JENKINS_URL", "TRAVIS")
+    env = {k: v for k, v in os.environ.items() if k not in ci_markers and k != "MLFLOW_DISABLE_TELEMETRY"}
+    if preset is not None:
+        env["MLFLOW_DISABLE_TELEMETRY"] = preset
+    done = subprocess.run(
+        [sys.executable, "-c", TELEMETRY_CHILD], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1].endswith(expected)  # the user's own choice is kept

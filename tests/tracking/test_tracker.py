@@ -50,6 +50,7 @@ def result_of(records: list[TrialRecord]) -> TuningResult:
         duration_s=3.5,
         efficiency=0.8,
         trial_overhead_s=0.25,
+        startup_s=1.5,
         spec=TuningSpec(max_evals=3, parallelism=2, seed=7),
         records=tuple(records),
     )
@@ -117,6 +118,7 @@ def test_parent_and_child_runs_read_back(store_uri: str, experiment_name: str) -
     assert parent.data.metrics["trials_failed"] == 1
     assert parent.data.metrics["efficiency"] == 0.8
     assert parent.data.metrics["trial_overhead_s"] == 0.25
+    assert parent.data.metrics["startup_s"] == 1.5
     artifacts = {f.path for f in client.list_artifacts(tracker.run_id)}
     assert {"best_params.json", "trials.json", "loss_per_trial.png", "search_space.json"} <= artifacts
     best_params_file = client.download_artifacts(tracker.run_id, "best_params.json")

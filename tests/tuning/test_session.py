@@ -81,3 +81,36 @@ def test_run_tuning_records_resumes_and_warm_starts_like_the_operator(
 def test_a_bad_tuning_key_is_refused_before_anything_runs(mlflow_uri: str) -> None:
     with pytest.raises(TuningConfigError, match=r"^tuning_key: \"x' or 1\" may hold only"):
         TrackingOptions(mlflow_uri, "e", tuning_key="x' or 1")
+
+
+def test_the_spark_session_starts_while_mlflow_is_set_up_and_start_up_and_drain_are_reported(
+    spark: Any, mlflow_uri: str, experiment_name: str
+) -> None:
+    import threading
+    import time
+
+    from airflow_provider_sparktune.tuning.prepare import prepare_run
+    from airflow_provider_sparktune.tuning.session import TuningSession
+
+    made: dict[str, Any] = {}
+
+    def make_spark() -> Any:  # a session that takes a second to start, as a JVM does
+        made["at"], made["thread"] = time.time(), threading.current_thread()
+        time.sleep(1.0)
+        return spark
+
+    prepared = prepare_run(
+        UNIT_SPACE, shifted_x, objective_kwargs={"offset": 0.0}, max_evals=3, parallelism=2, seed=1
+    )
+    started_at = time.time()
+    session = TuningSession(prepared, TrackingOptions(mlflow_uri, experiment_name))
+    result = session.run(make_spark, started_at=started_at)
+    [parent], trials = runs_of(mlflow_uri, experiment_name)
+    assert made["thread"] is not threading.main_thread()
+    assert made["at"] * 1000 <= parent.info.start_time  # asked for before the parent run existed
+    assert len(trials) == 3 and parent.info.status == "FINISHED"
+    first_trial = min(r.started_at or 0 for r in result.records)
+    assert result.startup_s == pytest.approx(first_trial - started_at)
+    assert result.startup_s >= 1.0  # no trial before the session existed
+    assert parent.data.metrics["startup_s"] == result.startup_s
+    assert result.drain_s is not None and 0 <= result.drain_s < result.duration_s + 60
