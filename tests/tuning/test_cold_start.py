@@ -54,3 +54,21 @@ def test_a_fresh_session_s_executors_import_neither_hyperopt_nor_its_dependencie
         model = params["model"]
         assert model["kind"] in ("tree", "linear")
         assert model["kind"] == "linear" or model["depth"] in range(1, 10)
+
+
+@pytest.mark.unit
+def test_every_task_can_connect_to_the_driver_at_the_same_moment() -> None:
+    import socket
+
+    from airflow_provider_sparktune.tuning.dispatch.resident import listen
+
+    listener = listen("127.0.0.1", 16, b"k" * 32)
+    sockets = []
+    try:  # nobody accepts yet: the kernel must queue all 16, not drop them to be retried 1 s later
+        for _ in range(16):
+            sockets.append(socket.create_connection(listener.address, timeout=0.8))
+    finally:
+        for sock in sockets:
+            sock.close()
+        listener.close()
+    assert len(sockets) == 16

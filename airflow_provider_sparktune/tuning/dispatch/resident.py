@@ -82,6 +82,17 @@ def resident_task(
     yield evaluated
 
 
+def listen(host: str, parallelism: int, authkey: bytes) -> Any:
+    """The driver's listener, with room for every task connecting at the same moment.
+
+    With warm workers all tasks connect at once; at the default backlog of 1 the kernel drops the
+    other connection attempts and TCP retries them 1, 3, 7, 15 s later.
+    """
+    from multiprocessing.connection import Listener
+
+    return Listener((host, 0), authkey=authkey, backlog=parallelism + 16)
+
+
 class ResidentDispatcher(Dispatcher):
     """Driver side: serves trials to the resident tasks and writes their results back."""
 
@@ -111,12 +122,10 @@ class ResidentDispatcher(Dispatcher):
     # -- the run ---------------------------------------------------------------------------------
 
     def run(self, deadline: float | None) -> Ending:
-        from multiprocessing.connection import Listener
-
         if self.cancelled:  # cancelled before it started: no Spark job
             return None
         host = self._driver_host()
-        self._listener = Listener((host, 0), authkey=self.authkey)
+        self._listener = listen(host, self.parallelism, self.authkey)
         address = self._listener.address
         acceptor = threading.Thread(target=self._accept, name="sparktune-accept", daemon=True)
         acceptor.start()
