@@ -26,11 +26,10 @@ import statistics
 import subprocess
 import sys
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench_dispatch import RESULTS, SPACE, markdown, sleeping_loss
+from bench_dispatch import RESULTS, SPACE, markdown, run_engine, run_raw_sparktrials
 
 # (name, master, N, P, t): the goals of the cold-start work, on a 2-core machine
 CASES: list[tuple[str, str, int, int, float]] = [
@@ -60,43 +59,22 @@ def _session(master: str) -> Any:
 
 
 def _time_sparktune(spark: Any, n: int, p: int, t: float, seed: int) -> dict[str, float]:
-    from airflow_provider_sparktune.tuning.session import run_tuning
-
     first: list[float] = []
     started = time.perf_counter()
-    result = run_tuning(
-        SPACE,
-        sleeping_loss,
-        spark=spark,
-        objective_kwargs={"t": t},
-        max_evals=n,
-        parallelism=p,
-        seed=seed,
+    wall, best = run_engine(
+        spark,
+        n,
+        p,
+        t,
+        seed,
         on_trial=lambda record, progress: first or first.append(time.perf_counter() - started),
     )
-    return {"wall_s": time.perf_counter() - started, "first_s": first[0], "best_loss": result.best_loss}
+    return {"wall_s": wall, "first_s": first[0], "best_loss": best}
 
 
 def _time_sparktrials(spark: Any, n: int, p: int, t: float, seed: int) -> dict[str, float]:
-    import numpy as np
-    from hyperopt import SparkTrials, fmin, tpe
-
-    from airflow_provider_sparktune.tuning.space import build_space
-
-    trials = SparkTrials(parallelism=p, spark_session=spark)
-    started = time.perf_counter()
-    fmin(
-        partial(sleeping_loss, t=t),
-        build_space(SPACE),
-        algo=tpe.suggest,
-        max_evals=n,
-        trials=trials,
-        rstate=np.random.default_rng(seed),
-        show_progressbar=False,
-        max_queue_len=p,
-    )
-    wall = time.perf_counter() - started
-    return {"wall_s": wall, "first_s": math.nan, "best_loss": min(trials.losses())}  # seen only by polling
+    wall, best = run_raw_sparktrials(spark, n, p, t, seed)
+    return {"wall_s": wall, "first_s": math.nan, "best_loss": best}  # its driver sees results only by polling
 
 
 def child(case: dict[str, Any]) -> dict[str, Any]:
