@@ -111,15 +111,14 @@ class SparkStart:
 
     def wait(self) -> Any:
         """The session, once made; what making it raised, raised here."""
-        while not self._done.wait(0.25):  # an Event: a signal landing in a thread join is unsafe
-            pass
+        self.wait_quietly()
         if self._error is not None:
             raise self._error
         return self._session
 
     def wait_quietly(self) -> None:
-        """Wait for the start to end (so ``stop_spark`` finds the session) and drop its error."""
-        while not self._done.wait(0.25):
+        """Wait for the start to end, whatever its outcome (so ``stop_spark`` finds the session)."""
+        while not self._done.wait(0.25):  # an Event: a signal landing in a thread join is unsafe
             pass
 
 
