@@ -72,3 +72,25 @@ def test_every_task_can_connect_to_the_driver_at_the_same_moment() -> None:
             sock.close()
         listener.close()
     assert len(sockets) == 16
+
+
+@pytest.mark.integration
+def test_a_point_the_driver_cannot_turn_into_parameters_fails_that_trial_only(spark: object) -> None:
+    from hyperopt import hp
+    from hyperopt.pyll import scope
+
+    from airflow_provider_sparktune.tuning.session import run_tuning
+
+    @scope.define
+    def sparktune_test_reciprocal(x: float) -> float:
+        if x < 0.5:
+            raise ZeroDivisionError(f"no reciprocal for {x}")
+        return 1 / x
+
+    space = scope.sparktune_test_reciprocal(hp.uniform("x", 0, 1))
+    result = run_tuning(space, lambda value: value, spark=spark, max_evals=8, parallelism=2, seed=0)
+    failed = [r for r in result.records if r.status == "failed"]
+    ok = [r for r in result.records if r.status == "ok"]
+    assert failed and ok and len(failed) + len(ok) == 8
+    assert all(r.vals["x"] < 0.5 and "no reciprocal for" in (r.error or "") for r in failed)
+    assert all(r.vals["x"] >= 0.5 and r.loss == pytest.approx(1 / r.vals["x"]) for r in ok)
