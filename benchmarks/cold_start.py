@@ -5,15 +5,17 @@ the Python workers start, unpickle the objective and connect back before the fir
 runs in its own child process: the session is created and one trivial job starts PySpark's Python
 daemon (both timed apart: ``daemon_s`` is paid once per session by whatever runs first), then
 ``run_tuning`` is timed from the call to its return twice in a row, "cold" (the session's first
-tuning: no Python worker has the objective yet) and "warm" (the same call again). Raw hyperopt ``SparkTrials`` is measured the same way in its
-own fresh process, as the baseline of the same run.
+tuning: no Python worker has the objective yet) and "warm" (the same call again). Raw hyperopt
+``SparkTrials`` is measured the same way in its own fresh process, as the baseline of the same run.
 
 Efficiency = ideal / wall, ideal = ceil(N / P) x t. "first result" is the time from the call to the
-first trial result on the driver, with instant trials (t = 0): the fixed cost before trials flow.
-Driver-side imports (pyspark, hyperopt, this package) happen before the timer, as they do when the
-task process starts; the task-level numbers (``startup_s``, ``drain_s``) are in the operator bench.
+first trial result on the driver minus the trial's own time: the fixed cost before trials flow.
+Driver-side imports (pyspark, hyperopt, this package) happen before the timer. The task-level part
+runs ``TuningSession`` as the operator does: ``startup_s`` with the SparkSession made before or
+beside the MLflow set-up, and ``drain_s`` of instant trials against a real ``mlflow server`` with
+one writer or eight.
 
-    .venv/bin/python benchmarks/cold_start.py            # all cases, about 3 minutes on 2 cores
+    .venv/bin/python benchmarks/cold_start.py     # all of it, about 15 minutes on 2 cores
 """
 
 from __future__ import annotations
