@@ -58,6 +58,23 @@ def optuna_objective(trial: Any, t: float) -> float:
     return sleeping_loss(params, t)
 
 
+def local_session(master: str, app_name: str) -> Any:
+    """The benchmarks' SparkSession: loopback only, no UI, no progress bars, errors only in the log."""
+    from pyspark.sql import SparkSession
+
+    spark = (
+        SparkSession.builder.master(master)
+        .appName(app_name)
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
 # -- the dispatchers, each timed from the call to its last result -------------------------------
 
 
@@ -282,18 +299,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    from pyspark.sql import SparkSession
-
-    spark = (
-        SparkSession.builder.master(f"local[{args.parallelism}]")
-        .appName("sparktune-bench")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = local_session(f"local[{args.parallelism}]", "sparktune-bench")
     run_engine(spark, 2, args.parallelism, 0.0, seed=0)  # warm the JVM once, for everyone alike
     n, p = args.trials, args.parallelism
 

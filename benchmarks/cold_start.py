@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_dispatch import RESULTS, SPACE, markdown, run_engine, run_raw_sparktrials
+from bench_dispatch import RESULTS, SPACE, local_session, markdown, run_engine, run_raw_sparktrials
 
 # (name, master, N, P, t): the goals of the cold-start work, on a 2-core machine
 CASES: list[tuple[str, str, int, int, float]] = [
@@ -42,22 +42,6 @@ CASES: list[tuple[str, str, int, int, float]] = [
     ("1 s sleep, P=8", "local[16]", 32, 8, 1.0),
     ("1 s sleep, P=16", "local[16]", 64, 16, 1.0),
 ]
-
-
-def _session(master: str) -> Any:
-    from pyspark.sql import SparkSession
-
-    spark = (
-        SparkSession.builder.master(master)
-        .appName("sparktune-bench-cold")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
 
 
 def _time_sparktune(spark: Any, n: int, p: int, t: float, seed: int) -> dict[str, float]:
@@ -87,7 +71,7 @@ def child(case: dict[str, Any]) -> dict[str, Any]:
     import airflow_provider_sparktune.tuning.session  # noqa: F401
 
     started = time.perf_counter()
-    spark = _session(case["master"])
+    spark = local_session(case["master"], "sparktune-bench-cold")
     session_s = time.perf_counter() - started
     started = time.perf_counter()  # the session's first Python job starts PySpark's Python daemon
     spark.sparkContext.parallelize([0], 1).map(lambda x: x).collect()
@@ -122,7 +106,7 @@ def task_child(case: dict[str, Any]) -> dict[str, Any]:
     session = TuningSession(prepared, TrackingOptions(case["tracking_uri"], f"bench-{time.time_ns()}"))
 
     def make() -> Any:
-        return _session(case["master"])
+        return local_session(case["master"], "sparktune-bench-cold")
 
     result = session.run(make if case["overlap"] else make(), started_at=started_at)
     _stop_active_session()

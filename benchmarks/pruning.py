@@ -22,7 +22,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_dispatch import RESULTS, markdown  # the benchmarks folder is on sys.path when run as a script
+from bench_dispatch import (  # the benchmarks folder is on sys.path when run as a script
+    RESULTS,
+    local_session,
+    markdown,
+)
 
 EPOCHS = 30
 SPACE = {
@@ -110,18 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    from pyspark.sql import SparkSession
-
-    spark = (
-        SparkSession.builder.master("local[2]")
-        .appName("sparktune-bench-pruning")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
+    spark = local_session("local[2]", "sparktune-bench-pruning")
     data = dataset()
     measure(spark, data, None, 2, args.parallelism, 0)  # warm the Python workers; not reported
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in PRUNERS}
