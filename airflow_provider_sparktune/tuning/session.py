@@ -197,11 +197,12 @@ class TuningSession:
                 warm = self._warm_start(tracker, resume)
                 mlflow_s = time.monotonic() - mlflow_started
                 session = starting.wait()
-                self.log.info(
-                    "start-up: MLflow parent run and history %.1f s, SparkSession %.1f s, side by side",
-                    mlflow_s,
-                    starting.duration_s,
-                )
+                if callable(spark):  # a session given as it is took no start-up here
+                    self.log.info(
+                        "start-up: MLflow parent run and history %.1f s, SparkSession %.1f s, side by side",
+                        mlflow_s,
+                        starting.duration_s,
+                    )
                 result = execute_run(
                     self.prepared,
                     session,
