@@ -20,10 +20,12 @@ from typing import Any
 import pytest
 
 from tests.servers import (
+    ConnectServer,
     MlflowServer,
     RestartableMlflowServer,
     SparkCluster,
     mlflow_server,
+    spark_connect_server,
     spark_standalone_cluster,
 )
 
@@ -101,6 +103,23 @@ def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkClu
     """A real Spark standalone master and worker on 127.0.0.1, for the whole test session."""
     with spark_standalone_cluster(tmp_path_factory.mktemp("spark-cluster")) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def connect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectServer]:
+    """A real Spark Connect server (pyspark's jars, local[2]) on 127.0.0.1, for the whole test session."""
+    with spark_connect_server(tmp_path_factory.mktemp("spark-connect")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def connect_spark(connect_server: ConnectServer) -> Iterator[Any]:
+    """A Spark Connect session on ``connect_server``, beside the classic ``spark`` session."""
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.builder.remote(connect_server.url).create()
+    yield session
+    session.stop()
 
 
 @pytest.fixture(scope="session")

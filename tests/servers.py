@@ -168,6 +168,75 @@ def spark_standalone_cluster(work: Path, cores: int = 2) -> Iterator[SparkCluste
         stop(master)
 
 
+CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+
+
+def connect_server_args(host: str, port: int, master: str = "local[2]", token: str | None = None) -> list[str]:
+    """What follows ``spark-submit`` to start a Spark Connect server; docker-compose.yaml runs the same."""
+    args = ["--class", CONNECT_SERVER_CLASS, "--master", master]
+    confs = {
+        "spark.connect.grpc.binding.address": host,
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.driver.host": host,
+        "spark.driver.bindAddress": host,
+        "spark.ui.enabled": "false",
+    }
+    if token is not None:
+        confs["spark.connect.authenticate.token"] = token
+    for key, value in confs.items():
+        args += ["--conf", f"{key}={value}"]
+    return [*args, "spark-internal"]
+
+
+@dataclass(frozen=True)
+class ConnectServer:
+    host: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+    token: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"sc://{self.host}:{self.port}"
+
+    def connection(self, **extra: Any) -> str:
+        """The AIRFLOW_CONN_* JSON of a ``spark_connect`` connection to this server."""
+        conn: dict[str, Any] = {"conn_type": "spark_connect", "host": self.host, "port": self.port}
+        if self.token is not None:
+            conn["password"] = self.token
+        return json.dumps({**conn, "extra": extra})
+
+
+@contextmanager
+def spark_connect_server(
+    work: Path, *, python: str = sys.executable, token: str | None = None
+) -> Iterator[ConnectServer]:
+    """A real Spark Connect server from pyspark's own jars, ``local[2]``, on a free loopback port.
+
+    ``token``: clients must send it (then connect to ``localhost``: pyspark sends a token over a
+    plain channel only there). ``python``: the executors' Python.
+    """
+    for sub in ("logs", "scratch"):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    env = {**spark_env(work), "PYSPARK_PYTHON": python}
+    env.pop("SPARK_CONNECT_AUTHENTICATE_TOKEN", None)
+    log = work / f"connect-{port}.log"
+    submit = str(spark_home() / "bin" / "spark-submit")
+    process = _start([submit, *connect_server_args("127.0.0.1", port, token=token)], log, env)
+    try:
+        wait_until(
+            lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close() is None,
+            180,
+            "Spark Connect server",
+            log,
+        )
+        yield ConnectServer("localhost" if token else "127.0.0.1", port, process, log, token)
+    finally:
+        stop(process)
+
+
 @dataclass(frozen=True)
 class MlflowServer:
     uri: str

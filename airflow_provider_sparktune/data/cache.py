@@ -169,3 +169,26 @@ def _remove(path: str) -> None:
         os.remove(path)
     except FileNotFoundError:
         pass
+
+
+_artifacts: dict[str, Any] = {}
+
+
+def load_artifact(name: str) -> Any:
+    """A dataset shipped as a Spark Connect artifact: unpickled once per Python worker, then kept."""
+    with _memory_lock:
+        if name not in _artifacts:
+            import pickle
+
+            _artifacts.clear()  # one run's dataset at a time: a worker does not keep every night's data
+
+            from pyspark import SparkFiles
+
+            try:
+                with open(SparkFiles.get(name), "rb") as source:
+                    _artifacts[name] = pickle.load(source)
+            except OSError as err:
+                raise StagingError(
+                    f"the Spark Connect artifact {name} holding the staged data is not on this executor ({err})"
+                ) from err
+        return _artifacts[name]

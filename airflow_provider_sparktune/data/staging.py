@@ -7,6 +7,10 @@ through XCom, and hidden from objectives: they always receive a ``StagedData`` a
 ``data.value``, whichever way the data travelled.
 
 In reload mode the data is read from storage once per executor (see ``cache``), not once per trial.
+
+Spark Connect has no broadcast variables. There, broadcast mode still loads the data once on the
+driver, and ships it inside the resident tasks' closure while it fits Connect's message limit, else
+as a Connect artifact uploaded once, else falls back to reload; the plan's reason says which.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import os
 import pickle
 import re
 import time
@@ -36,6 +41,9 @@ from airflow_provider_sparktune.exceptions import StagingError
 log = logging.getLogger(__name__)
 
 BROADCAST_LIMIT_BYTES = 2 * 1024**3  # Spark's limit on one broadcast variable
+# Spark Connect: data up to this size travels inside the query plan, half of Connect's default
+# 128 MiB message limit (the objective travels in the same message); above it, as an artifact.
+CONNECT_INLINE_LIMIT_BYTES = 64 * 1024**2
 MODES = ("broadcast", "reload")
 Mode = Literal["broadcast", "reload"]
 _UNITS = {
@@ -311,6 +319,9 @@ class StagedData:
         self.rows = rows
         self._storage_options = dict(storage_options or {})
         self._broadcast: Any = None
+        self._inline: Any = None  # Spark Connect: the dataset itself, inside the resident tasks' closure
+        self._artifact: str | None = None  # Spark Connect: the name of the uploaded artifact
+        self._artifact_path: str | None = None  # its file on the driver
 
     @classmethod
     def open(cls, plan: StagingPlan, storage_options: Mapping[str, Any] | None = None) -> StagedData:
@@ -327,6 +338,12 @@ class StagedData:
         """The dataset: the broadcast's value, or this worker's cached read of the URI."""
         if self._broadcast is not None:
             return self._broadcast.value
+        if self._inline is not None:
+            return self._inline
+        if self._artifact is not None:
+            from airflow_provider_sparktune.data.cache import load_artifact
+
+            return load_artifact(self._artifact)
         from airflow_provider_sparktune.data.cache import load
 
         return load(self.plan.uri, self.plan.format, self._storage_options)
@@ -337,7 +354,7 @@ class StagedData:
         When the loaded data serializes past the threshold although its files were smaller
         (compression), fall back to reload and say so in the log and in the plan.
         """
-        if self.plan.mode != "broadcast" or self._broadcast is not None:
+        if self.plan.mode != "broadcast" or self.attached:
             return self.plan
         started = time.monotonic()
         value = read_dataset(self.plan.uri, self.plan.format, self._storage_options)
@@ -352,6 +369,10 @@ class StagedData:
             self.plan = replace(self.plan, mode="reload", reason=reason)
             log.warning("data %s: %s", self.plan.uri, reason)
             return self.plan
+        from airflow_provider_sparktune.tuning.dispatch.launch import is_connect
+
+        if is_connect(spark):
+            return self._ship_over_connect(spark, value, size, started)
         self._broadcast = spark.sparkContext.broadcast(value)
         log.info(
             "data %s: broadcast %s (serialized) to the executors, loaded and sent in %.1f s",
@@ -361,8 +382,62 @@ class StagedData:
         )
         return self.plan
 
+    @property
+    def attached(self) -> bool:
+        return self._broadcast is not None or self._inline is not None or self._artifact is not None
+
+    def _ship_over_connect(self, spark: Any, value: Any, size: int, started: float) -> StagingPlan:
+        """No broadcast variables over Spark Connect: in the tasks' closure, else an artifact, else reload."""
+        size_text, took = format_bytes(size), time.monotonic() - started
+        loaded = f"{format_bytes(self.plan.size_bytes)} of data files, {size_text} serialized"
+        if size <= CONNECT_INLINE_LIMIT_BYTES:
+            self._inline = value
+            how = (
+                f"{loaded}: Spark Connect has no broadcast variables, so it was loaded once on the driver "
+                "and ships inside each resident task's closure"
+            )
+        else:
+            try:
+                self._artifact = self._upload(spark, value)
+            except Exception as err:
+                reason = (
+                    f"{loaded}: too large for a Spark Connect message and the artifact upload failed "
+                    f"({type(err).__name__}: {str(err)[:200]}): fell back to reload, trials read it from "
+                    "storage once per executor"
+                )
+                self.plan = replace(self.plan, mode="reload", reason=reason)
+                log.warning("data %s: %s", self.plan.uri, reason)
+                return self.plan
+            how = (
+                f"{loaded}: Spark Connect has no broadcast variables and it is too large for one message, "
+                f"so it was loaded once on the driver and uploaded once as the Spark Connect artifact "
+                f"{self._artifact}, read once per executor process"
+            )
+        self.plan = replace(self.plan, reason=how)
+        log.info("data %s: %s (%.1f s)", self.plan.uri, how, took)
+        return self.plan
+
+    def _upload(self, spark: Any, value: Any) -> str:
+        import os
+        import tempfile
+        import uuid
+
+        name = f"sparktune-data-{uuid.uuid4().hex[:12]}.pkl"
+        path = os.path.join(tempfile.mkdtemp(prefix="sparktune-artifact-"), name)
+        self._artifact_path = path
+        with open(path, "wb") as out:
+            pickle.dump(value, out, protocol=pickle.HIGHEST_PROTOCOL)
+        spark.addArtifacts(path, file=True)
+        return name
+
     def release(self) -> None:
-        """Destroy the broadcast (driver and executors); safe to call more than once."""
+        """Destroy the broadcast (driver and executors), drop what Spark Connect shipped; safe to repeat."""
+        self._inline, self._artifact = None, None
+        path, self._artifact_path = self._artifact_path, None
+        if path is not None:
+            import shutil
+
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
         broadcast, self._broadcast = self._broadcast, None
         if broadcast is None:
             return

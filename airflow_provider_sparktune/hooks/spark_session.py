@@ -1,7 +1,10 @@
-"""SparkSessionHook: a classic SparkSession from an Airflow connection of type ``spark``.
+"""SparkSessionHook: the SparkSession behind an Airflow connection, classic or Spark Connect.
 
-SparkTrials needs a classic SparkContext on the driver (the Airflow worker), so this hook builds one
-in-process from the connection's master and conf instead of submitting a job.
+A ``spark`` connection with a master (``local[N]``, ``spark://``, ``yarn``, ``k8s://``) gives a classic
+SparkContext built in-process on the driver (the Airflow worker), instead of a submitted job. A
+``spark_connect`` connection (the Spark provider's type, with its token / ``use_ssl`` / ``user_id``)
+or a ``spark`` connection whose host is ``sc://...`` gives a Spark Connect session, which runs the
+resident dispatcher.
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_sparktune.exceptions import SparkConnectionError
+from airflow_provider_sparktune.tuning.dispatch.launch import CALLBACK_HOST_CONF, CALLBACK_TIMEOUT_CONF
 
 DEFAULT_MASTER = "local[*]"
 DEFAULT_CONNECT_TIMEOUT_S = 60.0
-_MASTER_SCHEMES = ("local", "spark://", "yarn", "k8s://", "mesos://")
+_MASTER_SCHEMES = ("local", "spark://", "yarn", "k8s://", "mesos://", "sc://")
+CONNECTION_TYPES = ("spark", "spark_connect")
+_TOKEN = re.compile(r"(token=)[^;]*")
 # Spark's console pattern: "26/12/01 15:04:05 WARN NativeCodeLoader: ..."
 _JVM_LOG_LINE = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (TRACE|DEBUG|INFO|WARN|ERROR|FATAL) ")
 _JVM_LEVELS = {"WARN": logging.WARNING, "ERROR": logging.ERROR, "FATAL": logging.ERROR}
@@ -88,21 +94,29 @@ def launch_logged_gateway(conf: Mapping[str, str]) -> None:
 
 
 def resolve_master(host: str | None, port: int | None) -> str:
-    """Master URL from a spark connection's host and port (``spark://h`` + 7077 -> ``spark://h:7077``)."""
+    """Master URL from a spark connection's host and port (``spark://h`` + 7077 -> ``spark://h:7077``).
+
+    An ``sc://`` host is a Spark Connect URL (``sc://h`` + 15002 -> ``sc://h:15002``).
+    """
     host = (host or "").strip()
     if not host:
         return DEFAULT_MASTER
-    if host.startswith("sc://"):
-        raise SparkConnectionError(
-            f"spark connection host {host!r} is a Spark Connect URL: SparkTrials needs a classic "
-            "SparkContext, which Spark Connect does not provide; point the connection at the cluster "
-            "master (spark://host:7077, yarn, k8s://...) instead"
-        )
     if not host.startswith(_MASTER_SCHEMES):
         host = f"spark://{host}"
-    if port and host.startswith("spark://") and host.count(":") == 1:
-        host = f"{host}:{port}"
+    if port and host.startswith(("spark://", "sc://")) and host.split("/")[2].count(":") == 0:
+        scheme, _, rest = host.partition("://")
+        name, slash, tail = rest.partition("/")
+        host = f"{scheme}://{name}:{port}{slash}{tail}"
     return host
+
+
+def is_connect_url(master: str) -> bool:
+    return master.startswith("sc://")
+
+
+def redact(url: str) -> str:
+    """A Spark Connect URL without its token, for logs and error messages."""
+    return _TOKEN.sub(r"\1***", url)
 
 
 def conf_from_extra(extra: Mapping[str, Any]) -> dict[str, str]:
@@ -150,16 +164,18 @@ class SparkSessionHook(BaseHook):
             )
             master, extra = DEFAULT_MASTER, {}
         else:
-            if conn.conn_type not in ("spark", None, ""):
+            if conn.conn_type not in (*CONNECTION_TYPES, None, ""):
                 raise SparkConnectionError(
                     f"spark_conn_id: connection {self.spark_conn_id!r} has type {conn.conn_type!r}; "
-                    "use a connection of type 'spark' (host: local[N], spark://host:port, yarn or k8s://...)"
+                    "use a connection of type 'spark' (host: local[N], spark://host:port, yarn, k8s://... "
+                    "or sc://host:port) or 'spark_connect'"
                 )
-            try:
-                master = resolve_master(conn.host, conn.port)
-            except SparkConnectionError as err:
-                raise SparkConnectionError(f"spark_conn_id {self.spark_conn_id!r}: {err}") from None
             extra = conn.extra_dejson if conn.extra else {}
+            master = (
+                self._connect_url()
+                if conn.conn_type == "spark_connect"
+                else resolve_master(conn.host, conn.port)
+            )
             if not isinstance(extra.get("spark_conf") or {}, Mapping):
                 raise SparkConnectionError(
                     f"spark_conn_id: the extra of connection {self.spark_conn_id!r} has a spark_conf that is "
@@ -172,7 +188,30 @@ class SparkSessionHook(BaseHook):
         conf = {"spark.ui.showConsoleProgress": "false", **conf_from_extra(extra)}
         conf.update({str(k): str(v) for k, v in (self.spark_conf or {}).items()})
         timeout = self._timeout(extra)
+        if is_connect_url(master):
+            if extra.get("callback_host"):
+                conf.setdefault(CALLBACK_HOST_CONF, str(extra["callback_host"]))
+            conf.setdefault(CALLBACK_TIMEOUT_CONF, f"{timeout:g}")
         return master, conf, timeout
+
+    def _connect_url(self) -> str:
+        """The ``sc://`` URL of a ``spark_connect`` connection, built by the Spark provider's own hook."""
+        from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
+
+        if not (self.get_connection(self.spark_conn_id).host or "").strip():
+            raise SparkConnectionError(
+                f"spark_conn_id: connection {self.spark_conn_id!r} of type 'spark_connect' has no host; "
+                "set it to the Spark Connect server (host, port 15002 by default)"
+            )
+        try:
+            return SparkConnectHook(self.spark_conn_id).get_connection_url()
+        except ValueError as err:
+            raise SparkConnectionError(f"spark_conn_id {self.spark_conn_id!r}: {err}") from None
+
+    @property
+    def is_connect(self) -> bool:
+        """The connection points at a Spark Connect server (read from the connection)."""
+        return is_connect_url(self.resolve()[0])
 
     def _timeout(self, extra: Mapping[str, Any]) -> float:
         """``connect_timeout`` of the operator, else of the connection's extra, else the default."""
@@ -197,11 +236,13 @@ class SparkSessionHook(BaseHook):
         from pyspark import SparkContext
         from pyspark.sql import SparkSession
 
+        master, conf, timeout = self.resolve()
+        if is_connect_url(master):
+            return self._connect_session(master, conf, timeout)
         if SparkContext._active_spark_context is not None:
             self._session = SparkSession.builder.getOrCreate()
             self.log.info("Reusing the running SparkSession (master %s)", self._session.sparkContext.master)
             return self._session
-        master, conf, timeout = self.resolve()
         if master.startswith("local"):
             # Executors run PYSPARK_PYTHON; unset, local mode starts the system python3, which lacks hyperopt.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -217,31 +258,54 @@ class SparkSessionHook(BaseHook):
             builder = builder.config(key, value)
         deadline = time.monotonic() + timeout
         if master.startswith("local"):
-            session = self._build(builder, master)
+            session = self._build(builder.getOrCreate, master)
         else:
             # A standalone master that is down blocks SparkContext creation for a minute or more.
-            session = self._build_within(builder, master, deadline, timeout)
+            session = self._build_within(builder.getOrCreate, master, deadline, timeout)
         self._session, self._created = session, True
         if not master.startswith("local"):
             self._wait_for_executors(session, master, deadline, timeout)
         return session
 
-    def _build(self, builder: Any, master: str) -> Any:
+    def _connect_session(self, url: str, conf: Mapping[str, str], timeout: float) -> Any:
+        """A new Spark Connect session of this hook's own (stopped by ``stop``), checked with one request."""
+        from pyspark.sql import SparkSession
+
+        self.log.info("Connecting to Spark Connect at %s (%s)", redact(url), json.dumps(sorted(conf)))
+        builder = SparkSession.builder.remote(url)
+        for key, value in conf.items():
+            builder = builder.config(key, value)
+
+        def create() -> Any:
+            session: Any = builder.create()
+            try:
+                self.log.info("Spark Connect session %s, Spark %s", session.session_id, session.version)
+            except BaseException:
+                session.stop()
+                raise
+            return session
+
+        deadline = time.monotonic() + timeout
+        self._session = self._build_within(create, url, deadline, timeout)
+        self._created = True
+        return self._session
+
+    def _build(self, make: Any, master: str) -> Any:
         try:
-            return builder.getOrCreate()
+            return make()
         except Exception as err:
             raise SparkConnectionError(
-                f"spark_conn_id {self.spark_conn_id!r}: cannot start Spark on {master}: {err}"
+                f"spark_conn_id {self.spark_conn_id!r}: cannot start Spark on {redact(master)}: {err}"
             ) from err
 
-    def _build_within(self, builder: Any, master: str, deadline: float, timeout: float) -> Any:
-        """getOrCreate() in a helper thread; give up at the deadline and stop the session if it comes late."""
+    def _build_within(self, make: Any, master: str, deadline: float, timeout: float) -> Any:
+        """``make()`` in a helper thread; give up at the deadline and stop the session if it comes late."""
         outcome: dict[str, Any] = {}
         lock = threading.Lock()
 
         def build() -> None:
             try:
-                session = self._build(builder, master)
+                session = self._build(make, master)
             except SparkConnectionError as err:
                 outcome["error"] = err
                 return
@@ -275,6 +339,12 @@ class SparkSessionHook(BaseHook):
         raise self._no_executor_error(master, timeout)
 
     def _no_executor_error(self, master: str, timeout: float) -> SparkConnectionError:
+        if is_connect_url(master):
+            return SparkConnectionError(
+                f"spark_conn_id {self.spark_conn_id!r}: the Spark Connect server at {redact(master)} did not "
+                f"answer within {timeout:g} s; check that it is running and reachable from this worker "
+                "(host, port, use_ssl, token), or raise spark_connect_timeout"
+            )
         return SparkConnectionError(
             f"spark_conn_id {self.spark_conn_id!r}: no Spark executor registered with {master} within "
             f"{timeout:g} s; check that the master is up and has free workers, or raise connect_timeout"

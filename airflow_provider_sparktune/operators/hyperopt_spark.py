@@ -227,7 +227,12 @@ class HyperoptSparkOperator(BaseOperator):
             objective_kwargs=self.objective_kwargs,
             **self._settings(),
         )
-        self.spark_hook.resolve()  # connection type, master and conf are checked before MLflow is touched
+        if (
+            self.spark_hook.is_connect
+        ):  # connection type, master and conf are checked before MLflow is touched
+            from airflow_provider_sparktune.tuning.dispatch.launch import refuse_sparktrials_on_connect
+
+            refuse_sparktrials_on_connect(prepared.spec.dispatcher)
         self._control = RunControl()
         with self.mlflow_hook.credentials():
             session = TuningSession(

@@ -33,6 +33,7 @@ from airflow_provider_sparktune.exceptions import (
 from airflow_provider_sparktune.tuning.algorithms import Suggest, WarmStartSuggest
 from airflow_provider_sparktune.tuning.dispatch import make_dispatcher
 from airflow_provider_sparktune.tuning.dispatch.base import Dispatcher, DispatchPlan, Ending
+from airflow_provider_sparktune.tuning.dispatch.launch import task_slots
 from airflow_provider_sparktune.tuning.dispatch.trials import TrialBook
 from airflow_provider_sparktune.tuning.prepare import PreparedRun
 from airflow_provider_sparktune.tuning.prior import PriorTrial, finished_trial_doc, space_labels
@@ -94,7 +95,7 @@ def execute_run(
     (default: now).
     """
     started_at = time.time() if started_at is None else started_at
-    spec = prepared.spec.resolved(prepared.facts, task_slots=spark.sparkContext.defaultParallelism)
+    spec = prepared.spec.resolved(prepared.facts, task_slots=lambda: task_slots(spark))
     staged = prepared.staged
     try:
         if staged is not None:

@@ -87,14 +87,17 @@ class TuningSpec:
             )
         return cls(**settings)
 
-    def resolved(self, facts: SpaceFacts, task_slots: int) -> TuningSpec:
-        """The same spec with ``"auto"`` budgets replaced by the seed's guidance."""
+    def resolved(self, facts: SpaceFacts, task_slots: int | Callable[[], int]) -> TuningSpec:
+        """The same spec with ``"auto"`` budgets replaced by the seed's guidance.
+
+        ``task_slots`` may be a call, made only for ``parallelism="auto"`` (over Spark Connect, reading
+        the cluster's slots takes a small job).
+        """
         max_evals = facts.suggested_max_evals() if self.max_evals == "auto" else self.max_evals
-        parallelism = (
-            min(facts.suggested_parallelism(task_slots), int(max_evals))
-            if self.parallelism == "auto"
-            else self.parallelism
-        )
+        parallelism = self.parallelism
+        if parallelism == "auto":
+            slots = task_slots() if callable(task_slots) else task_slots
+            parallelism = min(facts.suggested_parallelism(slots), int(max_evals))
         return dataclasses.replace(self, max_evals=int(max_evals), parallelism=int(parallelism))
 
     def as_params(self) -> dict[str, Any]:

@@ -7,6 +7,10 @@ from airflow_provider_sparktune.tuning.dispatch.base import Dispatcher, Dispatch
 
 def make_dispatcher(plan: DispatchPlan) -> Dispatcher:
     """The dispatcher ``plan.spec.dispatcher`` names."""
+    from airflow_provider_sparktune.tuning.dispatch.launch import is_connect, refuse_sparktrials_on_connect
+
+    if is_connect(plan.spark):
+        refuse_sparktrials_on_connect(plan.spec.dispatcher)
     if plan.spec.dispatcher == "sparktrials":
         from airflow_provider_sparktune.tuning.dispatch.sparktrials import SparkTrialsDispatcher
 

@@ -7,6 +7,9 @@ driver over an authenticated socket and evaluates trials until told to stop. A n
 of the same ``algo``, with the same trial history, the moment a task is free, so TPE sees every
 finished result and nothing waits for a poll.
 
+The tasks start as a classic SparkContext job or as one Spark Connect query (see ``launch``); the
+conversation over the socket is the same either way.
+
 The trial documents are written exactly as SparkTrials writes them (states, ``result``,
 ``misc.error``, book and refresh times) into the run's :class:`TrialBook`, so analysis code and the
 run's watcher read them the same way.
@@ -22,12 +25,12 @@ import traceback
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from airflow_provider_sparktune.tuning.dispatch.base import (
-    Dispatcher,
-    DispatchPlan,
-    Ending,
-    cancel_job_group,
-    job_group,
+from airflow_provider_sparktune.exceptions import SparkConnectionError
+from airflow_provider_sparktune.tuning.dispatch.base import Dispatcher, DispatchPlan, Ending
+from airflow_provider_sparktune.tuning.dispatch.launch import (
+    CALLBACK_HOST_CONF,
+    CALLBACK_TIMEOUT_CONF,
+    launcher_for,
 )
 from airflow_provider_sparktune.tuning.dispatch.trials import now
 from airflow_provider_sparktune.tuning.pruners import Reports
@@ -82,15 +85,24 @@ def resident_task(
     yield evaluated
 
 
-def listen(host: str, parallelism: int, authkey: bytes) -> Any:
+def listen(host: str, parallelism: int, authkey: bytes, bind: str | None = None) -> Any:
     """The driver's listener, with room for every task connecting at the same moment.
 
     With warm workers all tasks connect at once; at the default backlog of 1 the kernel drops the
-    other connection attempts and TCP retries them 1, 3, 7, 15 s later.
+    other connection attempts and TCP retries them 1, 3, 7, 15 s later. Without ``bind``, a callback
+    host that is not an address of this machine (a NAT's address, say) is listened for on every
+    interface; connections are authenticated either way.
     """
     from multiprocessing.connection import Listener
 
-    return Listener((host, 0), authkey=authkey, backlog=parallelism + 16)
+    backlog = parallelism + 16
+    if bind is not None:
+        return Listener((bind, 0), authkey=authkey, backlog=backlog)
+    try:
+        return Listener((host, 0), authkey=authkey, backlog=backlog)
+    except OSError:
+        log.info("%s is not an address of this machine: listening on every interface", host)
+        return Listener(("0.0.0.0", 0), authkey=authkey, backlog=backlog)
 
 
 class ResidentDispatcher(Dispatcher):
@@ -114,8 +126,11 @@ class ResidentDispatcher(Dispatcher):
         self.stop_new = False  # no new trials (budget, stop rule, cancel)
         self.cancelled = False
         self.authkey = secrets.token_bytes(32)
+        self.launcher = launcher_for(plan.spark, plan.job_group)
         self.job_error: BaseException | None = None
-        self.algo_error: BaseException | None = None  # the search algorithm failed: the run ends with it
+        # the run ends with it: the search algorithm failed, or the tasks can never run (unreachable, Python)
+        self.fatal_error: BaseException | None = None
+        self.connected = 0  # resident tasks that reached the listener
         self._listener: Any = None
         self._closing = threading.Event()
 
@@ -124,9 +139,11 @@ class ResidentDispatcher(Dispatcher):
     def run(self, deadline: float | None) -> Ending:
         if self.cancelled:  # cancelled before it started: no Spark job
             return None
-        host = self._driver_host()
-        self._listener = listen(host, self.parallelism, self.authkey)
-        address = self._listener.address
+        host = self.launcher.callback_host()
+        callback_timeout = self.launcher.callback_timeout()
+        self._listener = listen(host, self.parallelism, self.authkey, self.launcher.bind_address())
+        address = (host, self._listener.address[1])
+        job_started = time.monotonic()
         acceptor = threading.Thread(target=self._accept, name="sparktune-accept", daemon=True)
         acceptor.start()
         job = threading.Thread(target=self._run_jobs, args=(address,), name="sparktune-job", daemon=True)
@@ -139,20 +156,29 @@ class ResidentDispatcher(Dispatcher):
                     if remaining is not None and remaining <= 0:
                         ending = "timeout"
                         break
+                    waited = time.monotonic() - job_started
+                    if callback_timeout is not None and not self.connected and waited > callback_timeout:
+                        self.fatal_error = self._unreachable_error(address, callback_timeout)
+                        break
                     self.lock.wait(0.5 if remaining is None else min(0.5, remaining))
         finally:
             if ending == "timeout":
                 self.cancel("timeout")
+            elif self.fatal_error is not None:
+                self.cancel(str(self.fatal_error).split(";")[0])
             with self.lock:
                 self.stop_new = True
                 self.lock.notify_all()
             job.join(30)
             if job.is_alive():
-                cancel_job_group(self.plan.spark, self.plan.job_group)
+                self.launcher.cancel()
                 job.join(10)
-            self._close_listener(address)
-        if self.algo_error is not None:
-            raise self.algo_error
+            self._close_listener(self._listener.address)
+        if self.fatal_error is None and callback_timeout is not None and not self.connected:
+            if self.job_error is not None and not self.cancelled:  # the tasks failed before reaching us
+                self.fatal_error = self._unreachable_error(address, callback_timeout, self.job_error)
+        if self.fatal_error is not None:
+            raise self.fatal_error
         if self.job_error is not None and not self.cancelled and not self._finished():
             raise self.job_error
         return ending
@@ -166,17 +192,23 @@ class ResidentDispatcher(Dispatcher):
             self.book.cancel_open(reason, stamp=True)
             self.running.clear()
             self.lock.notify_all()
-        cancel_job_group(self.plan.spark, self.plan.job_group)
+        self.launcher.cancel()
         log.info("cancelled the trials of job group %s: %s", self.plan.job_group, reason)
 
     def _finished(self) -> bool:
         return not self.running and (self.stop_new or self.queued >= self.max_evals)
 
-    def _driver_host(self) -> str:
-        conf = self.plan.spark.sparkContext.getConf()
-        if conf.get("spark.master", "").startswith("local"):
-            return "127.0.0.1"
-        return str(conf.get("spark.driver.host", "127.0.0.1"))
+    def _unreachable_error(
+        self, address: tuple[str, int], timeout: float, tasks_error: BaseException | None = None
+    ) -> SparkConnectionError:
+        when = f"within {timeout:g} s of starting them" if tasks_error is None else "before the tasks failed"
+        error = "" if tasks_error is None else f"; the tasks' last error: {_first_line(tasks_error)}"
+        return SparkConnectionError(
+            f"no resident trial task connected back to {address[0]}:{address[1]} {when}: the executors "
+            "cannot reach this machine at that address, or got no task slots; open the network path from "
+            f"the executors to this host, set {CALLBACK_HOST_CONF} to an address they can reach, or raise "
+            f"{CALLBACK_TIMEOUT_CONF} (spark_connect_timeout) for a busy cluster{error}"
+        )
 
     # -- the Spark job of resident tasks -----------------------------------------------------------
 
@@ -184,21 +216,23 @@ class ResidentDispatcher(Dispatcher):
         """One job of ``parallelism`` tasks; start another if tasks died while work remains."""
         from functools import partial
 
-        sc = self.plan.spark.sparkContext
         task = partial(resident_task, address, self.authkey, self.plan.objective)
-        with job_group(self.plan.spark, self.plan.job_group, "sparktune resident trial tasks"):
-            for attempt in range(MAX_JOB_RESTARTS + 1):
-                try:
-                    sc.parallelize(range(self.parallelism), self.parallelism).mapPartitions(task).collect()
-                    self.job_error = None
-                except BaseException as err:
-                    self.job_error = err
-                    log.warning("resident trial tasks ended with %s: %s", type(err).__name__, str(err)[:500])
+        for attempt in range(MAX_JOB_RESTARTS + 1):
+            try:
+                self.launcher.run_tasks(task, self.parallelism)
+                self.job_error = None
+            except SparkConnectionError as err:  # no restart can help: the run ends with it
                 with self.lock:
-                    more_work = not self.stop_new and self.queued < self.max_evals
-                if not more_work or self.cancelled or attempt == MAX_JOB_RESTARTS:
-                    break
-                log.info("restarting resident trial tasks (%d/%d)", attempt + 1, MAX_JOB_RESTARTS)
+                    self.fatal_error, self.stop_new = err, True
+                break
+            except BaseException as err:
+                self.job_error = err
+                log.warning("resident trial tasks ended with %s: %s", type(err).__name__, str(err)[:500])
+            with self.lock:
+                more_work = not self.stop_new and self.queued < self.max_evals
+            if not more_work or self.cancelled or attempt == MAX_JOB_RESTARTS:
+                break
+            log.info("restarting resident trial tasks (%d/%d)", attempt + 1, MAX_JOB_RESTARTS)
         with self.lock:
             self.lock.notify_all()
 
@@ -213,6 +247,8 @@ class ResidentDispatcher(Dispatcher):
             if self._closing.is_set():
                 conn.close()
                 return
+            with self.lock:
+                self.connected += 1
             threading.Thread(target=self._serve, args=(conn,), name="sparktune-serve", daemon=True).start()
 
     def _close_listener(self, address: tuple[str, int]) -> None:
@@ -281,7 +317,7 @@ class ResidentDispatcher(Dispatcher):
                     return None
                 self.book.add(docs)
             except Exception as err:  # recorded before the lock is released: no other task asks again
-                self.algo_error, self.stop_new = err, True
+                self.fatal_error, self.stop_new = err, True
                 self.lock.notify_all()
                 raise
             self.queued += 1
@@ -361,3 +397,10 @@ class ResidentDispatcher(Dispatcher):
         """Called with the lock held, once per finished trial: a stop rule ends new trials."""
         if self.stops.observe(ok, loss, remaining=self.queued < self.max_evals) is not None:
             self.stop_new = True
+
+
+def _first_line(err: BaseException) -> str:
+    """The line of a (Spark, often multi-line) error that says what happened."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    useful = [line for line in lines if "Error" in line or "error" in line] or lines or [type(err).__name__]
+    return useful[-1][:300]

@@ -1,5 +1,7 @@
 """The trial documents of a run, kept in a real hyperopt ``SparkTrials`` object.
 
+Over Spark Connect, which SparkTrials cannot use, they are kept in a plain ``hyperopt.Trials``.
+
 Analysis code, hyperopt's algorithms and both dispatchers read the same documents. hyperopt keeps
 them, and its cancel flags, in private attributes (``_dynamic_trials``, ``_fmin_cancelled``,
 ``_fmin_cancelled_reason``): this module is the only one that touches them.
@@ -19,9 +21,14 @@ class TrialBook:
     """A run's trial documents and cancel state."""
 
     def __init__(self, spark: Any, parallelism: int, timeout: float | None) -> None:
-        from hyperopt import SparkTrials
+        from hyperopt import SparkTrials, Trials
 
-        self.trials = SparkTrials(parallelism=parallelism, timeout=timeout, spark_session=spark)
+        from airflow_provider_sparktune.tuning.dispatch.launch import is_connect
+
+        if is_connect(spark):  # SparkTrials reads spark.sparkContext, which Spark Connect has not
+            self.trials: Any = Trials()
+        else:
+            self.trials = SparkTrials(parallelism=parallelism, timeout=timeout, spark_session=spark)
 
     def add(self, docs: Sequence[dict[str, Any]]) -> None:
         """Insert new trial documents and make them visible to the algorithms."""

@@ -1,0 +1,215 @@
+"""Where the resident tasks start: a classic SparkContext job, or one Spark Connect query.
+
+The resident dispatcher needs only "start n long-lived Python tasks that connect back to me, and
+cancel them on demand". A classic SparkContext does that with a job group; Spark Connect, whose
+client has no SparkContext, with one ``mapInPandas`` query that carries an operation tag.
+
+Two Spark conf keys of the session tune the connect-back (set them in the connection's
+``spark_conf``, or with ``spark.conf.set`` in a notebook):
+
+* ``spark.sparktune.callbackHost``: the address executors reach this process at. Default: classic,
+  ``spark.driver.host``; Spark Connect, the local address of this client's connection to the
+  server (the address the server sees).
+* ``spark.sparktune.callbackBindAddress``: the local address to listen on. Default: the callback
+  host when it is an address of this machine, else every interface (behind a NAT, say).
+* ``spark.sparktune.callbackTimeout``: seconds to wait for the first task to connect back before
+  the run fails with an error that says so (Spark Connect only; default 60).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from airflow_provider_sparktune.exceptions import SparkConnectionError, TuningConfigError
+from airflow_provider_sparktune.tuning.dispatch.base import cancel_job_group, job_group
+
+log = logging.getLogger(__name__)
+
+CALLBACK_HOST_CONF = "spark.sparktune.callbackHost"
+CALLBACK_BIND_CONF = "spark.sparktune.callbackBindAddress"
+CALLBACK_TIMEOUT_CONF = "spark.sparktune.callbackTimeout"
+DEFAULT_CALLBACK_TIMEOUT_S = 60.0
+_VERSION_MISMATCH = re.compile(r"different version:?\s*(\d+\.\d+)\s*than that in driver:?\s*(\d+\.\d+)")
+
+Task = Callable[[Iterable[Any]], Iterator[int]]
+
+
+def is_connect(spark: Any) -> bool:
+    """A Spark Connect session (``sc://``): no SparkContext on this side, no broadcast variables."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def refuse_sparktrials_on_connect(dispatcher: str) -> None:
+    """SparkTrials drives a classic SparkContext; over Spark Connect only the resident dispatcher runs."""
+    if dispatcher == "sparktrials":
+        raise TuningConfigError(
+            "dispatcher: 'sparktrials' needs a classic SparkContext, which a Spark Connect session does "
+            "not have; use dispatcher='resident' (the default), or a classic spark connection"
+        )
+
+
+class TaskLauncher(ABC):
+    """Starts ``n`` resident tasks as one unit of Spark work, and cancels it."""
+
+    def __init__(self, spark: Any, group: str) -> None:
+        self.spark, self.group = spark, group
+
+    @abstractmethod
+    def task_slots(self) -> int:
+        """How many tasks the cluster runs at once (what ``parallelism="auto"`` is capped by)."""
+
+    @abstractmethod
+    def callback_host(self) -> str:
+        """The address executors can reach this process at."""
+
+    def bind_address(self) -> str | None:
+        """The local address to listen on; ``None``: the callback host if local, else every interface."""
+        return self._conf(CALLBACK_BIND_CONF)
+
+    def callback_timeout(self) -> float | None:
+        """How long to wait for the first task to connect back; ``None``: as long as the job runs."""
+        return None
+
+    @abstractmethod
+    def run_tasks(self, task: Task, n: int) -> None:
+        """Run ``task`` in ``n`` parallel Spark tasks until all return; raises what failed them."""
+
+    @abstractmethod
+    def cancel(self) -> None:
+        """Cancel the running tasks; a failure is logged, never raised (a kill must go on)."""
+
+    @abstractmethod
+    def _conf(self, key: str) -> str | None:
+        """A Spark conf value of the session, ``None`` when unset or blank."""
+
+
+class ClassicLauncher(TaskLauncher):
+    """One SparkContext job in the run's job group."""
+
+    def task_slots(self) -> int:
+        return int(self.spark.sparkContext.defaultParallelism)
+
+    def callback_host(self) -> str:
+        configured = self._conf(CALLBACK_HOST_CONF)
+        if configured:
+            return configured
+        if (self._conf("spark.master") or "").startswith("local"):
+            return "127.0.0.1"
+        return self._conf("spark.driver.host") or "127.0.0.1"
+
+    def run_tasks(self, task: Task, n: int) -> None:
+        sc = self.spark.sparkContext
+        with job_group(self.spark, self.group, "sparktune resident trial tasks"):
+            sc.parallelize(range(n), n).mapPartitions(task).collect()
+
+    def cancel(self) -> None:
+        cancel_job_group(self.spark, self.group)
+
+    def _conf(self, key: str) -> str | None:
+        value = self.spark.sparkContext.getConf().get(key)
+        return str(value).strip() if value is not None and str(value).strip() else None
+
+
+class ConnectLauncher(TaskLauncher):
+    """One Spark Connect query of ``n`` partitions, tagged with the run's group so it can be interrupted."""
+
+    def task_slots(self) -> int:
+        """Partitions of a default-partitioned range: Spark's default parallelism, read with one small job."""
+
+        def one_row(batches: Iterable[Any]) -> Iterator[Any]:
+            import pandas as pd
+
+            for _ in batches:
+                pass
+            yield pd.DataFrame({"n": [1]})
+
+        return len(self.spark.range(0, 1 << 20).mapInPandas(one_row, "n long").collect())
+
+    def callback_host(self) -> str:
+        configured = self._conf(CALLBACK_HOST_CONF)
+        if configured:
+            return configured
+        host, port = _server_endpoint(self.spark)
+        try:  # the local address of a connection to the server: the address the server sees
+            with socket.create_connection((host, port), timeout=10) as sock:
+                return str(sock.getsockname()[0])
+        except OSError as err:
+            raise SparkConnectionError(
+                f"cannot reach the Spark Connect server at {host}:{port} to find this client's address "
+                f"({err}); set {CALLBACK_HOST_CONF} to an address its executors can reach"
+            ) from err
+
+    def callback_timeout(self) -> float | None:
+        text = self._conf(CALLBACK_TIMEOUT_CONF)
+        if not text:
+            return DEFAULT_CALLBACK_TIMEOUT_S
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = float("nan")
+        if not 0 < seconds < float("inf"):
+            raise SparkConnectionError(
+                f"{CALLBACK_TIMEOUT_CONF}: {text!r} must be a positive number of seconds"
+            )
+        return seconds
+
+    def run_tasks(self, task: Task, n: int) -> None:
+        def resident_partition(batches: Iterable[Any]) -> Iterator[Any]:
+            import pandas as pd
+
+            yield pd.DataFrame({"evaluated": list(task(batches))})
+
+        self.spark.addTag(self.group)  # tags belong to this thread's operations only
+        try:
+            self.spark.range(0, n, 1, n).mapInPandas(resident_partition, "evaluated long").collect()
+        except Exception as err:
+            mismatch = _python_mismatch(err)
+            if mismatch is not None:
+                raise mismatch from err
+            raise
+        finally:
+            self.spark.removeTag(self.group)
+
+    def cancel(self) -> None:
+        try:
+            self.spark.interruptTag(self.group)
+        except Exception:
+            log.exception("interrupting the Spark Connect operations tagged %s failed", self.group)
+
+    def _conf(self, key: str) -> str | None:
+        value = self.spark.conf.get(key, None)
+        return str(value).strip() if value is not None and str(value).strip() else None
+
+
+def launcher_for(spark: Any, group: str) -> TaskLauncher:
+    return ConnectLauncher(spark, group) if is_connect(spark) else ClassicLauncher(spark, group)
+
+
+def task_slots(spark: Any) -> int:
+    return launcher_for(spark, "").task_slots()
+
+
+def _server_endpoint(spark: Any) -> tuple[str, int]:
+    """(host, port) this Connect client talks to."""
+    builder = spark.client._builder
+    host, _, port = str(builder.endpoint).rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _python_mismatch(err: BaseException) -> SparkConnectionError | None:
+    """PySpark's worker refuses a client of another Python minor version: say which and how to fix it."""
+    match = _VERSION_MISMATCH.search(str(err))
+    if "PYTHON_VERSION_MISMATCH" not in str(err) or match is None:
+        return None
+    server, client = match.groups()
+    return SparkConnectionError(
+        f"the Spark Connect server runs Python {server} for its executors, this client runs Python {client}: "
+        "the objective travels pickled (cloudpickle), which needs the same minor version on both sides; "
+        f"run the server's executors on Python {client} (PYSPARK_PYTHON / spark.pyspark.python on the "
+        f"server) or this task on Python {server}"
+    )
