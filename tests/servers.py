@@ -171,7 +171,9 @@ def spark_standalone_cluster(work: Path, cores: int = 2) -> Iterator[SparkCluste
 CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
 
-def connect_server_args(host: str, port: int, master: str = "local[2]", token: str | None = None) -> list[str]:
+def connect_server_args(
+    host: str, port: int, master: str = "local[2]", token: str | None = None
+) -> list[str]:
     """What follows ``spark-submit`` to start a Spark Connect server; docker-compose.yaml runs the same."""
     args = ["--class", CONNECT_SERVER_CLASS, "--master", master]
     confs = {
