@@ -3,7 +3,9 @@
 Efficiency = ideal wall / actual wall, ideal = ceil(N / P) x t for N trials of t seconds at
 parallelism P. Everything runs in this one process on Spark ``local[2]``, side by side and
 interleaved, so the machine's noise hits every dispatcher alike; the ratio column compares each
-against raw SparkTrials measured in the same run.
+against raw SparkTrials measured in the same run. The "Spark Connect" row runs the same engine over
+a Spark Connect server started here from pyspark's own jars (``local[P]``, loopback, stopped at the
+end), next to the classic session. All rows are warm: each session ran one small tuning first.
 
     make bench        # or: .venv/bin/python benchmarks/bench_dispatch.py --repeats 2
 """
@@ -15,7 +17,10 @@ import json
 import logging
 import math
 import os
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -73,6 +78,60 @@ def local_session(master: str, app_name: str) -> Any:
     )
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def start_connect_server(master: str, work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A Spark Connect server from pyspark's jars on a free loopback port; returns it and its URL."""
+    import pyspark
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    home = Path(pyspark.__file__).parent
+    confs = {
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.ui.enabled": "false",
+    }
+    cmd = [
+        str(home / "bin" / "spark-submit"),
+        "--class",
+        "org.apache.spark.sql.connect.service.SparkConnectServer",
+    ]
+    cmd += [
+        "--master",
+        master,
+        *[a for k, v in confs.items() for a in ("--conf", f"{k}={v}")],
+        "spark-internal",
+    ]
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(home),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "PYSPARK_PYTHON": sys.executable,
+    }
+    with (work / "connect-server.log").open("wb") as log:
+        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            return server, f"sc://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.5)
+    stop_server(server)
+    raise RuntimeError(f"the Spark Connect server did not come up; see {work / 'connect-server.log'}")
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(30)
 
 
 # -- the dispatchers, each timed from the call to its last result -------------------------------
@@ -153,9 +212,15 @@ def run_mlflow_spark_study(spark: Any, n: int, p: int, t: float, seed: int) -> t
     return time.perf_counter() - started, float(study.best_value)
 
 
-def dispatchers() -> dict[str, Callable[..., tuple[float, float]]]:
+def dispatchers(connect: Any = None) -> dict[str, Callable[..., tuple[float, float]]]:
     found: dict[str, Callable[..., tuple[float, float]]] = {
         "sparktune (resident)": run_engine,
+    }
+    if connect is not None:
+        found["sparktune (Spark Connect)"] = lambda spark, *args, **kwargs: run_engine(
+            connect, *args, **kwargs
+        )
+    found |= {
         "raw SparkTrials": run_raw_sparktrials,
         "serial Trials (P=1)": run_serial_trials,
     }
@@ -172,10 +237,16 @@ def dispatchers() -> dict[str, Callable[..., tuple[float, float]]]:
 
 
 def dispatch_table(
-    spark: Any, n: int, p: int, durations: list[float], repeats: int, only: list[str] | None = None
+    spark: Any,
+    n: int,
+    p: int,
+    durations: list[float],
+    repeats: int,
+    only: list[str] | None = None,
+    connect: Any = None,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    runners = {k: v for k, v in dispatchers().items() if not only or k.split()[0] in only or k in only}
+    runners = {k: v for k, v in dispatchers(connect).items() if not only or k.split()[0] in only or k in only}
     for t in durations:
         walls: dict[str, list[float]] = {name: [] for name in runners}
         losses: dict[str, list[float]] = {name: [] for name in runners}
@@ -275,6 +346,19 @@ def search_quality(spark: Any, n: int, p: int, seeds: int) -> dict[str, Any]:
     }
 
 
+def connect_against_classic(table: list[dict[str, Any]]) -> str:
+    """One line per trial length: the Spark Connect row's efficiency over the classic engine's."""
+    by = {(row["dispatcher"], row["t_s"]): row["efficiency"] for row in table}
+    lines = []
+    for (name, t), efficiency in by.items():
+        classic = by.get(("sparktune (resident)", t))
+        if name == "sparktune (Spark Connect)" and classic:
+            lines.append(
+                f"t={t:g}s: Spark Connect efficiency {efficiency} vs classic {classic} -> {efficiency / classic:.2f}"
+            )
+    return "\n".join(lines)
+
+
 def markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
@@ -295,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="+", help="first word of the dispatchers to run, e.g. sparktune raw (default: all)"
     )
     parser.add_argument("--skip-extras", action="store_true", help="only the dispatch table")
+    parser.add_argument("--no-connect", action="store_true", help="leave out the Spark Connect row")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -302,9 +387,23 @@ def main(argv: list[str] | None = None) -> int:
     spark = local_session(f"local[{args.parallelism}]", "sparktune-bench")
     run_engine(spark, 2, args.parallelism, 0.0, seed=0)  # warm the JVM once, for everyone alike
     n, p = args.trials, args.parallelism
+    server, connect = None, None
+    if not args.no_connect:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+        server, url = start_connect_server(f"local[{p}]", Path(tempfile.mkdtemp(prefix="bench-connect-")))
+        connect = ConnectSession.builder.remote(url).create()
+        run_engine(connect, 2, p, 0.0, seed=0)  # warm, as the classic session is
 
     print(f"dispatch: N={n} P={p} t={args.durations} repeats={args.repeats}")
-    table = dispatch_table(spark, n, p, args.durations, args.repeats, args.only)
+    try:
+        table = dispatch_table(spark, n, p, args.durations, args.repeats, args.only, connect)
+    finally:
+        if connect is not None:
+            connect.stop()
+        if server is not None:
+            stop_server(server)
+    print(connect_against_classic(table))
     print()
     print(
         markdown(

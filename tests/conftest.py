@@ -114,10 +114,14 @@ def connect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Connect
 
 @pytest.fixture(scope="session")
 def connect_spark(connect_server: ConnectServer) -> Iterator[Any]:
-    """A Spark Connect session on ``connect_server``, beside the classic ``spark`` session."""
-    from pyspark.sql import SparkSession
+    """A Spark Connect session on ``connect_server``, beside the classic ``spark`` session.
 
-    session = SparkSession.builder.remote(connect_server.url).create()
+    Made with the Connect module's own builder: ``pyspark.sql.SparkSession.builder.remote`` marks the
+    whole process as Spark Connect, after which no classic session can start in it.
+    """
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
+
+    session = ConnectSession.builder.remote(connect_server.url).create()
     yield session
     session.stop()
 

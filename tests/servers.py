@@ -172,15 +172,20 @@ CONNECT_SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 
 
 def connect_server_args(
-    host: str, port: int, master: str = "local[2]", token: str | None = None
+    bind: str,
+    port: int,
+    master: str = "local[2]",
+    *,
+    driver_host: str | None = None,
+    token: str | None = None,
 ) -> list[str]:
     """What follows ``spark-submit`` to start a Spark Connect server; docker-compose.yaml runs the same."""
     args = ["--class", CONNECT_SERVER_CLASS, "--master", master]
     confs = {
-        "spark.connect.grpc.binding.address": host,
+        "spark.connect.grpc.binding.address": bind,
         "spark.connect.grpc.binding.port": str(port),
-        "spark.driver.host": host,
-        "spark.driver.bindAddress": host,
+        "spark.driver.host": driver_host or bind,
+        "spark.driver.bindAddress": bind,
         "spark.ui.enabled": "false",
     }
     if token is not None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.servers import master_args, mlflow_server_args, worker_args
+from tests.servers import connect_server_args, master_args, mlflow_server_args, worker_args
 
 REPO = Path(__file__).resolve().parents[1]
 AIRFLOW_SERVICES = [
@@ -71,6 +71,18 @@ def test_worker_runs_what_the_cluster_tests_run(compose: dict[str, Any]) -> None
     assert "spark-work:/opt/spark-work" in worker["volumes"]
 
 
+def test_optional_connect_server_runs_what_the_connect_tests_run(compose: dict[str, Any]) -> None:
+    connect = compose["services"]["spark-connect"]
+    assert connect["profiles"] == ["connect"]  # `docker compose up` alone leaves it out
+    assert connect["image"] == "airflow-provider-sparktune:local"
+    assert connect["command"] == [
+        "spark-submit",
+        *connect_server_args("0.0.0.0", 15002, "spark://spark-master:7077", driver_host="spark-connect"),
+    ]
+    assert connect["depends_on"]["spark-master"] == {"condition": "service_healthy"}
+    assert connect["healthcheck"]["test"]
+
+
 def test_volumes_health_checks_and_start_order(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert "./example_dags:/opt/airflow/dags" in services["airflow-scheduler"]["volumes"]
@@ -96,6 +108,7 @@ def test_volumes_health_checks_and_start_order(compose: dict[str, Any]) -> None:
 def test_published_ports_stay_on_loopback(compose: dict[str, Any]) -> None:
     published = [port for service in compose["services"].values() for port in service.get("ports", [])]
     assert sorted(published) == [
+        "127.0.0.1:15002:15002",
         "127.0.0.1:5000:5000",
         "127.0.0.1:8080:8080",
         "127.0.0.1:8081:8080",

@@ -268,11 +268,15 @@ class SparkSessionHook(BaseHook):
         return session
 
     def _connect_session(self, url: str, conf: Mapping[str, str], timeout: float) -> Any:
-        """A new Spark Connect session of this hook's own (stopped by ``stop``), checked with one request."""
-        from pyspark.sql import SparkSession
+        """A new Spark Connect session of this hook's own (stopped by ``stop``), checked with one request.
+
+        Made with the Connect module's own builder: ``pyspark.sql.SparkSession.builder.remote`` would
+        mark the whole process as Spark Connect, and no classic session could start in it afterwards.
+        """
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
 
         self.log.info("Connecting to Spark Connect at %s (%s)", redact(url), json.dumps(sorted(conf)))
-        builder = SparkSession.builder.remote(url)
+        builder = ConnectSession.builder.remote(url)
         for key, value in conf.items():
             builder = builder.config(key, value)
 
@@ -286,9 +290,32 @@ class SparkSessionHook(BaseHook):
             return session
 
         deadline = time.monotonic() + timeout
+        self._wait_for_port(url, deadline, timeout)
         self._session = self._build_within(create, url, deadline, timeout)
         self._created = True
         return self._session
+
+    def _wait_for_port(self, url: str, deadline: float, timeout: float) -> None:
+        """Fail at the deadline while nothing listens at the server's address.
+
+        Checked before a client exists: a Spark Connect client to a dead server retries for minutes,
+        also in its exit handler, so a task that gave up on it would not end.
+        """
+        import socket
+        from urllib.parse import urlparse
+
+        parsed = urlparse(url)
+        host, port = parsed.hostname or "localhost", parsed.port or 15002
+        while True:
+            try:
+                socket.create_connection(
+                    (host, port), timeout=max(0.1, min(5.0, deadline - time.monotonic()))
+                ).close()
+                return
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise self._no_executor_error(url, timeout) from None
+                time.sleep(0.5)
 
     def _build(self, make: Any, master: str) -> Any:
         try:

@@ -43,9 +43,11 @@ class HyperoptSparkOperator(BaseOperator):
     :param early_stop_after: stop after this many finished ok trials without improvement.
     :param dispatcher: ``resident`` (long-lived Spark tasks pull trials; the fast default) or
         ``sparktrials`` (hyperopt's own SparkTrials loop, one Spark job per trial).
-    :param spark_conn_id: Airflow connection of type ``spark``; missing -> Spark ``local[*]``.
+    :param spark_conn_id: Airflow connection of type ``spark`` (a master, or ``sc://`` for Spark Connect) or
+        ``spark_connect``; missing -> Spark ``local[*]``.
     :param spark_conf: extra Spark conf, applied over the connection's.
-    :param spark_connect_timeout: seconds to wait for executors on a cluster master.
+    :param spark_connect_timeout: seconds to wait for executors on a cluster master, or for a Spark
+        Connect server and the resident tasks connecting back from it.
     :param mlflow_conn_id: Airflow connection of type ``mlflow``; missing -> ``MLFLOW_TRACKING_URI`` or
         a SQLite store under AIRFLOW_HOME.
     :param mlflow_experiment: experiment name (templated); default ``"<dag_id>.<task_id>"``.

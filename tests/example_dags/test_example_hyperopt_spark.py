@@ -8,7 +8,7 @@ import pytest
 
 from airflow_provider_sparktune.links import mlflow_run_url
 from tests.operators.test_hyperopt_spark import latest_run_id, runs_of, xcom_values
-from tests.servers import MlflowServer, SparkCluster, airflow_dags_test
+from tests.servers import MlflowServer, SparkCluster, airflow_dags_test, spark_connect_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_dags"
 
@@ -100,3 +100,34 @@ def test_example_on_the_cluster_with_the_tracking_server(
     assert len(children) == 10
     best_params = Path(client.download_artifacts(mlflow["run_id"], "best_params.json")).read_text()
     assert json.loads(best_params) == value["best_params"]
+
+
+@pytest.mark.integration
+def test_example_over_spark_connect_with_a_token(tmp_path: Path, airflow_db: Any) -> None:
+    from mlflow import MlflowClient
+
+    token = "connect-example-token-7f3a"
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with spark_connect_server(tmp_path / "connect", token=token) as server:
+        env = {
+            "AIRFLOW_CONN_SPARK_DEFAULT": server.connection(),  # type spark_connect, the token as password
+            "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "mlflow", "host": mlflow_uri}),
+        }
+        done = airflow_dags_test("example_hyperopt_spark", env)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-6000:]
+    assert "Connecting to Spark Connect at sc://localhost:" in output
+    assert token not in output
+    value = xcom_values(latest_run_id("example_hyperopt_spark"), "tune")["return_value"]
+    assert value["best_params"] == {"model": {"name": "model a", "x": 1}}
+    assert value["best_loss"] == 1.0
+    assert value["trials"] == {"total": 10, "ok": 10, "failed": 0, "cancelled": 0, "pruned": 0}
+    assert token not in json.dumps(value)
+    client = MlflowClient(mlflow_uri)
+    parent = client.get_run(value["mlflow"]["run_id"])
+    assert parent.info.status == "FINISHED"
+    assert token not in json.dumps([parent.data.params, parent.data.tags])
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert len(children) == 10 and all(c.info.status == "FINISHED" for c in children)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,11 @@ from airflow_provider_sparktune.hooks.spark_session import (
     SparkSessionHook,
     conf_from_extra,
     jvm_line_levels,
+    redact,
     resolve_master,
 )
+from airflow_provider_sparktune.tuning.dispatch.launch import CALLBACK_HOST_CONF, CALLBACK_TIMEOUT_CONF
+from tests.servers import free_port, spark_connect_server
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,6 +37,9 @@ REPO = Path(__file__).resolve().parents[2]
         ("yarn", None, "yarn"),
         ("k8s://https://10.0.0.1:6443", None, "k8s://https://10.0.0.1:6443"),
         ("", None, "local[*]"),
+        ("sc://10.0.0.5", 15002, "sc://10.0.0.5:15002"),
+        ("sc://10.0.0.5:15003", 15002, "sc://10.0.0.5:15003"),
+        ("sc://10.0.0.5/;use_ssl=true", 15002, "sc://10.0.0.5:15002/;use_ssl=true"),
     ],
 )
 def test_master_from_host_and_port(host: str, port: int | None, master: str) -> None:
@@ -40,9 +47,77 @@ def test_master_from_host_and_port(host: str, port: int | None, master: str) -> 
 
 
 @pytest.mark.unit
-def test_spark_connect_is_refused_with_the_reason() -> None:
-    with pytest.raises(SparkConnectionError, match="classic SparkContext"):
-        resolve_master("sc://10.0.0.5", 15002)
+def test_a_spark_connect_connection_gives_the_providers_url_with_its_extras(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    conn = {
+        "conn_type": "spark_connect",
+        "host": "connect.example",
+        "port": 15002,
+        "login": "etl",
+        "password": "s3cret-token",
+        "extra": {
+            "use_ssl": True,
+            "callback_host": "10.1.2.3",
+            "spark_conf": {"spark.sql.shuffle.partitions": 4},
+        },
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_TUNE_CONNECT", json.dumps(conn))
+    hook = SparkSessionHook("tune_connect", connect_timeout=7)
+    url, conf, timeout = hook.resolve()
+    assert url == "sc://connect.example:15002/;user_id=etl;token=s3cret-token;use_ssl=True"
+    assert hook.is_connect
+    assert conf[CALLBACK_HOST_CONF] == "10.1.2.3"
+    assert conf[CALLBACK_TIMEOUT_CONF] == "7"  # the wait for tasks to connect back: the same bound
+    assert conf["spark.sql.shuffle.partitions"] == "4"
+    assert timeout == 7
+    assert "s3cret-token" not in redact(url) and redact(url).endswith("token=***;use_ssl=True")
+
+
+@pytest.mark.unit
+def test_a_spark_connection_with_an_sc_host_is_spark_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SC_HOST", json.dumps({"conn_type": "spark", "host": "sc://h", "port": 15002})
+    )
+    hook = SparkSessionHook("sc_host")
+    assert hook.resolve()[0] == "sc://h:15002" and hook.is_connect
+    assert CALLBACK_HOST_CONF not in hook.resolve()[1]  # default: the address the server sees
+
+
+@pytest.mark.integration
+def test_a_connect_server_that_is_down_fails_within_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()  # nothing listens there
+    conn = {"conn_type": "spark_connect", "host": "127.0.0.1", "port": port, "password": "tok-do-not-log"}
+    monkeypatch.setenv("AIRFLOW_CONN_CONNECT_DOWN", json.dumps(conn))
+    hook = SparkSessionHook("connect_down", connect_timeout=5)
+    started = time.monotonic()
+    with pytest.raises(SparkConnectionError) as caught:
+        hook.get_session()
+    assert time.monotonic() - started < 5 + 10
+    message = str(caught.value)
+    assert message.startswith(
+        f"spark_conn_id 'connect_down': the Spark Connect server at sc://127.0.0.1:{port}"
+    )
+    assert "did not answer within 5 s" in message and "tok-do-not-log" not in message
+
+
+@pytest.mark.integration
+def test_a_connect_session_sends_the_token_and_is_stopped_with_the_hook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with spark_connect_server(tmp_path, token="connect-token-1") as server:
+        monkeypatch.setenv("AIRFLOW_CONN_WITH_TOKEN", server.connection())
+        hook = SparkSessionHook("with_token", connect_timeout=120)
+        session = hook.get_session()
+        assert session.range(5).count() == 5  # the server refuses a client without the token
+        hook.stop()
+        with pytest.raises(Exception):  # noqa: B017  (pyspark raises its own error types for a closed session)
+            session.range(1).count()
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_NO_TOKEN", json.dumps({**json.loads(server.connection()), "password": None})
+        )
+        with pytest.raises(SparkConnectionError, match="cannot start Spark on sc://localhost|did not answer"):
+            SparkSessionHook("no_token", connect_timeout=30).get_session()
 
 
 @pytest.mark.unit
@@ -101,10 +176,10 @@ HOOK_BAD_INPUT: list[tuple[str, dict[str, Any], str | None, str]] = [
         "spark_conn_id: connection 'bad'",
     ),
     (
-        "spark_conn_id-spark-connect",
+        "spark_conn_id-spark-connect-no-host",
         {},
-        json.dumps({"conn_type": "spark", "host": "sc://h"}),
-        "spark_conn_id 'bad': ",
+        json.dumps({"conn_type": "spark_connect"}),
+        "spark_conn_id: connection 'bad' of type 'spark_connect' has no host",
     ),
     (
         "spark_conn_id-extra-conf",

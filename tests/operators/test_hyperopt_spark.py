@@ -22,6 +22,7 @@ from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOpe
 from tests.airflow_runs import scheduled_dag_run, tasks_test
 from tests.servers import (
     VENV_BIN,
+    ConnectServer,
     MlflowServer,
     RestartableMlflowServer,
     SparkCluster,
@@ -173,6 +174,70 @@ def test_on_kill_cancels_the_trials_and_marks_runs_killed(
     while spark.sparkContext.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert spark.sparkContext.statusTracker().getActiveJobsIds() == []
+
+
+@pytest.mark.integration
+def test_on_kill_over_spark_connect_interrupts_the_query_and_marks_runs_killed(
+    connect_server: ConnectServer,
+    mlflow_uri: str,
+    experiment_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.tuning.test_launch import sleep_with_marker
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    monkeypatch.setenv("AIRFLOW_CONN_TUNE_CONNECT", connect_server.connection())
+    op = HyperoptSparkOperator(
+        task_id="t",
+        search_space=UNIT_SPACE,
+        objective=sleep_with_marker,
+        objective_kwargs={"marker_dir": str(tmp_path)},
+        max_evals=6,
+        parallelism=2,
+        spark_conn_id="tune_connect",
+        mlflow_experiment=experiment_name,
+    )
+    killed_at: list[float] = []
+
+    def kill_once_both_trials_sleep() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and len([p for p in tmp_path.iterdir() if p.read_text()]) < 2:
+            time.sleep(0.2)
+        killed_at.append(time.monotonic())
+        op.on_kill()
+
+    killer = threading.Thread(target=kill_once_both_trials_sleep, daemon=True)
+    killer.start()
+    with pytest.raises(TuningCancelledError):
+        op.execute(context())  # type: ignore[arg-type]
+    assert killed_at and time.monotonic() - killed_at[0] < 30 + 10  # the trials sleep for ten minutes
+    assert len(list(tmp_path.iterdir())) == 2  # the kill came while both were sleeping
+    runs = runs_of(mlflow_uri, experiment_name)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [p.info.status for p in parents] == ["KILLED"]
+    trial_runs = [r for r in runs if r not in parents]
+    assert len(trial_runs) == 2 and all(r.info.status == "KILLED" for r in trial_runs)
+
+
+@pytest.mark.unit
+def test_sparktrials_over_a_spark_connect_connection_fails_before_tracking_or_spark(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SC_DOWN", json.dumps({"conn_type": "spark", "host": f"sc://127.0.0.1:{free_port()}"})
+    )
+    op = HyperoptSparkOperator(
+        task_id="t",
+        search_space=UNIT_SPACE,
+        objective=x_objective,
+        max_evals=2,
+        dispatcher="sparktrials",
+        spark_conn_id="sc_down",
+        mlflow_conn_id="no_such_connection",
+    )
+    with pytest.raises(TuningConfigError, match="^dispatcher: 'sparktrials' needs a classic SparkContext"):
+        op.execute(context())  # type: ignore[arg-type]
 
 
 @pytest.mark.integration

@@ -260,12 +260,12 @@ def other_python() -> str | None:
 @pytest.mark.integration
 @pytest.mark.skipif(other_python() is None, reason="needs a Python of another minor version")
 def test_a_server_on_another_python_fails_with_both_versions(tmp_path: Path) -> None:
-    from pyspark.sql import SparkSession
+    from pyspark.sql.connect.session import SparkSession as ConnectSession
 
     python = other_python()
     assert python is not None
     with spark_connect_server(tmp_path, python=python) as server:
-        session = SparkSession.builder.remote(server.url).create()
+        session = ConnectSession.builder.remote(server.url).create()
         try:
             with pytest.raises(SparkConnectionError) as caught:
                 run_tuning(SPACE, bowl, spark=session, max_evals=2, parallelism=1)
