@@ -189,6 +189,7 @@ class SparkSessionHook(BaseHook):
         conf.update({str(k): str(v) for k, v in (self.spark_conf or {}).items()})
         timeout = self._timeout(extra)
         if is_connect_url(master):
+            conf.pop("spark.ui.showConsoleProgress")  # a static conf: the server refuses it, with a warning
             if extra.get("callback_host"):
                 conf.setdefault(CALLBACK_HOST_CONF, str(extra["callback_host"]))
             conf.setdefault(CALLBACK_TIMEOUT_CONF, f"{timeout:g}")

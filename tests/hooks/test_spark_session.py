@@ -70,6 +70,7 @@ def test_a_spark_connect_connection_gives_the_providers_url_with_its_extras(
     assert conf[CALLBACK_HOST_CONF] == "10.1.2.3"
     assert conf[CALLBACK_TIMEOUT_CONF] == "7"  # the wait for tasks to connect back: the same bound
     assert conf["spark.sql.shuffle.partitions"] == "4"
+    assert "spark.ui.showConsoleProgress" not in conf  # static: a Connect server would refuse it
     assert timeout == 7
     assert "s3cret-token" not in redact(url) and redact(url).endswith("token=***;use_ssl=True")
 

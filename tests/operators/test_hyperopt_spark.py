@@ -220,26 +220,6 @@ def test_on_kill_over_spark_connect_interrupts_the_query_and_marks_runs_killed(
     assert len(trial_runs) == 2 and all(r.info.status == "KILLED" for r in trial_runs)
 
 
-@pytest.mark.unit
-def test_sparktrials_over_a_spark_connect_connection_fails_before_tracking_or_spark(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_SC_DOWN", json.dumps({"conn_type": "spark", "host": f"sc://127.0.0.1:{free_port()}"})
-    )
-    op = HyperoptSparkOperator(
-        task_id="t",
-        search_space=UNIT_SPACE,
-        objective=x_objective,
-        max_evals=2,
-        dispatcher="sparktrials",
-        spark_conn_id="sc_down",
-        mlflow_conn_id="no_such_connection",
-    )
-    with pytest.raises(TuningConfigError, match="^dispatcher: 'sparktrials' needs a classic SparkContext"):
-        op.execute(context())  # type: ignore[arg-type]
-
-
 @pytest.mark.integration
 def test_run_conf_drives_templated_space_and_budget(
     spark: Any, airflow_db: Any, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
@@ -872,10 +852,10 @@ BAD_INPUT: list[tuple[str, dict[str, Any], dict[str, str], str]] = [
         "spark_conn_id: connection 'bad' has type 'http'",
     ),
     (
-        "spark_conn_id-spark-connect",
-        {"spark_conn_id": "bad"},
+        "dispatcher-sparktrials-over-spark-connect",
+        {"spark_conn_id": "bad", "dispatcher": "sparktrials"},
         {"BAD": spark_conn(host="sc://127.0.0.1", port=15002)},
-        "spark_conn_id 'bad': spark connection host",
+        "dispatcher: 'sparktrials' needs a classic SparkContext",
     ),
     (
         "spark_conn_id-extra-conf",
