@@ -366,9 +366,7 @@ class StagedData:
                 f"{limit}, but the loaded dataset serializes to more than {limit} (the files are "
                 "compressed): fell back to reload, trials read it from storage once per executor"
             )
-            self.plan = replace(self.plan, mode="reload", reason=reason)
-            log.warning("data %s: %s", self.plan.uri, reason)
-            return self.plan
+            return self._fall_back_to_reload(reason)
         from airflow_provider_sparktune.tuning.dispatch.launch import is_connect
 
         if is_connect(spark):
@@ -380,6 +378,11 @@ class StagedData:
             format_bytes(size),
             time.monotonic() - started,
         )
+        return self.plan
+
+    def _fall_back_to_reload(self, reason: str) -> StagingPlan:
+        self.plan = replace(self.plan, mode="reload", reason=reason)
+        log.warning("data %s: %s", self.plan.uri, reason)
         return self.plan
 
     @property
@@ -405,9 +408,7 @@ class StagedData:
                     f"({type(err).__name__}: {str(err)[:200]}): fell back to reload, trials read it from "
                     "storage once per executor"
                 )
-                self.plan = replace(self.plan, mode="reload", reason=reason)
-                log.warning("data %s: %s", self.plan.uri, reason)
-                return self.plan
+                return self._fall_back_to_reload(reason)
             how = (
                 f"{loaded}: Spark Connect has no broadcast variables and it is too large for one message, "
                 f"so it was loaded once on the driver and uploaded once as the Spark Connect artifact "

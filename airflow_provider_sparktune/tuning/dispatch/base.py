@@ -1,11 +1,11 @@
-"""The dispatcher interface: how a run's trials get onto Spark, whichever way they travel."""
+"""The dispatcher interface: how a run's trials get onto Spark, whichever way they travel.
+
+Starting and cancelling Spark work (job groups, Spark Connect tags) is in ``launch``.
+"""
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from airflow_provider_sparktune.tuning.spec import TuningSpec
     from airflow_provider_sparktune.tuning.stopping import StopRules
 
-log = logging.getLogger(__name__)
 
 Ending = Literal["timeout"] | None  # what run() reports: the deadline ended it, or it ran its course
 
@@ -64,25 +63,3 @@ class Dispatcher(ABC):
     def observe(self, record: TrialRecord, progress: Progress) -> None:  # noqa: B027  (optional hook)
         """Called by the watcher once per newly finished trial. A dispatcher that sees results as they
         arrive applies the stop rules there and needs nothing here."""
-
-
-@contextmanager
-def job_group(spark: Any, group: str, description: str) -> Iterator[None]:
-    """Spark jobs started by this thread inside the block carry ``group`` and can be cancelled by it."""
-    sc = spark.sparkContext
-    sc.setLocalProperty("spark.jobGroup.id", group)
-    sc.setLocalProperty("spark.job.description", description)
-    sc.setLocalProperty("spark.job.interruptOnCancel", "true")
-    try:
-        yield
-    finally:
-        for key in ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
-            sc.setLocalProperty(key, None)
-
-
-def cancel_job_group(spark: Any, group: str) -> None:
-    """Cancel every Spark job of ``group``; a failure is logged, never raised (a kill must go on)."""
-    try:
-        spark.sparkContext.cancelJobGroup(group)
-    except Exception:
-        log.exception("cancelling Spark job group %s failed", group)

@@ -23,10 +23,10 @@ import re
 import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from airflow_provider_sparktune.exceptions import SparkConnectionError, TuningConfigError
-from airflow_provider_sparktune.tuning.dispatch.base import cancel_job_group, job_group
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,28 @@ class ConnectLauncher(TaskLauncher):
     def _conf(self, key: str) -> str | None:
         value = self.spark.conf.get(key, None)
         return str(value).strip() if value is not None and str(value).strip() else None
+
+
+@contextmanager
+def job_group(spark: Any, group: str, description: str) -> Iterator[None]:
+    """Spark jobs started by this thread inside the block carry ``group`` and can be cancelled by it."""
+    sc = spark.sparkContext
+    sc.setLocalProperty("spark.jobGroup.id", group)
+    sc.setLocalProperty("spark.job.description", description)
+    sc.setLocalProperty("spark.job.interruptOnCancel", "true")
+    try:
+        yield
+    finally:
+        for key in ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
+            sc.setLocalProperty(key, None)
+
+
+def cancel_job_group(spark: Any, group: str) -> None:
+    """Cancel every Spark job of ``group``; a failure is logged, never raised (a kill must go on)."""
+    try:
+        spark.sparkContext.cancelJobGroup(group)
+    except Exception:
+        log.exception("cancelling Spark job group %s failed", group)
 
 
 def launcher_for(spark: Any, group: str) -> TaskLauncher:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from airflow_provider_sparktune.tuning.dispatch.base import Dispatcher, Ending, cancel_job_group, job_group
+from airflow_provider_sparktune.tuning.dispatch.base import Dispatcher, Ending
+from airflow_provider_sparktune.tuning.dispatch.launch import cancel_job_group, job_group
 
 if TYPE_CHECKING:
     from airflow_provider_sparktune.tuning.records import Progress, TrialRecord
