@@ -18,6 +18,7 @@ run's watcher read them the same way.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 import time
@@ -131,6 +132,7 @@ class ResidentDispatcher(Dispatcher):
         # the run ends with it: the search algorithm failed, or the tasks can never run (unreachable, Python)
         self.fatal_error: BaseException | None = None
         self.connected = 0  # resident tasks that reached the listener
+        self.callback_timeout: float | None = None  # Spark Connect: the bound on the first connection
         self._listener: Any = None
         self._closing = threading.Event()
 
@@ -140,7 +142,7 @@ class ResidentDispatcher(Dispatcher):
         if self.cancelled:  # cancelled before it started: no Spark job
             return None
         host = self.launcher.callback_host()
-        callback_timeout = self.launcher.callback_timeout()
+        callback_timeout = self.callback_timeout = self.launcher.callback_timeout()
         self._listener = listen(host, self.parallelism, self.authkey, self.launcher.bind_address())
         address = (host, self._listener.address[1])
         job_started = time.monotonic()
@@ -158,7 +160,7 @@ class ResidentDispatcher(Dispatcher):
                         break
                     waited = time.monotonic() - job_started
                     if callback_timeout is not None and not self.connected and waited > callback_timeout:
-                        self.fatal_error = self._unreachable_error(address, callback_timeout)
+                        self.fatal_error = self._unreachable_error(address, callback_timeout, self.job_error)
                         break
                     self.lock.wait(0.5 if remaining is None else min(0.5, remaining))
         finally:
@@ -201,13 +203,20 @@ class ResidentDispatcher(Dispatcher):
     def _unreachable_error(
         self, address: tuple[str, int], timeout: float, tasks_error: BaseException | None = None
     ) -> SparkConnectionError:
-        when = f"within {timeout:g} s of starting them" if tasks_error is None else "before the tasks failed"
-        error = "" if tasks_error is None else f"; the tasks' last error: {_first_line(tasks_error)}"
+        where = f"{address[0]}:{address[1]}"
+        fix = (
+            f"open the network path from the executors to this host, set {CALLBACK_HOST_CONF} to an "
+            "address they can reach"
+        )
+        if tasks_error is not None:
+            return SparkConnectionError(
+                f"no resident trial task connected back to {where}: the tasks failed before any reached "
+                f"this machine, with: {_first_line(tasks_error)}. If that is a network error, {fix}"
+            )
         return SparkConnectionError(
-            f"no resident trial task connected back to {address[0]}:{address[1]} {when}: the executors "
-            "cannot reach this machine at that address, or got no task slots; open the network path from "
-            f"the executors to this host, set {CALLBACK_HOST_CONF} to an address they can reach, or raise "
-            f"{CALLBACK_TIMEOUT_CONF} (spark_connect_timeout) for a busy cluster{error}"
+            f"no resident trial task connected back to {where} within {timeout:g} s of starting them: the "
+            f"executors cannot reach this machine at that address, or got no task slots; {fix}, or raise "
+            f"{CALLBACK_TIMEOUT_CONF} (spark_connect_timeout) for a busy cluster"
         )
 
     # -- the Spark job of resident tasks -----------------------------------------------------------
@@ -228,6 +237,8 @@ class ResidentDispatcher(Dispatcher):
             except BaseException as err:
                 self.job_error = err
                 log.warning("resident trial tasks ended with %s: %s", type(err).__name__, str(err)[:500])
+                if self.callback_timeout is not None and not self.connected:
+                    break  # over Spark Connect, tasks that never reached us fail the same way again
             with self.lock:
                 more_work = not self.stop_new and self.queued < self.max_evals
             if not more_work or self.cancelled or attempt == MAX_JOB_RESTARTS:
@@ -399,8 +410,17 @@ class ResidentDispatcher(Dispatcher):
             self.stop_new = True
 
 
+_PYTHON_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|error|Exit)(: |$)")
+
+
 def _first_line(err: BaseException) -> str:
-    """The line of a (Spark, often multi-line) error that says what happened."""
+    """The line of a (Spark, often multi-line) error that says what happened, not a stack frame.
+
+    A Python traceback from an executor ends with its exception line; a JVM failure names its
+    exception inside its first lines.
+    """
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    useful = [line for line in lines if "Error" in line or "error" in line] or lines or [type(err).__name__]
-    return useful[-1][:300]
+    lines = [line for line in lines if not line.startswith(("at ", "File "))]
+    python = [line for line in lines if _PYTHON_ERROR_LINE.match(line)]
+    telling = [line for line in lines if "Exception" in line or "Error" in line]
+    return (python[-1:] or telling or lines or [type(err).__name__])[0][:400]
