@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 VENV_BIN = Path(sys.executable).parent
+# How long a server may take to answer once started. Generous: on a 2-core machine under heavy load a
+# JVM or `mlflow server` has been seen to need over two minutes; a server that never answers still fails.
+SERVER_START_S = 300
 
 
 def free_port() -> int:
@@ -149,7 +152,7 @@ def spark_standalone_cluster(work: Path, cores: int = 2) -> Iterator[SparkCluste
     try:
         wait_until(
             lambda: get_json(f"{master_ui}/json/")["status"] == "ALIVE",
-            90,
+            SERVER_START_S,
             "Spark master",
             work / "master.log",
         )
@@ -157,7 +160,7 @@ def spark_standalone_cluster(work: Path, cores: int = 2) -> Iterator[SparkCluste
         worker = _start([spark_class, *args], work / "worker.log", env)
         wait_until(
             lambda: get_json(f"{master_ui}/json/")["aliveworkers"] >= 1,
-            90,
+            SERVER_START_S,
             "Spark worker",
             work / "worker.log",
         )
@@ -235,7 +238,7 @@ def spark_connect_server(
     try:
         wait_until(
             lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close() is None,
-            180,
+            SERVER_START_S,
             "Spark Connect server",
             log,
         )
@@ -269,7 +272,7 @@ def start_mlflow_server(work: Path, port: int) -> MlflowServer:
     try:
         wait_until(
             lambda: urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200,
-            120,
+            SERVER_START_S,
             "MLflow server",
             log,
         )
