@@ -419,7 +419,6 @@ class StagedData:
         return self.plan
 
     def _upload(self, spark: Any, value: Any) -> str:
-        import os
         import tempfile
         import uuid
 

@@ -153,9 +153,20 @@ class SparkSessionHook(BaseHook):
         self.connect_timeout = connect_timeout
         self._session: Any = None
         self._created = False
+        self._resolved: tuple[str, dict[str, str], float] | None = None
 
     def resolve(self) -> tuple[str, dict[str, str], float]:
-        """(master, conf, connect timeout) from the connection, the operator's conf and the defaults."""
+        """(master, conf, connect timeout) from the connection, the operator's conf and the defaults.
+
+        The connection is read once per hook: the operator checks it before MLflow is touched, and
+        the session is made from the same reading.
+        """
+        if self._resolved is None:
+            self._resolved = self._read_connection()
+        master, conf, timeout = self._resolved
+        return master, dict(conf), timeout
+
+    def _read_connection(self) -> tuple[str, dict[str, str], float]:
         try:
             conn = self.get_connection(self.spark_conn_id)
         except AirflowNotFoundException:
@@ -172,7 +183,7 @@ class SparkSessionHook(BaseHook):
                 )
             extra = conn.extra_dejson if conn.extra else {}
             master = (
-                self._connect_url()
+                self._connect_url(conn.host)
                 if conn.conn_type == "spark_connect"
                 else resolve_master(conn.host, conn.port)
             )
@@ -195,11 +206,11 @@ class SparkSessionHook(BaseHook):
             conf.setdefault(CALLBACK_TIMEOUT_CONF, f"{timeout:g}")
         return master, conf, timeout
 
-    def _connect_url(self) -> str:
+    def _connect_url(self, host: str | None) -> str:
         """The ``sc://`` URL of a ``spark_connect`` connection, built by the Spark provider's own hook."""
         from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
 
-        if not (self.get_connection(self.spark_conn_id).host or "").strip():
+        if not (host or "").strip():
             raise SparkConnectionError(
                 f"spark_conn_id: connection {self.spark_conn_id!r} of type 'spark_connect' has no host; "
                 "set it to the Spark Connect server (host, port 15002 by default)"
@@ -211,7 +222,7 @@ class SparkSessionHook(BaseHook):
 
     @property
     def is_connect(self) -> bool:
-        """The connection points at a Spark Connect server (read from the connection)."""
+        """The connection points at a Spark Connect server."""
         return is_connect_url(self.resolve()[0])
 
     def _timeout(self, extra: Mapping[str, Any]) -> float:

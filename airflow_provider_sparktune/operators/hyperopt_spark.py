@@ -229,9 +229,8 @@ class HyperoptSparkOperator(BaseOperator):
             objective_kwargs=self.objective_kwargs,
             **self._settings(),
         )
-        if (
-            self.spark_hook.is_connect
-        ):  # connection type, master and conf are checked before MLflow is touched
+        # The Spark connection (type, master, conf) is read and checked before MLflow is touched.
+        if self.spark_hook.is_connect:
             from airflow_provider_sparktune.tuning.dispatch.launch import refuse_sparktrials_on_connect
 
             refuse_sparktrials_on_connect(prepared.spec.dispatcher)

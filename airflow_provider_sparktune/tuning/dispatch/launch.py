@@ -24,6 +24,7 @@ import socket
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_sparktune.exceptions import SparkConnectionError, TuningConfigError
@@ -53,6 +54,15 @@ def refuse_sparktrials_on_connect(dispatcher: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class Callback:
+    """How the resident tasks reach this process."""
+
+    host: str  # the address executors connect to
+    bind: str | None  # the local address to listen on; None: the host if local, else every interface
+    timeout: float | None  # how long to wait for the first task; None: as long as the job runs
+
+
 class TaskLauncher(ABC):
     """Starts ``n`` resident tasks as one unit of Spark work, and cancels it."""
 
@@ -64,16 +74,8 @@ class TaskLauncher(ABC):
         """How many tasks the cluster runs at once (what ``parallelism="auto"`` is capped by)."""
 
     @abstractmethod
-    def callback_host(self) -> str:
-        """The address executors can reach this process at."""
-
-    def bind_address(self) -> str | None:
-        """The local address to listen on; ``None``: the callback host if local, else every interface."""
-        return self._conf(CALLBACK_BIND_CONF)
-
-    def callback_timeout(self) -> float | None:
-        """How long to wait for the first task to connect back; ``None``: as long as the job runs."""
-        return None
+    def callback(self) -> Callback:
+        """Where and how long the resident tasks connect back, from the session's conf (one read)."""
 
     @abstractmethod
     def run_tasks(self, task: Task, n: int) -> None:
@@ -83,10 +85,6 @@ class TaskLauncher(ABC):
     def cancel(self) -> None:
         """Cancel the running tasks; a failure is logged, never raised (a kill must go on)."""
 
-    @abstractmethod
-    def _conf(self, key: str) -> str | None:
-        """A Spark conf value of the session, ``None`` when unset or blank."""
-
 
 class ClassicLauncher(TaskLauncher):
     """One SparkContext job in the run's job group."""
@@ -94,13 +92,15 @@ class ClassicLauncher(TaskLauncher):
     def task_slots(self) -> int:
         return int(self.spark.sparkContext.defaultParallelism)
 
-    def callback_host(self) -> str:
-        configured = self._conf(CALLBACK_HOST_CONF)
-        if configured:
-            return configured
-        if (self._conf("spark.master") or "").startswith("local"):
-            return "127.0.0.1"
-        return self._conf("spark.driver.host") or "127.0.0.1"
+    def callback(self) -> Callback:
+        conf = _set_values(dict(self.spark.sparkContext.getConf().getAll()))
+        if CALLBACK_HOST_CONF in conf:
+            host = conf[CALLBACK_HOST_CONF]
+        elif conf.get("spark.master", "").startswith("local"):
+            host = "127.0.0.1"
+        else:
+            host = conf.get("spark.driver.host", "127.0.0.1")
+        return Callback(host, conf.get(CALLBACK_BIND_CONF), None)
 
     def run_tasks(self, task: Task, n: int) -> None:
         sc = self.spark.sparkContext
@@ -109,10 +109,6 @@ class ClassicLauncher(TaskLauncher):
 
     def cancel(self) -> None:
         cancel_job_group(self.spark, self.group)
-
-    def _conf(self, key: str) -> str | None:
-        value = self.spark.sparkContext.getConf().get(key)
-        return str(value).strip() if value is not None and str(value).strip() else None
 
 
 class ConnectLauncher(TaskLauncher):
@@ -130,12 +126,15 @@ class ConnectLauncher(TaskLauncher):
 
         return len(self.spark.range(0, 1 << 20).mapInPandas(one_row, "n long").collect())
 
-    def callback_host(self) -> str:
-        configured = self._conf(CALLBACK_HOST_CONF)
-        if configured:
-            return configured
+    def callback(self) -> Callback:
+        conf = _set_values(self.spark.conf.getAll)  # one request to the server
+        host = conf.get(CALLBACK_HOST_CONF) or self._address_the_server_sees()
+        return Callback(host, conf.get(CALLBACK_BIND_CONF), _seconds(conf.get(CALLBACK_TIMEOUT_CONF)))
+
+    def _address_the_server_sees(self) -> str:
+        """The local address of a connection to the server."""
         host, port = _server_endpoint(self.spark)
-        try:  # the local address of a connection to the server: the address the server sees
+        try:
             with socket.create_connection((host, port), timeout=10) as sock:
                 return str(sock.getsockname()[0])
         except OSError as err:
@@ -143,20 +142,6 @@ class ConnectLauncher(TaskLauncher):
                 f"cannot reach the Spark Connect server at {host}:{port} to find this client's address "
                 f"({err}); set {CALLBACK_HOST_CONF} to an address its executors can reach"
             ) from err
-
-    def callback_timeout(self) -> float | None:
-        text = self._conf(CALLBACK_TIMEOUT_CONF)
-        if not text:
-            return DEFAULT_CALLBACK_TIMEOUT_S
-        try:
-            seconds = float(text)
-        except ValueError:
-            seconds = float("nan")
-        if not 0 < seconds < float("inf"):
-            raise SparkConnectionError(
-                f"{CALLBACK_TIMEOUT_CONF}: {text!r} must be a positive number of seconds"
-            )
-        return seconds
 
     def run_tasks(self, task: Task, n: int) -> None:
         def resident_partition(batches: Iterable[Any]) -> Iterator[Any]:
@@ -181,9 +166,22 @@ class ConnectLauncher(TaskLauncher):
         except Exception:
             log.exception("interrupting the Spark Connect operations tagged %s failed", self.group)
 
-    def _conf(self, key: str) -> str | None:
-        value = self.spark.conf.get(key, None)
-        return str(value).strip() if value is not None and str(value).strip() else None
+
+def _set_values(conf: Any) -> dict[str, str]:
+    """Conf entries with a non-blank value, stripped."""
+    return {str(k): str(v).strip() for k, v in dict(conf).items() if v is not None and str(v).strip()}
+
+
+def _seconds(text: str | None) -> float:
+    if text is None:
+        return DEFAULT_CALLBACK_TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise SparkConnectionError(f"{CALLBACK_TIMEOUT_CONF}: {text!r} must be a positive number of seconds")
+    return seconds
 
 
 @contextmanager

@@ -132,7 +132,6 @@ class ResidentDispatcher(Dispatcher):
         # the run ends with it: the search algorithm failed, or the tasks can never run (unreachable, Python)
         self.fatal_error: BaseException | None = None
         self.connected = 0  # resident tasks that reached the listener
-        self.callback_timeout: float | None = None  # Spark Connect: the bound on the first connection
         self._listener: Any = None
         self._closing = threading.Event()
 
@@ -141,14 +140,15 @@ class ResidentDispatcher(Dispatcher):
     def run(self, deadline: float | None) -> Ending:
         if self.cancelled:  # cancelled before it started: no Spark job
             return None
-        host = self.launcher.callback_host()
-        callback_timeout = self.callback_timeout = self.launcher.callback_timeout()
-        self._listener = listen(host, self.parallelism, self.authkey, self.launcher.bind_address())
-        address = (host, self._listener.address[1])
+        callback = self.launcher.callback()
+        self._listener = listen(callback.host, self.parallelism, self.authkey, callback.bind)
+        address = (callback.host, self._listener.address[1])
         job_started = time.monotonic()
         acceptor = threading.Thread(target=self._accept, name="sparktune-accept", daemon=True)
         acceptor.start()
-        job = threading.Thread(target=self._run_jobs, args=(address,), name="sparktune-job", daemon=True)
+        job = threading.Thread(
+            target=self._run_jobs, args=(address, callback.timeout), name="sparktune-job", daemon=True
+        )
         job.start()
         ending: Ending = None
         try:
@@ -159,15 +159,15 @@ class ResidentDispatcher(Dispatcher):
                         ending = "timeout"
                         break
                     waited = time.monotonic() - job_started
-                    if callback_timeout is not None and not self.connected and waited > callback_timeout:
-                        self.fatal_error = self._unreachable_error(address, callback_timeout, self.job_error)
+                    if callback.timeout is not None and not self.connected and waited > callback.timeout:
+                        self.fatal_error = self._unreachable_error(address, callback.timeout)
                         break
                     self.lock.wait(0.5 if remaining is None else min(0.5, remaining))
         finally:
             if ending == "timeout":
                 self.cancel("timeout")
             elif self.fatal_error is not None:
-                self.cancel(str(self.fatal_error).split(";")[0])
+                self.cancel(f"the run cannot go on ({type(self.fatal_error).__name__})")
             with self.lock:
                 self.stop_new = True
                 self.lock.notify_all()
@@ -176,9 +176,6 @@ class ResidentDispatcher(Dispatcher):
                 self.launcher.cancel()
                 job.join(10)
             self._close_listener(self._listener.address)
-        if self.fatal_error is None and callback_timeout is not None and not self.connected:
-            if self.job_error is not None and not self.cancelled:  # the tasks failed before reaching us
-                self.fatal_error = self._unreachable_error(address, callback_timeout, self.job_error)
         if self.fatal_error is not None:
             raise self.fatal_error
         if self.job_error is not None and not self.cancelled and not self._finished():
@@ -200,8 +197,9 @@ class ResidentDispatcher(Dispatcher):
     def _finished(self) -> bool:
         return not self.running and (self.stop_new or self.queued >= self.max_evals)
 
+    @staticmethod
     def _unreachable_error(
-        self, address: tuple[str, int], timeout: float, tasks_error: BaseException | None = None
+        address: tuple[str, int], timeout: float, tasks_error: BaseException | None = None
     ) -> SparkConnectionError:
         where = f"{address[0]}:{address[1]}"
         fix = (
@@ -221,8 +219,12 @@ class ResidentDispatcher(Dispatcher):
 
     # -- the Spark job of resident tasks -----------------------------------------------------------
 
-    def _run_jobs(self, address: tuple[str, int]) -> None:
-        """One job of ``parallelism`` tasks; start another if tasks died while work remains."""
+    def _run_jobs(self, address: tuple[str, int], callback_timeout: float | None) -> None:
+        """One job of ``parallelism`` tasks; start another if tasks died while work remains.
+
+        Over Spark Connect (a ``callback_timeout``), tasks that failed before any reached the driver
+        would fail the same way again: the run ends at once with their error.
+        """
         from functools import partial
 
         task = partial(resident_task, address, self.authkey, self.plan.objective)
@@ -237,8 +239,11 @@ class ResidentDispatcher(Dispatcher):
             except BaseException as err:
                 self.job_error = err
                 log.warning("resident trial tasks ended with %s: %s", type(err).__name__, str(err)[:500])
-                if self.callback_timeout is not None and not self.connected:
-                    break  # over Spark Connect, tasks that never reached us fail the same way again
+                with self.lock:
+                    if callback_timeout is not None and not self.connected and not self.cancelled:
+                        self.fatal_error = self._unreachable_error(address, callback_timeout, err)
+                        self.stop_new = True
+                        break
             with self.lock:
                 more_work = not self.stop_new and self.queued < self.max_evals
             if not more_work or self.cancelled or attempt == MAX_JOB_RESTARTS:
