@@ -102,6 +102,41 @@ def test_a_connect_server_that_is_down_fails_within_the_timeout(monkeypatch: pyt
     assert "did not answer within 5 s" in message and "tok-do-not-log" not in message
 
 
+GIVE_UP_ON_A_DEAD_SERVER = """
+from airflow_provider_sparktune.exceptions import SparkConnectionError
+from airflow_provider_sparktune.hooks.spark_session import SparkSessionHook
+try:
+    SparkSessionHook("connect_down", connect_timeout=3).get_session()
+except SparkConnectionError as err:
+    print("REFUSED", err)
+"""
+
+
+@pytest.mark.integration
+def test_a_task_that_gave_up_on_a_dead_connect_server_ends() -> None:
+    """No Spark Connect client is left behind to retry for minutes, also in its exit handler."""
+    conn = {"conn_type": "spark_connect", "host": "127.0.0.1", "port": free_port()}
+    env = {**os.environ, "AIRFLOW_CONN_CONNECT_DOWN": json.dumps(conn)}
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", GIVE_UP_ON_A_DEAD_SERVER],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"the process had not ended {err.timeout:.0f} s after giving up at 3 s: {err.stdout!r}")
+    assert "REFUSED spark_conn_id 'connect_down': the Spark Connect server" in done.stdout, done.stderr[
+        -2000:
+    ]
+    assert done.returncode == 0
+    ended_after = time.monotonic() - started
+    assert ended_after < 150, f"the process took {ended_after:.0f} s to end after giving up at 3 s"
+
+
 @pytest.mark.integration
 def test_a_connect_session_sends_the_token_and_is_stopped_with_the_hook(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
