@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,6 +181,30 @@ def build_trial_objective(
     return trial_objective
 
 
+def _in_a_thread_of_its_own(call: Callable[[Any], bytes], value: Any) -> bytes:
+    """``call(value)`` in a short-lived thread.
+
+    A broadcast variable that is pickled joins the next Spark job of the pickling thread (PySpark's
+    broadcast registry is per thread). Pickled here in the caller's thread, a staged broadcast would
+    ride along with that thread's next job, long after the run destroyed it ("used after it was
+    destroyed").
+    """
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = call(value)
+        except BaseException as err:
+            outcome["error"] = err
+
+    thread = threading.Thread(target=run, name="sparktune-pickle-check")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return bytes(outcome["value"])
+
+
 def _name(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
 
@@ -250,10 +275,13 @@ def preflight_pickle(trial_objective: TrialObjective) -> bytes:
 
     _pickle_by_value_when_not_installed(trial_objective.fn)
     try:
-        return cloudpickle.dumps(trial_objective)
+        return _in_a_thread_of_its_own(cloudpickle.dumps, trial_objective)
     except Exception as err:
         path, culprit, culprit_err = _find_unpicklable(
-            trial_objective, "objective", cloudpickle.dumps, depth=0
+            trial_objective,
+            "objective",
+            functools.partial(_in_a_thread_of_its_own, cloudpickle.dumps),
+            depth=0,
         )
         kind = f"{type(culprit).__module__}.{type(culprit).__qualname__}"
         reason = culprit_err or err

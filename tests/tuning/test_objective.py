@@ -514,3 +514,17 @@ def test_ordinary_error_propagates_unchanged() -> None:
         trial({"x": 1})
     assert exc.value is err
     assert not isinstance(exc.value, ObjectiveError)
+
+
+@pytest.mark.integration
+def test_checking_an_objective_that_holds_a_broadcast_leaves_later_jobs_of_the_thread_alone(
+    spark: Any,
+) -> None:
+    """A pickled broadcast variable joins the pickling thread's next Spark job (PySpark's registry)."""
+    sc = spark.sparkContext
+    staged = sc.broadcast([1, 2, 3])
+    try:
+        build_trial_objective(lambda params, data=None: float(len(data.value)), data=staged)
+    finally:
+        staged.destroy()  # the run is over: staging releases the broadcast
+    assert sc.parallelize(range(3), 1).map(lambda x: x + 1).count() == 3  # not "used after destroyed"
