@@ -26,8 +26,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_PARAMS_PER_BATCH = 100
+# MLflow's limits for one log_batch request (mlflow.utils.validation)
+MAX_PARAMS_PER_BATCH = 100  # and as many tags
 MAX_METRICS_PER_BATCH = 1000
+MAX_ENTITIES_PER_BATCH = 1000
+MAX_BATCH_BYTES = 900_000  # under the request's 1 MB, with room for the JSON around keys and values
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
 TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"  # where MLflow's REST client reads a tracking server's token
@@ -98,9 +101,35 @@ def _text(value: Any, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 15] + "...[truncated]"
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def batches(
+    params: Sequence[Any], metrics: Sequence[Any], tags: Sequence[Any]
+) -> Iterator[tuple[list[Any], ...]]:
+    """(params, metrics, tags) for as few log_batch requests as MLflow's limits allow.
+
+    One request for a trial run in the common case: against a tracking server each request is a
+    round trip and a database transaction, the cost that bounds the write-behind queue's drain.
+    """
+    left = {"params": list(params), "metrics": list(metrics), "tags": list(tags)}
+    per_kind = {
+        "params": MAX_PARAMS_PER_BATCH,
+        "metrics": MAX_METRICS_PER_BATCH,
+        "tags": MAX_PARAMS_PER_BATCH,
+    }
+    while any(left.values()):
+        batch: dict[str, list[Any]] = {kind: [] for kind in left}
+        entities = size = 0
+        for kind, items in left.items():
+            while items and len(batch[kind]) < per_kind[kind] and entities < MAX_ENTITIES_PER_BATCH:
+                cost = _entity_bytes(items[0])
+                if entities and size + cost > MAX_BATCH_BYTES:
+                    break
+                batch[kind].append(items.pop(0))
+                entities, size = entities + 1, size + cost
+        yield batch["params"], batch["metrics"], batch["tags"]
+
+
+def _entity_bytes(entity: Any) -> int:
+    return len(str(entity.key).encode()) + len(str(entity.value).encode()) + 64
 
 
 def local_artifact_root(tracking_uri: str) -> str | None:
@@ -304,12 +333,8 @@ class TuningTracker:
         metric_list = [Metric("loss", float(value), now, int(step)) for step, value in curve]
         metric_list += [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if v is not None]
         tag_list = [RunTag(k, _text(v, MAX_TAG_VALUE)) for k, v in (tags or {}).items()]
-        for chunk in _chunks(param_list, MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, params=list(chunk))
-        for chunk in _chunks(metric_list, MAX_METRICS_PER_BATCH):
-            self.client.log_batch(run_id, metrics=list(chunk))
-        for chunk in _chunks(tag_list, MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(run_id, tags=list(chunk))
+        for params_part, metrics_part, tags_part in batches(param_list, metric_list, tag_list):
+            self.client.log_batch(run_id, params=params_part, metrics=metrics_part, tags=tags_part)
 
 
 def loss_plot(records: Sequence[TrialRecord]) -> Any:

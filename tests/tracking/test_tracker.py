@@ -10,6 +10,7 @@ import pytest
 from airflow_provider_sparktune.exceptions import TrackingError
 from airflow_provider_sparktune.tracking.tracker import (
     TuningTracker,
+    batches,
     check_reachable,
     client_settings,
     flatten,
@@ -196,3 +197,36 @@ def test_runs_closed_on_a_server_print_no_links(
         tracker.log_trial(record(0))
         tracker.end("KILLED")
     assert "View run" not in capfd.readouterr().out
+
+
+@pytest.mark.unit
+def test_a_trial_run_s_params_metrics_and_tags_go_in_one_request() -> None:
+    from mlflow.entities import Metric, Param, RunTag
+
+    params = [Param("a", "1.5"), Param("model.name", "tree")]
+    metrics = [Metric("loss", 0.3, 0, 0), Metric("eval_time_s", 0.1, 0, 0)]
+    tags = [RunTag("sparktune.status", "ok")]
+    assert list(batches(params, metrics, tags)) == [(params, metrics, tags)]
+
+
+@pytest.mark.unit
+def test_batches_keep_within_mlflow_s_limits_and_lose_nothing() -> None:
+    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.utils.validation import MAX_BATCH_LOG_REQUEST_SIZE, _validate_batch_log_limits
+
+    params = [Param(f"p{i}", "v" * 6000) for i in range(250)]  # the longest values this provider writes
+    metrics = [Metric("loss", float(i), 0, i) for i in range(1500)]
+    tags = [RunTag(f"t{i}", "w" * 8000) for i in range(150)]
+    seen: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+    for part in batches(params, metrics, tags):
+        _validate_batch_log_limits(part[1], part[0], part[2])  # MLflow's own check (metrics first)
+        body = json.dumps(
+            {
+                kind: [{"key": e.key, "value": e.value} for e in some]
+                for kind, some in zip("pmt", part, strict=True)
+            }
+        )
+        assert len(body) < MAX_BATCH_LOG_REQUEST_SIZE
+        for everything, some in zip(seen, part, strict=True):
+            everything.extend(some)
+    assert seen == (params, metrics, tags)  # each once, in order
