@@ -63,19 +63,27 @@ def optuna_objective(trial: Any, t: float) -> float:
     return sleeping_loss(params, t)
 
 
-def local_session(master: str, app_name: str) -> Any:
-    """The benchmarks' SparkSession: loopback only, no UI, no progress bars, errors only in the log."""
+def local_session(master: str, app_name: str, *, worker_daemon: bool = True) -> Any:
+    """The benchmarks' SparkSession: loopback only, no UI, no progress bars, errors only in the log.
+
+    ``worker_daemon``: PySpark's Python workers fork from this provider's daemon, as in the sessions
+    the Spark hook makes; otherwise from PySpark's own.
+    """
     from pyspark.sql import SparkSession
 
-    spark = (
+    from airflow_provider_sparktune.tuning.dispatch.daemon import DAEMON_MODULE, DAEMON_MODULE_CONF
+
+    builder = (
         SparkSession.builder.master(master)
         .appName(app_name)
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
-        .getOrCreate()
     )
+    if worker_daemon:
+        builder = builder.config(DAEMON_MODULE_CONF, DAEMON_MODULE)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
@@ -83,6 +91,8 @@ def local_session(master: str, app_name: str) -> Any:
 def start_connect_server(master: str, work: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A Spark Connect server from pyspark's jars on a free loopback port; returns it and its URL."""
     import pyspark
+
+    from airflow_provider_sparktune.tuning.dispatch.daemon import DAEMON_MODULE, DAEMON_MODULE_CONF
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -94,6 +104,7 @@ def start_connect_server(master: str, work: Path) -> tuple[subprocess.Popen[byte
         "spark.driver.host": "127.0.0.1",
         "spark.driver.bindAddress": "127.0.0.1",
         "spark.ui.enabled": "false",
+        DAEMON_MODULE_CONF: DAEMON_MODULE,
     }
     cmd = [
         str(home / "bin" / "spark-submit"),

@@ -42,6 +42,9 @@ CASES: list[tuple[str, str, int, int, float]] = [
     ("1 s sleep, P=8", "local[16]", 32, 8, 1.0),
     ("1 s sleep, P=16", "local[16]", 64, 16, 1.0),
 ]
+# the rows of each case: this provider (workers fork from its daemon, as in the hook's sessions), the
+# same without that daemon (PySpark's own), and raw hyperopt SparkTrials on PySpark's daemon
+SPARKTUNE, PYSPARK_DAEMON, RAW = "sparktune", "sparktune, PySpark's daemon", "raw SparkTrials"
 
 
 def _time_sparktune(spark: Any, n: int, p: int, t: float, seed: int) -> dict[str, float]:
@@ -71,12 +74,14 @@ def child(case: dict[str, Any]) -> dict[str, Any]:
     import airflow_provider_sparktune.tuning.session  # noqa: F401
 
     started = time.perf_counter()
-    spark = local_session(case["master"], "sparktune-bench-cold")
+    spark = local_session(
+        case["master"], "sparktune-bench-cold", worker_daemon=case["dispatcher"] == SPARKTUNE
+    )
     session_s = time.perf_counter() - started
     started = time.perf_counter()  # the session's first Python job starts PySpark's Python daemon
     spark.sparkContext.parallelize([0], 1).map(lambda x: x).collect()
     daemon_s = time.perf_counter() - started
-    runner = _time_sparktune if case["dispatcher"] == "sparktune" else _time_sparktrials
+    runner = _time_sparktrials if case["dispatcher"] == RAW else _time_sparktune
     n, p, t = case["n"], case["p"], case["t"]
     cold = runner(spark, n, p, t, seed=case["seed"])
     warm = runner(spark, n, p, t, seed=case["seed"] + 1)
@@ -261,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     rows: list[dict[str, Any]] = []
-    dispatchers = ["sparktune"] if args.no_baseline else ["sparktune", "raw SparkTrials"]
+    dispatchers = [SPARKTUNE, PYSPARK_DAEMON] + ([] if args.no_baseline else [RAW])
     for name, master, n, p, t in CASES:
         if args.cases and name not in args.cases:
             continue
@@ -272,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                 runs[dispatcher].append(measure(name, master, n, p, t, dispatcher, seed=repeat))
                 cold = runs[dispatcher][-1]["cold"]
                 print(f"  {name} {dispatcher}: cold {cold['wall_s']:.2f} s", flush=True)
-        base = statistics.median(r["cold"]["wall_s"] for r in runs[dispatchers[-1]])
+        base = statistics.median(r["cold"]["wall_s"] for r in runs[RAW]) if RAW in runs else math.nan
         for dispatcher in dispatchers:
             cold_wall = statistics.median(r["cold"]["wall_s"] for r in runs[dispatcher])
             warm_wall = statistics.median(r["warm"]["wall_s"] for r in runs[dispatcher])
@@ -293,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                     "warm_wall_s": round(warm_wall, 2),
                     "cold_efficiency": round(ideal / cold_wall, 2) if ideal else "-",
                     "warm_efficiency": round(ideal / warm_wall, 2) if ideal else "-",
-                    "cold_speedup_vs_raw": round(base / cold_wall, 2),
+                    "cold_speedup_vs_raw": round(base / cold_wall, 2) if RAW in runs else "-",
                 }
             )
     columns = [

@@ -56,8 +56,13 @@ for _key in [k for k in os.environ if k.startswith("AIRFLOW_CONN_")]:
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[Any]:
-    """The one SparkSession of the test session: local[2], UI off, bound to 127.0.0.1."""
+    """The one SparkSession of the test session: local[2], UI off, bound to 127.0.0.1.
+
+    Its Python workers fork from this provider's daemon, as in the sessions the Spark hook makes.
+    """
     from pyspark.sql import SparkSession
+
+    from airflow_provider_sparktune.tuning.dispatch.daemon import DAEMON_MODULE, DAEMON_MODULE_CONF
 
     session = (
         SparkSession.builder.master("local[2]")
@@ -66,6 +71,7 @@ def spark() -> Iterator[Any]:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
+        .config(DAEMON_MODULE_CONF, DAEMON_MODULE)
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_sparktune.tuning.dispatch.daemon import DAEMON_MODULE, DAEMON_MODULE_CONF
+
 VENV_BIN = Path(sys.executable).parent
 # How long a server may take to answer once started. Generous: on a 2-core machine under heavy load a
 # JVM or `mlflow server` has been seen to need over two minutes; a server that never answers still fails.
@@ -181,8 +183,13 @@ def connect_server_args(
     *,
     driver_host: str | None = None,
     token: str | None = None,
+    daemon_module: str = DAEMON_MODULE,
 ) -> list[str]:
-    """What follows ``spark-submit`` to start a Spark Connect server; docker-compose.yaml runs the same."""
+    """What follows ``spark-submit`` to start a Spark Connect server; docker-compose.yaml runs the same.
+
+    ``daemon_module``: where the server's Python workers fork from; this provider's daemon, as in the
+    hook's sessions, unless the executors' Python lacks this provider.
+    """
     args = ["--class", CONNECT_SERVER_CLASS, "--master", master]
     confs = {
         "spark.connect.grpc.binding.address": bind,
@@ -190,6 +197,7 @@ def connect_server_args(
         "spark.driver.host": driver_host or bind,
         "spark.driver.bindAddress": bind,
         "spark.ui.enabled": "false",
+        DAEMON_MODULE_CONF: daemon_module,
     }
     if token is not None:
         confs["spark.connect.authenticate.token"] = token
@@ -234,7 +242,10 @@ def spark_connect_server(
     env.pop("SPARK_CONNECT_AUTHENTICATE_TOKEN", None)
     log = work / f"connect-{port}.log"
     submit = str(spark_home() / "bin" / "spark-submit")
-    process = _start([submit, *connect_server_args("127.0.0.1", port, token=token)], log, env)
+    daemon = DAEMON_MODULE if python == sys.executable else "pyspark.daemon"  # another Python: no provider
+    process = _start(
+        [submit, *connect_server_args("127.0.0.1", port, token=token, daemon_module=daemon)], log, env
+    )
     try:
         wait_until(
             lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close() is None,

@@ -23,6 +23,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_sparktune.exceptions import SparkConnectionError
+from airflow_provider_sparktune.tuning.dispatch.daemon import DAEMON_MODULE, DAEMON_MODULE_CONF
 from airflow_provider_sparktune.tuning.dispatch.launch import CALLBACK_HOST_CONF, CALLBACK_TIMEOUT_CONF
 
 DEFAULT_MASTER = "local[*]"
@@ -204,6 +205,8 @@ class SparkSessionHook(BaseHook):
             if extra.get("callback_host"):
                 conf.setdefault(CALLBACK_HOST_CONF, str(extra["callback_host"]))
             conf.setdefault(CALLBACK_TIMEOUT_CONF, f"{timeout:g}")
+        else:  # new Python workers start without compiling PySpark again (tuning/dispatch/daemon.py)
+            conf.setdefault(DAEMON_MODULE_CONF, DAEMON_MODULE)
         return master, conf, timeout
 
     def _connect_url(self, host: str | None) -> str:

@@ -20,6 +20,7 @@ from airflow_provider_sparktune.hooks.spark_session import (
     redact,
     resolve_master,
 )
+from airflow_provider_sparktune.tuning.dispatch.daemon import DAEMON_MODULE, DAEMON_MODULE_CONF
 from airflow_provider_sparktune.tuning.dispatch.launch import CALLBACK_HOST_CONF, CALLBACK_TIMEOUT_CONF
 from tests.servers import free_port, spark_connect_server
 
@@ -71,6 +72,7 @@ def test_a_spark_connect_connection_gives_the_providers_url_with_its_extras(
     assert conf[CALLBACK_TIMEOUT_CONF] == "7"  # the wait for tasks to connect back: the same bound
     assert conf["spark.sql.shuffle.partitions"] == "4"
     assert "spark.ui.showConsoleProgress" not in conf  # static: a Connect server would refuse it
+    assert DAEMON_MODULE_CONF not in conf  # the server's own: static as well
     assert timeout == 7
     assert "s3cret-token" not in redact(url) and redact(url).endswith("token=***;use_ssl=True")
 
@@ -184,6 +186,7 @@ def test_missing_connection_means_local(monkeypatch: pytest.MonkeyPatch) -> None
     master, conf, _ = SparkSessionHook("no_such_spark_conn").resolve()
     assert master == "local[*]"
     assert conf["spark.ui.showConsoleProgress"] == "false"
+    assert conf[DAEMON_MODULE_CONF] == DAEMON_MODULE
 
 
 @pytest.mark.unit
