@@ -182,12 +182,12 @@ def build_trial_objective(
 
 
 def _in_a_thread_of_its_own(call: Callable[[Any], bytes], value: Any) -> bytes:
-    """``call(value)`` in a short-lived thread.
+    """``call(value)`` in a short-lived thread: the objective's pickle check runs there.
 
     A broadcast variable that is pickled joins the next Spark job of the pickling thread (PySpark's
-    broadcast registry is per thread). Pickled here in the caller's thread, a staged broadcast would
-    ride along with that thread's next job, long after the run destroyed it ("used after it was
-    destroyed").
+    broadcast registry is per thread). Pickled in the caller's thread, a staged broadcast would ride
+    along with that thread's next job, long after the run destroyed it ("used after it was
+    destroyed"); this thread runs no job and takes its registry with it.
     """
     outcome: dict[str, Any] = {}
 
@@ -271,17 +271,18 @@ def _is_nested_spark_error(err: BaseException) -> bool:
 
 def preflight_pickle(trial_objective: TrialObjective) -> bytes:
     """Pickle the objective as Spark will; on failure name the object that cannot travel and the fix."""
+    _pickle_by_value_when_not_installed(trial_objective.fn)
+    return _in_a_thread_of_its_own(_pickle_or_explain, trial_objective)
+
+
+def _pickle_or_explain(trial_objective: TrialObjective) -> bytes:
     from pyspark import cloudpickle
 
-    _pickle_by_value_when_not_installed(trial_objective.fn)
     try:
-        return _in_a_thread_of_its_own(cloudpickle.dumps, trial_objective)
+        return bytes(cloudpickle.dumps(trial_objective))
     except Exception as err:
         path, culprit, culprit_err = _find_unpicklable(
-            trial_objective,
-            "objective",
-            functools.partial(_in_a_thread_of_its_own, cloudpickle.dumps),
-            depth=0,
+            trial_objective, "objective", cloudpickle.dumps, depth=0
         )
         kind = f"{type(culprit).__module__}.{type(culprit).__qualname__}"
         reason = culprit_err or err
