@@ -44,7 +44,7 @@ AIRFLOW_PORT ?= 8080
 MLFLOW_PORT ?= 5000
 airflow: $(AIRFLOW_HOME)/airflow.db
 	@$(BIN)/python -m airflow_provider_sparktune.tracking.store "$(MLFLOW_TRACKING_URI)"
-	@setsid $(BIN)/mlflow server --backend-store-uri "$(MLFLOW_TRACKING_URI)" \
+	@MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false setsid $(BIN)/mlflow server --backend-store-uri "$(MLFLOW_TRACKING_URI)" \
 		--artifacts-destination "$(AIRFLOW_HOME)/mlartifacts" --host 127.0.0.1 --port $(MLFLOW_PORT) --workers 1 \
 		> "$(AIRFLOW_HOME)/mlflow-server.log" 2>&1 & mlflow_pid=$$!; \
 	trap 'kill -- -$$mlflow_pid 2>/dev/null' EXIT INT TERM; \

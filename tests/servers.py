@@ -125,6 +125,11 @@ def worker_args(master_url: str, host: str, ui_port: int, work_dir: str, cores: 
     ] + ["--cores", str(cores), "--memory", "2g"]
 
 
+# MLflow 3's server also starts a job runner with seven huey consumer processes, each importing MLflow
+# (about 40 s of CPU at every start, none of it used by tracking); tests, compose and `make airflow` turn it off.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def mlflow_server_args(host: str, port: int, backend_store_uri: str, artifacts: str) -> list[str]:
     """What follows ``mlflow`` to start the tracking server; docker-compose.yaml runs the same."""
     return [
@@ -270,15 +275,10 @@ class MlflowServer:
 def start_mlflow_server(work: Path, port: int) -> MlflowServer:
     """``mlflow server`` with a SQLite backend and a local artifact root in ``work``, once it answers."""
     work.mkdir(parents=True, exist_ok=True)
-    cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    cmd += [
-        "--backend-store-uri",
-        f"sqlite:///{work / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(work / "artifacts"),
-    ]
+    store = f"sqlite:///{work / 'mlflow.db'}"
+    cmd = [str(VENV_BIN / "mlflow"), *mlflow_server_args("127.0.0.1", port, store, str(work / "artifacts"))]
     log = work / f"mlflow-{port}-{time.monotonic_ns()}.log"
-    process = _start(cmd, log, {**os.environ})
+    process = _start(cmd, log, {**os.environ, **MLFLOW_SERVER_ENV})
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_until(

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.servers import connect_server_args, master_args, mlflow_server_args, worker_args
+from tests.servers import MLFLOW_SERVER_ENV, connect_server_args, master_args, mlflow_server_args, worker_args
 
 REPO = Path(__file__).resolve().parents[1]
 AIRFLOW_SERVICES = [
@@ -60,6 +60,7 @@ def test_connections_point_at_services_and_ports_that_exist(compose: dict[str, A
         *mlflow_server_args("0.0.0.0", int(mlflow_port), "sqlite:////mlflow/mlflow.db", "/mlflow/artifacts"),
     ]
     assert f"{mlflow_host}:{mlflow_port}" in command[command.index("--allowed-hosts") + 1].split(",")
+    assert services[mlflow_host]["environment"] == MLFLOW_SERVER_ENV
 
 
 def test_worker_runs_what_the_cluster_tests_run(compose: dict[str, Any]) -> None:

@@ -7,8 +7,8 @@ succeeds. With one thread (SQLite stores, where writers only queue for the datab
 happen in submission order. A tracking server answers requests side by side, so several threads
 keep several trial runs in flight there: each trial run is three round trips, and one thread
 writing 400 of them one after the other would keep a finished task waiting for a quarter of a
-minute. A write submitted with ``after_all`` (the run summary that closes the parent run) starts only
-once every earlier write is done. At the end, :meth:`close` waits for the queue to drain up to a
+minute. A write submitted with ``after_all`` (closing the parent run FINISHED) starts only once every
+earlier write is done. At the end, :meth:`close` waits for the queue to drain up to a
 deadline and returns what is still unwritten, so the caller can fail the task with everything in
 its log.
 """
@@ -57,10 +57,19 @@ class RetryingWriter:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, what: str, call: Callable[[], Any], *, after_all: bool = False) -> None:
-        """Queue a write; returns at once. ``after_all``: start it once every earlier write is done."""
+    def submit(
+        self, what: str, call: Callable[[], Any], *, after_all: bool = False, ahead: bool = False
+    ) -> None:
+        """Queue a write; returns at once.
+
+        ``after_all``: start it once every earlier write is done. ``ahead``: start it before the writes
+        already queued (the run summary, so that it is written beside the trial runs, not after them).
+        """
         with self._cond:
-            self._pending.append(Write(what, call, after_all))
+            if ahead:
+                self._pending.appendleft(Write(what, call, after_all))
+            else:
+                self._pending.append(Write(what, call, after_all))
             self._cond.notify_all()
 
     def close(self, timeout_s: float) -> list[Write]:

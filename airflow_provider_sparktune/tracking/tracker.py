@@ -269,17 +269,21 @@ class TuningTracker:
 
     def finish(self, result: TuningResult) -> None:
         """Metrics and artifacts of the whole run, then close the parent run."""
-        self.finish_write(result)()
+        self.summary_write(result)()
+        self.close_finished()
 
-    def finish_write(self, result: TuningResult) -> Callable[[], None]:
-        """:meth:`finish` as a call that can be retried: a step that succeeded is not redone."""
+    def summary_write(self, result: TuningResult) -> Callable[[], None]:
+        """The run's metrics and artifacts as a call that can be retried: a step that succeeded is not redone.
+
+        It needs no trial run written first, so it goes beside the last trial writes; only
+        :meth:`close_finished` waits for them.
+        """
         trials: Any = [record.to_dict() for record in result.records]  # log_dict takes lists too
         steps: list[Callable[[], Any]] = [
             lambda: self._log_summary(result),
             lambda: self.client.log_dict(self.run_id, json_native(result.best_params), "best_params.json"),
             lambda: self.client.log_dict(self.run_id, trials, "trials.json"),
             lambda: self.client.log_figure(self.run_id, loss_plot(result.records), "loss_per_trial.png"),
-            lambda: self.client.set_terminated(self.run_id, status="FINISHED"),
         ]
 
         def write() -> None:
@@ -288,6 +292,10 @@ class TuningTracker:
                 steps.pop(0)
 
         return write
+
+    def close_finished(self) -> None:
+        """Mark the parent run FINISHED: readers take that as "every trial run and the summary are in"."""
+        self.client.set_terminated(self.run_id, status="FINISHED")
 
     def _log_summary(self, result: TuningResult) -> None:
         metrics = {

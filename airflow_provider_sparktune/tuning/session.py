@@ -214,7 +214,7 @@ class TuningSession:
                     started_at=started_at,
                 )
                 trials_over = time.monotonic()
-                writer.submit("run summary", tracker.finish_write(result), after_all=True)
+                submit_closing_writes(writer, tracker, result)
             except BaseException as err:
                 if tracker is None:  # MLflow refused the run: no trial ran, nothing to close
                     writer.close(0)
@@ -410,6 +410,13 @@ class TuningSession:
             f"{', ...' if len(writes) > 5 else ''}) never reached {self.options.tracking_uri} within "
             f"mlflow_retry_timeout={self.options.retry_timeout} s (last error: {self.last_write_error}); {where}"
         )
+
+
+def submit_closing_writes(writer: RetryingWriter, tracker: TuningTracker, result: TuningResult) -> None:
+    """Queue what ends a finished run: its summary ahead of the trial runs still queued, so the loss
+    plot and artifacts are written beside them, and the FINISHED status once every write is in."""
+    writer.submit("run summary", tracker.summary_write(result), ahead=True)
+    writer.submit("closing the run", tracker.close_finished, after_all=True)
 
 
 def _log_result(logger: Any, result: TuningResult) -> None:

@@ -95,3 +95,25 @@ def test_a_write_failing_past_the_deadline_is_returned_with_those_never_started(
     left = writer.close(timeout_s=0.5)
     assert sorted(w.what for w in left) == ["run summary", "trial 0", "trial 1", "trial 2", "trial 3"]
     assert store.written == [] and writer.failures == store.refused >= 2
+
+
+@pytest.mark.unit
+def test_a_write_submitted_ahead_starts_before_the_writes_already_queued() -> None:
+    started, release = threading.Event(), threading.Event()
+    done: list[str] = []
+
+    def blocked_first() -> None:
+        started.set()
+        release.wait(10)
+        done.append("trial 0")
+
+    writer = RetryingWriter(workers=1)
+    writer.submit("trial 0", blocked_first)
+    assert started.wait(10)  # in flight, holding the only writer thread
+    for i in range(1, 4):
+        writer.submit(f"trial {i}", lambda i=i: done.append(f"trial {i}"))
+    writer.submit("run summary", lambda: done.append("run summary"), ahead=True)
+    writer.submit("closing the run", lambda: done.append("closing the run"), after_all=True)
+    release.set()
+    assert writer.close(timeout_s=10) == []
+    assert done == ["trial 0", "run summary", "trial 1", "trial 2", "trial 3", "closing the run"]

@@ -154,6 +154,27 @@ def test_more_params_than_one_batch_holds(mlflow_uri: str, experiment_name: str)
 
 
 @pytest.mark.integration
+def test_the_summary_leaves_the_parent_running_until_it_is_closed(
+    mlflow_uri: str, experiment_name: str
+) -> None:
+    from mlflow import MlflowClient
+
+    tracker = TuningTracker(mlflow_uri, experiment_name)
+    tracker.start(run_name="summary first", tags={})
+    records = [record(0, loss=2.0), record(1, loss=0.5)]
+    tracker.summary_write(result_of(records))()
+    client = MlflowClient(mlflow_uri)
+    parent = client.get_run(tracker.run_id)
+    assert parent.info.status == "RUNNING"  # trial runs may still be on their way
+    assert parent.data.metrics["best_loss"] == 0.5
+    assert {"best_params.json", "trials.json", "loss_per_trial.png"} <= {
+        f.path for f in client.list_artifacts(tracker.run_id)
+    }
+    tracker.close_finished()
+    assert client.get_run(tracker.run_id).info.status == "FINISHED"
+
+
+@pytest.mark.integration
 def test_end_marks_the_parent_killed(mlflow_uri: str, experiment_name: str) -> None:
     from mlflow import MlflowClient
 

@@ -114,3 +114,80 @@ def test_the_spark_session_starts_while_mlflow_is_set_up_and_start_up_and_drain_
     assert result.startup_s >= 1.0  # no trial before the session existed
     assert parent.data.metrics["startup_s"] == result.startup_s
     assert result.drain_s is not None and 0 <= result.drain_s < result.duration_s + 60
+
+
+def test_the_run_summary_is_written_beside_queued_trial_runs_and_the_parent_closed_last(
+    mlflow_uri: str, experiment_name: str
+) -> None:
+    import threading
+
+    from airflow_provider_sparktune.tracking.durable import RetryingWriter
+    from airflow_provider_sparktune.tracking.tracker import TuningTracker
+    from airflow_provider_sparktune.tuning.session import submit_closing_writes
+    from tests.tracking.test_tracker import record, result_of
+
+    tracker = TuningTracker(mlflow_uri, experiment_name)
+    tracker.start(run_name="closing order", tags={})
+    records = [record(tid, loss=float(tid)) for tid in range(4)]
+    started, release = threading.Event(), threading.Event()
+    first = tracker.trial_write(records[0])
+    writer = RetryingWriter(workers=1)  # one thread, as for a SQLite store: the order is visible
+    writer.submit("trial 0", lambda: (started.set(), release.wait(10), first()))
+    assert started.wait(10)
+    for r in records[1:]:
+        writer.submit(f"trial {r.tid}", tracker.trial_write(r))
+    submit_closing_writes(writer, tracker, result_of(records))
+    release.set()
+    assert writer.close(timeout_s=60) == []
+
+    client = open_client(mlflow_uri)
+    [parent], trials = runs_of(mlflow_uri, experiment_name)
+    assert parent.info.status == "FINISHED" and len(trials) == 4
+    summary_at = client.get_metric_history(parent.info.run_id, "best_loss")[0].timestamp
+    loss_at = {
+        int(t.data.tags["sparktune.tid"]): client.get_metric_history(t.info.run_id, "loss")[0].timestamp
+        for t in trials
+    }
+    assert loss_at[0] <= summary_at <= min(loss_at[1], loss_at[2], loss_at[3])  # ahead of the queued ones
+    assert parent.info.end_time >= max(t.info.end_time for t in trials if t.info.end_time)
+
+
+def test_the_parent_run_is_closed_only_after_every_trial_run_in_flight_is_written(
+    mlflow_uri: str, experiment_name: str
+) -> None:
+    import threading
+    import time
+
+    from airflow_provider_sparktune.tracking.durable import RetryingWriter
+    from airflow_provider_sparktune.tracking.tracker import TuningTracker
+    from airflow_provider_sparktune.tuning.session import submit_closing_writes
+    from tests.tracking.test_tracker import record, result_of
+
+    tracker = TuningTracker(mlflow_uri, experiment_name)
+    tracker.start(run_name="closing last", tags={})
+    records = [record(tid, loss=float(tid)) for tid in range(4)]
+    in_flight, release = threading.Semaphore(0), threading.Event()
+
+    def held(write: Any) -> Any:
+        def call() -> Any:
+            in_flight.release()
+            release.wait(10)
+            return write()
+
+        return call
+
+    writer = RetryingWriter(workers=4)  # as against a tracking server: every trial write in flight at once
+    for r in records:
+        writer.submit(f"trial {r.tid}", held(tracker.trial_write(r)))
+    for _ in records:
+        assert in_flight.acquire(timeout=10)
+    submit_closing_writes(writer, tracker, result_of(records))
+    time.sleep(0.5)  # a close that does not wait would happen now, before the trial runs exist
+    release.set()
+    assert writer.close(timeout_s=60) == []
+
+    client = open_client(mlflow_uri)
+    [parent], trials = runs_of(mlflow_uri, experiment_name)
+    assert parent.info.status == "FINISHED" and len(trials) == 4
+    written_at = [client.get_metric_history(t.info.run_id, "loss")[0].timestamp for t in trials]
+    assert parent.info.end_time >= max(written_at)
