@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from airflow_provider_sparktune import TrackingOptions, run_tuning
 from airflow_provider_sparktune.exceptions import TuningConfigError
+from airflow_provider_sparktune.tracking.durable import RetryingWriter
 from airflow_provider_sparktune.tracking.store import open_client
+from airflow_provider_sparktune.tracking.tracker import TuningTracker
+from airflow_provider_sparktune.tuning.session import submit_closing_writes
+from tests.tracking.test_tracker import record, result_of
 from tests.tuning.test_run import UNIT_SPACE, shifted_x
 
 pytestmark = pytest.mark.integration
@@ -86,8 +93,6 @@ def test_a_bad_tuning_key_is_refused_before_anything_runs(mlflow_uri: str) -> No
 def test_the_spark_session_starts_while_mlflow_is_set_up_and_start_up_and_drain_are_reported(
     spark: Any, mlflow_uri: str, experiment_name: str
 ) -> None:
-    import threading
-    import time
 
     from airflow_provider_sparktune.tuning.prepare import prepare_run
     from airflow_provider_sparktune.tuning.session import TuningSession
@@ -116,78 +121,60 @@ def test_the_spark_session_starts_while_mlflow_is_set_up_and_start_up_and_drain_
     assert result.drain_s is not None and 0 <= result.drain_s < result.duration_s + 60
 
 
-def test_the_run_summary_is_written_beside_queued_trial_runs_and_the_parent_closed_last(
-    mlflow_uri: str, experiment_name: str
-) -> None:
-    import threading
+def held(
+    write: Callable[[], Any], started: threading.Semaphore, release: threading.Event
+) -> Callable[[], Any]:
+    """``write``, once it has said it started and ``release`` is set: a write kept in flight."""
 
-    from airflow_provider_sparktune.tracking.durable import RetryingWriter
-    from airflow_provider_sparktune.tracking.tracker import TuningTracker
-    from airflow_provider_sparktune.tuning.session import submit_closing_writes
-    from tests.tracking.test_tracker import record, result_of
+    def call() -> Any:
+        started.release()
+        release.wait(10)
+        return write()
 
-    tracker = TuningTracker(mlflow_uri, experiment_name)
-    tracker.start(run_name="closing order", tags={})
+    return call
+
+
+def closing_writes(mlflow_uri: str, experiment: str, workers: int, held_trials: int) -> tuple[Any, list[Any]]:
+    """Four trial runs (the first ``held_trials`` kept in flight until the run's closing writes are
+    queued), then the closing writes; returns (parent run, trial runs) as MLflow has them."""
+    tracker = TuningTracker(mlflow_uri, experiment)
+    tracker.start(run_name="closing", tags={})
     records = [record(tid, loss=float(tid)) for tid in range(4)]
-    started, release = threading.Event(), threading.Event()
-    first = tracker.trial_write(records[0])
-    writer = RetryingWriter(workers=1)  # one thread, as for a SQLite store: the order is visible
-    writer.submit("trial 0", lambda: (started.set(), release.wait(10), first()))
-    assert started.wait(10)
-    for r in records[1:]:
-        writer.submit(f"trial {r.tid}", tracker.trial_write(r))
+    started, release = threading.Semaphore(0), threading.Event()
+    writer = RetryingWriter(workers=workers)
+    for r in records:
+        write = tracker.trial_write(r)
+        writer.submit(f"trial {r.tid}", held(write, started, release) if r.tid < held_trials else write)
+        if r.tid < held_trials:
+            assert started.acquire(timeout=10)  # in flight before the next one is queued
     submit_closing_writes(writer, tracker, result_of(records))
+    time.sleep(0.5)  # a close that does not wait for the held writes would happen now
     release.set()
     assert writer.close(timeout_s=60) == []
-
-    client = open_client(mlflow_uri)
-    [parent], trials = runs_of(mlflow_uri, experiment_name)
+    [parent], trials = runs_of(mlflow_uri, experiment)
     assert parent.info.status == "FINISHED" and len(trials) == 4
-    summary_at = client.get_metric_history(parent.info.run_id, "best_loss")[0].timestamp
+    return parent, trials
+
+
+def test_the_run_summary_is_written_ahead_of_queued_trial_runs(mlflow_uri: str, experiment_name: str) -> None:
+    # one writer thread, as for a SQLite store: trial 0 in flight, trials 1-3 queued, the order visible
+    parent, trials = closing_writes(mlflow_uri, experiment_name, workers=1, held_trials=1)
+    client = open_client(mlflow_uri)
     loss_at = {
         int(t.data.tags["sparktune.tid"]): client.get_metric_history(t.info.run_id, "loss")[0].timestamp
         for t in trials
     }
-    assert loss_at[0] <= summary_at <= min(loss_at[1], loss_at[2], loss_at[3])  # ahead of the queued ones
-    assert parent.info.end_time >= max(t.info.end_time for t in trials if t.info.end_time)
+    summary_at = client.get_metric_history(parent.info.run_id, "best_loss")[0].timestamp
+    assert loss_at[0] <= summary_at <= min(loss_at[1], loss_at[2], loss_at[3])
 
 
 def test_the_parent_run_is_closed_only_after_every_trial_run_in_flight_is_written(
     mlflow_uri: str, experiment_name: str
 ) -> None:
-    import threading
-    import time
-
-    from airflow_provider_sparktune.tracking.durable import RetryingWriter
-    from airflow_provider_sparktune.tracking.tracker import TuningTracker
-    from airflow_provider_sparktune.tuning.session import submit_closing_writes
-    from tests.tracking.test_tracker import record, result_of
-
-    tracker = TuningTracker(mlflow_uri, experiment_name)
-    tracker.start(run_name="closing last", tags={})
-    records = [record(tid, loss=float(tid)) for tid in range(4)]
-    in_flight, release = threading.Semaphore(0), threading.Event()
-
-    def held(write: Any) -> Any:
-        def call() -> Any:
-            in_flight.release()
-            release.wait(10)
-            return write()
-
-        return call
-
-    writer = RetryingWriter(workers=4)  # as against a tracking server: every trial write in flight at once
-    for r in records:
-        writer.submit(f"trial {r.tid}", held(tracker.trial_write(r)))
-    for _ in records:
-        assert in_flight.acquire(timeout=10)
-    submit_closing_writes(writer, tracker, result_of(records))
-    time.sleep(0.5)  # a close that does not wait would happen now, before the trial runs exist
-    release.set()
-    assert writer.close(timeout_s=60) == []
-
+    # several writer threads, as against a tracking server: every trial write in flight at once and
+    # a thread free for the closing writes
+    parent, trials = closing_writes(mlflow_uri, experiment_name, workers=5, held_trials=4)
     client = open_client(mlflow_uri)
-    [parent], trials = runs_of(mlflow_uri, experiment_name)
-    assert parent.info.status == "FINISHED" and len(trials) == 4
-    written_at = [client.get_metric_history(t.info.run_id, "loss")[0].timestamp for t in trials]
-    assert parent.info.end_time >= max(written_at)
+    assert parent.info.end_time >= max(
+        client.get_metric_history(t.info.run_id, "loss")[0].timestamp for t in trials
+    )
