@@ -127,6 +127,21 @@ def conf_from_extra(extra: Mapping[str, Any]) -> dict[str, str]:
     return conf
 
 
+def discard_connect_session(session: Any) -> None:
+    """Close a Spark Connect session that never worked, without another request to its server.
+
+    pyspark's ``stop()`` first asks the server to release the session. Against a server that
+    refused the session or is gone, that request is retried for minutes, and a client left open
+    sends it again from its exit handler: the task process would not end.
+    """
+    if session is None:
+        return
+    try:
+        session.client.close()
+    finally:
+        session.stop()  # the client is closed: nothing is sent, the session is only forgotten
+
+
 class SparkSessionHook(BaseHook):
     """Builds, and later stops, the SparkSession behind ``spark_conn_id``.
 
@@ -295,12 +310,18 @@ class SparkSessionHook(BaseHook):
         for key, value in conf.items():
             builder = builder.config(key, value)
 
-        def create() -> Any:
-            session: Any = builder.create()
+        def create() -> Any:  # runs in a thread of its own (_build_within)
+            try:
+                session: Any = builder.create()
+            except BaseException:
+                # The builder makes the session, as this thread's active one, before its first
+                # request (the conf) fails: a server that refuses the token fails here.
+                discard_connect_session(ConnectSession.getActiveSession())
+                raise
             try:
                 self.log.info("Spark Connect session %s, Spark %s", session.session_id, session.version)
             except BaseException:
-                session.stop()
+                discard_connect_session(session)
                 raise
             return session
 

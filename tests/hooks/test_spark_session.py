@@ -139,6 +139,56 @@ def test_a_task_that_gave_up_on_a_dead_connect_server_ends() -> None:
     assert ended_after < 150, f"the process took {ended_after:.0f} s to end after giving up at 3 s"
 
 
+REFUSED_THEN_SERVER_GONE = """
+import sys
+from airflow_provider_sparktune.exceptions import SparkConnectionError
+from airflow_provider_sparktune.hooks.spark_session import SparkSessionHook
+try:
+    SparkSessionHook("no_token", connect_timeout=60).get_session()
+except SparkConnectionError as err:
+    print("REFUSED", err, flush=True)
+sys.stdin.readline()  # the test stops the server, then lets this process end
+"""
+
+
+@pytest.mark.integration
+def test_a_task_refused_by_a_connect_server_ends_once_the_server_is_gone(tmp_path: Path) -> None:
+    """A session the server refused leaves no client behind to retry in its exit handler."""
+    child: subprocess.Popen[str] | None = None
+    try:
+        with spark_connect_server(tmp_path, token="connect-token-2") as server:
+            conn = {**json.loads(server.connection()), "password": None}  # no token: refused
+            child = subprocess.Popen(
+                [sys.executable, "-c", REFUSED_THEN_SERVER_GONE],
+                cwd=REPO,
+                env={**os.environ, "AIRFLOW_CONN_NO_TOKEN": json.dumps(conn)},
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            assert child.stdout is not None and child.stdin is not None
+            lines = [child.stdout.readline()]  # the hook's log lines come first
+            while lines[-1] and not lines[-1].startswith("REFUSED"):
+                lines.append(child.stdout.readline())
+            assert lines[-1].startswith("REFUSED spark_conn_id 'no_token'"), "".join(lines)[-2000:]
+        let_go = time.monotonic()  # the server is gone now
+        child.stdin.write("\n")
+        child.stdin.flush()
+        try:
+            child.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the process had not ended 120 s after the server was gone")
+        ended_after = time.monotonic() - let_go
+        # a client left open retries after 50 ms, 0.2, 0.8, 3.2, 12.8, 51 s... in its exit handler
+        assert ended_after < 30, f"the process took {ended_after:.0f} s to end"
+        assert child.returncode == 0
+    finally:
+        if child is not None:
+            child.kill()
+            child.wait()
+
+
 @pytest.mark.integration
 def test_a_connect_session_sends_the_token_and_is_stopped_with_the_hook(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
