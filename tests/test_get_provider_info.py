@@ -26,18 +26,21 @@ def test_every_declared_module_and_class_imports() -> None:
 @pytest.mark.integration
 def test_providers_manager_finds_the_provider() -> None:
     from airflow.providers_manager import ProvidersManager
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
 
-    manager = ProvidersManager()
+    manager = ProvidersManager()  # the UI side: extra links and connection forms
+    runtime = ProvidersManagerTaskRuntime()  # the task side: hooks by connection type
     assert "airflow-provider-sparktune" in manager.providers
+    assert "airflow-provider-sparktune" in runtime.providers
     assert "airflow_provider_sparktune.links.MlflowRunLink" in manager.extra_links_class_names
-    hook = manager.hooks["mlflow"]
+    hook = runtime.hooks["mlflow"]
     assert hook is not None
     assert hook.hook_class_name == "airflow_provider_sparktune.hooks.mlflow.MlflowHook"
     assert hook.connection_id_attribute_name == "mlflow_conn_id"
     form = manager.field_behaviours["mlflow"]
     assert set(form["hidden_fields"]) == {"schema", "login", "port", "extra"}
     assert form["relabeling"] == {"host": "Tracking URI", "password": "Token"}
-    staging = manager.hooks["fsspec"]
+    staging = runtime.hooks["fsspec"]
     assert staging is not None
     assert staging.hook_class_name == "airflow_provider_sparktune.hooks.staging.DataStagingHook"
     assert staging.connection_id_attribute_name == "data_conn_id"
