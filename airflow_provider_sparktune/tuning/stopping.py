@@ -119,8 +119,10 @@ class StopRules:
 def failure_stop_message(stop: str, records: tuple[TrialRecord, ...], spec: TuningSpec) -> str:
     failed = [r for r in records if r.status == "failed" and r.origin != "resumed"]
     first = failed[0]
+    cancelled = sum(r.status == "cancelled" for r in records)  # queued or running when the limit fired
     return (
-        f"{stop}; stopped after {len(records)} of max_evals={spec.max_evals} trials instead of spending the "
+        f"{stop}; stopped after {len(records) - cancelled} of max_evals={spec.max_evals} trials"
+        f"{f' ({cancelled} more cancelled)' if cancelled else ''} instead of spending the "
         "whole budget: the objective fails systematically (bad data? a module missing on the executors?). "
         f"Raise max_failed_trials or set it to None to go on regardless. First failure, trial {first.tid} "
         f"with params {first.params}:\n{first.error}"

@@ -51,3 +51,21 @@ def test_a_run_whose_every_trial_was_pruned_says_so() -> None:
     pruned = TrialRecord(1, "pruned", 0.5, {}, {}, {}, None, 0.0, 1.0, pruned_step=0)
     message = no_success_message((pruned,), "max_evals", TuningSpec(max_evals=1))
     assert message.startswith("every finished trial (1) was pruned, so none has a final loss")
+
+
+@pytest.mark.unit
+def test_the_failure_stop_counts_the_trials_that_ran_apart_from_those_cancelled() -> None:
+    from airflow_provider_sparktune.tuning.records import TrialRecord
+    from airflow_provider_sparktune.tuning.stopping import failure_stop_message
+
+    def trial(tid: int, status: str) -> TrialRecord:
+        error = "ValueError: boom" if status == "failed" else None
+        return TrialRecord(tid, status, None, {"x": tid}, {}, {}, error, 0.0, 1.0)  # type: ignore[arg-type]
+
+    records = tuple(trial(tid, "failed" if tid < 4 else "cancelled") for tid in range(8))
+    message = failure_stop_message("max_failed_trials: 3 failed", records, TuningSpec(max_evals=8))
+    # hyperopt's SparkTrials had queued all 8 when the limit fired: 4 ran, the other 4 never finished
+    assert "stopped after 4 of max_evals=8 trials (4 more cancelled) instead of spending" in message
+    assert "First failure, trial 0 with params {'x': 0}:\nValueError: boom" in message
+    ran_only = failure_stop_message("max_failed_trials: 3 failed", records[:3], TuningSpec(max_evals=8))
+    assert "stopped after 3 of max_evals=8 trials instead of spending" in ran_only
