@@ -13,11 +13,13 @@ import json
 import logging
 import os
 import re
+import socket
 import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlparse
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
@@ -140,6 +142,18 @@ def discard_connect_session(session: Any) -> None:
         session.client.close()
     finally:
         session.stop()  # the client is closed: nothing is sent, the session is only forgotten
+
+
+def connect_server_listening(url: str, timeout: float) -> bool:
+    """Whether something accepts connections at a Spark Connect URL's host and port."""
+    parsed = urlparse(url)
+    try:
+        socket.create_connection(
+            (parsed.hostname or "localhost", parsed.port or 15002), timeout=timeout
+        ).close()
+    except OSError:
+        return False
+    return True
 
 
 class SparkSessionHook(BaseHook):
@@ -337,21 +351,10 @@ class SparkSessionHook(BaseHook):
         Checked before a client exists: a Spark Connect client to a dead server retries for minutes,
         also in its exit handler, so a task that gave up on it would not end.
         """
-        import socket
-        from urllib.parse import urlparse
-
-        parsed = urlparse(url)
-        host, port = parsed.hostname or "localhost", parsed.port or 15002
-        while True:
-            try:
-                socket.create_connection(
-                    (host, port), timeout=max(0.1, min(5.0, deadline - time.monotonic()))
-                ).close()
-                return
-            except OSError:
-                if time.monotonic() >= deadline:
-                    raise self._no_executor_error(url, timeout) from None
-                time.sleep(0.5)
+        while not connect_server_listening(url, max(0.1, min(5.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                raise self._no_executor_error(url, timeout)
+            time.sleep(0.5)
 
     def _build(self, make: Any, master: str) -> Any:
         try:
@@ -414,7 +417,18 @@ class SparkSessionHook(BaseHook):
         )
 
     def stop(self) -> None:
-        """Stop the session if this hook created it; leave a pre-existing one alone."""
+        """Stop the session if this hook created it; leave a pre-existing one alone.
+
+        A Spark Connect session whose server is gone (it died during the run) is closed without the
+        release request, which pyspark would retry for minutes before the task could end.
+        """
         if self._session is not None and self._created:
-            self._session.stop()
+            master = self.resolve()[0]
+            if is_connect_url(master) and not connect_server_listening(master, 5.0):
+                self.log.warning(
+                    "The Spark Connect server at %s is gone; its session is closed here only", redact(master)
+                )
+                discard_connect_session(self._session)
+            else:
+                self._session.stop()
         self._session, self._created = None, False

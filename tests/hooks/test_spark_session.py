@@ -146,45 +146,71 @@ from airflow_provider_sparktune.hooks.spark_session import SparkSessionHook
 try:
     SparkSessionHook("no_token", connect_timeout=60).get_session()
 except SparkConnectionError as err:
-    print("REFUSED", err, flush=True)
+    print("READY refused:", err, flush=True)
 sys.stdin.readline()  # the test stops the server, then lets this process end
 """
 
+SERVER_GONE_DURING_THE_RUN = """
+import sys
+from airflow_provider_sparktune.hooks.spark_session import SparkSessionHook
+hook = SparkSessionHook("with_token", connect_timeout=60)
+print("READY counted", hook.get_session().range(5).count(), flush=True)
+sys.stdin.readline()  # the test stops the server: the task ends and stops its session
+hook.stop()
+"""
+
+
+def child_ready(script: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    """A child process running ``script``, and its first line starting with READY."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env={**os.environ, **env},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert child.stdout is not None
+    lines = [child.stdout.readline()]  # the hook's log lines come first
+    while lines[-1] and not lines[-1].startswith("READY"):
+        lines.append(child.stdout.readline())
+    return child, "".join(lines)[-2000:]
+
 
 @pytest.mark.integration
-def test_a_task_refused_by_a_connect_server_ends_once_the_server_is_gone(tmp_path: Path) -> None:
-    """A session the server refused leaves no client behind to retry in its exit handler."""
-    child: subprocess.Popen[str] | None = None
+def test_tasks_end_once_their_connect_server_is_gone(tmp_path: Path) -> None:
+    """No Spark Connect client is left to retry for minutes: not one the server refused, nor the
+    session of a task whose server died during the run."""
+    children: list[subprocess.Popen[str]] = []
     try:
         with spark_connect_server(tmp_path, token="connect-token-2") as server:
-            conn = {**json.loads(server.connection()), "password": None}  # no token: refused
-            child = subprocess.Popen(
-                [sys.executable, "-c", REFUSED_THEN_SERVER_GONE],
-                cwd=REPO,
-                env={**os.environ, "AIRFLOW_CONN_NO_TOKEN": json.dumps(conn)},
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-            assert child.stdout is not None and child.stdin is not None
-            lines = [child.stdout.readline()]  # the hook's log lines come first
-            while lines[-1] and not lines[-1].startswith("REFUSED"):
-                lines.append(child.stdout.readline())
-            assert lines[-1].startswith("REFUSED spark_conn_id 'no_token'"), "".join(lines)[-2000:]
+            env = {
+                "AIRFLOW_CONN_NO_TOKEN": json.dumps({**json.loads(server.connection()), "password": None}),
+                "AIRFLOW_CONN_WITH_TOKEN": server.connection(),
+            }
+            refused, output = child_ready(REFUSED_THEN_SERVER_GONE, env)
+            children.append(refused)
+            assert "READY refused: spark_conn_id 'no_token'" in output, output
+            working, output = child_ready(SERVER_GONE_DURING_THE_RUN, env)
+            children.append(working)
+            assert "READY counted 5" in output, output
         let_go = time.monotonic()  # the server is gone now
-        child.stdin.write("\n")
-        child.stdin.flush()
-        try:
-            child.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the process had not ended 120 s after the server was gone")
-        ended_after = time.monotonic() - let_go
-        # a client left open retries after 50 ms, 0.2, 0.8, 3.2, 12.8, 51 s... in its exit handler
-        assert ended_after < 30, f"the process took {ended_after:.0f} s to end"
-        assert child.returncode == 0
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("\n")
+            child.stdin.flush()
+        for child, name in zip(children, ("refused", "server gone during the run"), strict=True):
+            try:
+                child.wait(timeout=max(1.0, 120 - (time.monotonic() - let_go)))
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{name}: the process had not ended 120 s after the server was gone")
+            ended_after = time.monotonic() - let_go
+            # a client left open retries after 50 ms, 0.2, 0.8, 3.2, 12.8, 51 s... in its exit handler
+            assert ended_after < 30, f"{name}: the process took {ended_after:.0f} s to end"
+            assert child.returncode == 0, name
     finally:
-        if child is not None:
+        for child in children:
             child.kill()
             child.wait()
 
