@@ -130,7 +130,7 @@ def conf_from_extra(extra: Mapping[str, Any]) -> dict[str, str]:
 
 
 def discard_connect_session(session: Any) -> None:
-    """Close a Spark Connect session that never worked, without another request to its server.
+    """Close a Spark Connect session its server refused or that outlived its server, without a request.
 
     pyspark's ``stop()`` first asks the server to release the session. Against a server that
     refused the session or is gone, that request is retried for minutes, and a client left open
