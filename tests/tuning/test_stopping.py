@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_provider_sparktune.tuning.records import TrialRecord, TrialStatus
 from airflow_provider_sparktune.tuning.spec import TuningSpec
-from airflow_provider_sparktune.tuning.stopping import FAILURE_STOP, FailureLimit, StopRules
+from airflow_provider_sparktune.tuning.stopping import (
+    FAILURE_STOP,
+    FailureLimit,
+    StopRules,
+    failure_stop_message,
+    no_success_message,
+)
 
 
 @pytest.mark.unit
@@ -45,9 +52,6 @@ def test_stop_rules_name_the_rule_that_fired() -> None:
 
 @pytest.mark.unit
 def test_a_run_whose_every_trial_was_pruned_says_so() -> None:
-    from airflow_provider_sparktune.tuning.records import TrialRecord
-    from airflow_provider_sparktune.tuning.stopping import no_success_message
-
     pruned = TrialRecord(1, "pruned", 0.5, {}, {}, {}, None, 0.0, 1.0, pruned_step=0)
     message = no_success_message((pruned,), "max_evals", TuningSpec(max_evals=1))
     assert message.startswith("every finished trial (1) was pruned, so none has a final loss")
@@ -55,12 +59,9 @@ def test_a_run_whose_every_trial_was_pruned_says_so() -> None:
 
 @pytest.mark.unit
 def test_the_failure_stop_counts_the_trials_that_ran_apart_from_those_cancelled() -> None:
-    from airflow_provider_sparktune.tuning.records import TrialRecord
-    from airflow_provider_sparktune.tuning.stopping import failure_stop_message
-
-    def trial(tid: int, status: str) -> TrialRecord:
+    def trial(tid: int, status: TrialStatus) -> TrialRecord:
         error = "ValueError: boom" if status == "failed" else None
-        return TrialRecord(tid, status, None, {"x": tid}, {}, {}, error, 0.0, 1.0)  # type: ignore[arg-type]
+        return TrialRecord(tid, status, None, {"x": tid}, {}, {}, error, 0.0, 1.0)
 
     records = tuple(trial(tid, "failed" if tid < 4 else "cancelled") for tid in range(8))
     message = failure_stop_message("max_failed_trials: 3 failed", records, TuningSpec(max_evals=8))
