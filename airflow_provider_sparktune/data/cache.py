@@ -1,13 +1,15 @@
 """Reload mode's cache: a dataset is read from storage once per executor, not once per trial.
 
 SparkTrials runs every trial in a fresh Python worker (its task leaves the input unread, so Spark
-never reuses the worker), so a cache inside the process alone would still read once per trial. The
-first trial on an executor therefore reads from storage and writes an uncompressed local copy
-(Arrow IPC or ``.npy``) under the application's Spark files directory, which Spark removes with the
-application; later trials on that executor memory-map the copy. A file lock makes concurrent trials
-wait for the first read instead of repeating it. Entries are keyed by URI and the files' versions
-(etag or modification time), so changed data is read again. An in-process layer on top serves a
-Python worker that runs several trials without touching disk.
+never reuses the worker), and the resident dispatcher runs ``parallelism`` workers side by side, so
+a cache inside one process would still read, and hold, one copy per worker. The first trial on an
+executor therefore reads from storage and writes the host copy (``host_copy``: uncompressed, laid
+out for mapping) under the application's Spark files directory, which Spark removes with the
+application; every worker of that executor, the first included, maps the copy. A file lock makes
+concurrent first trials wait for that read instead of repeating it. Entries are keyed by URI and the
+files' versions (etag or modification time), so changed data is read again. With
+``SPARKTUNE_CACHE_DIR`` the copies outlive the application; the directory is then held under
+``SPARKTUNE_CACHE_MAX_BYTES`` (default 10 GiB) by removing the least recently used copies.
 """
 
 from __future__ import annotations
@@ -23,17 +25,26 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from airflow_provider_sparktune.data.storage import list_dataset, read_raw, to_value
+from airflow_provider_sparktune.data.host_copy import (
+    COPY_SUFFIX,
+    HostCopy,
+    forget_opened,
+    open_host_copy,
+    release_memory,
+    remove_copy,
+    write_host_copy,
+)
+from airflow_provider_sparktune.data.storage import list_dataset, read_raw
 from airflow_provider_sparktune.exceptions import StagingError
 
 log = logging.getLogger(__name__)
 
-_COPY_SUFFIX = {"parquet": ".arrow", "csv": ".arrow", "npy": ".npy", "npz": ".npz"}
 _memory_lock = threading.Lock()
-_memory: dict[tuple[str, str], tuple[str, Any]] = {}
-
+_memory: dict[tuple[str, str], tuple[str, HostCopy]] = {}
 
 CACHE_DIR_ENV = "SPARKTUNE_CACHE_DIR"
+CACHE_MAX_BYTES_ENV = "SPARKTUNE_CACHE_MAX_BYTES"
+DEFAULT_CACHE_MAX_BYTES = 10 * 1024**3
 
 
 def cache_dir() -> str:
@@ -66,9 +77,10 @@ def read_count(uri: str) -> int:
 
 
 def clear_memory() -> None:
-    """Forget this process's in-memory entries (the local copies stay)."""
+    """Forget this process's entries and mappings (the local copies stay): a new Python worker."""
     with _memory_lock:
         _memory.clear()
+    forget_opened()
 
 
 @contextmanager
@@ -86,8 +98,8 @@ def _file_lock(path: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def load(uri: str, data_format: str, storage_options: Mapping[str, Any] | None = None) -> Any:
-    """The dataset for a trial: from this process's memory, else the executor's local copy, else storage."""
+def load(uri: str, data_format: str, storage_options: Mapping[str, Any] | None = None) -> HostCopy:
+    """The dataset for a trial: this process's mapping, else the executor's local copy, else storage."""
     listing = list_dataset(uri, storage_options)  # metadata only: the version check
     if listing is None:
         raise StagingError(f"data {uri!r}: no such file or directory (it existed when it was planned)")
@@ -96,99 +108,71 @@ def load(uri: str, data_format: str, storage_options: Mapping[str, Any] | None =
         hit = _memory.get(key)
         if hit is not None and hit[0] == listing.fingerprint:
             return hit[1]
-        _memory.pop(key, None)
-        value = _local_copy_or_read(uri, data_format, listing.fingerprint, storage_options)
-        _memory[key] = (listing.fingerprint, value)
-        return value
+        _memory.clear()  # one dataset at a time: a reused worker does not keep every night's data
+        copy = _local_copy_or_read(uri, data_format, listing.fingerprint, storage_options)
+        _memory[key] = (listing.fingerprint, copy)
+        return copy
 
 
 def _local_copy_or_read(
     uri: str, data_format: str, fingerprint: str, storage_options: Mapping[str, Any] | None
-) -> Any:
+) -> HostCopy:
     root = cache_dir()
     prefix = os.path.join(root, f"{_uri_key(uri)}-{data_format}")
-    copy = f"{prefix}-{fingerprint}{_COPY_SUFFIX[data_format]}"
+    path = f"{prefix}-{fingerprint}{COPY_SUFFIX[data_format]}"
     with _file_lock(f"{prefix}.lock"):
-        if os.path.exists(copy):
+        if os.path.exists(path):
             try:
-                return _read_copy(copy, data_format)
+                copy = open_host_copy(path, data_format)
+                os.utime(path)  # recently used: the size cap removes the others first
+                return copy
             except Exception as err:  # a damaged copy: read from storage again
-                log.warning("local copy %s unreadable (%s); reading %s again", copy, err, uri)
+                log.warning("local copy %s unreadable (%s); reading %s again", path, err, uri)
         started = time.monotonic()
         raw = read_raw(uri, data_format, storage_options)
         with open(os.path.join(root, f"{_uri_key(uri)}.reads"), "a") as reads:
             reads.write(f"{os.getpid()} {fingerprint} {time.time():.3f}\n")
         for old in glob.glob(f"{glob.escape(prefix)}-*"):  # earlier versions of this dataset
-            if old != copy:
-                _remove(old)
+            if old != path:
+                remove_copy(old)
         try:
-            _write_copy(raw, copy, data_format)
+            write_host_copy(raw, path, data_format)
         except OSError as err:  # e.g. a full local disk: this trial goes on, the next one reads again
             log.warning("no local copy of %s (%s); later trials read it from storage again", uri, err)
+            return HostCopy.in_memory(raw)
+        del raw
+        release_memory()
         log.info("read %s from storage in %.1f s (pid %d)", uri, time.monotonic() - started, os.getpid())
-        return to_value(raw)
+        evict_over_cap(root, keep=path)
+        return open_host_copy(path, data_format)
 
 
-def _write_copy(raw: Any, copy: str, data_format: str) -> None:
-    tmp = f"{copy}.{os.getpid()}.tmp"
-    try:
-        if data_format in ("parquet", "csv"):
-            import pyarrow as pa
+def cache_max_bytes() -> int:
+    """``$SPARKTUNE_CACHE_MAX_BYTES`` (``"20GiB"``, bytes), else 10 GiB."""
+    from airflow_provider_sparktune.data.staging import parse_bytes
 
-            with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, raw.schema) as writer:
-                writer.write_table(raw)
-        else:
-            import numpy as np
-
-            with open(tmp, "wb") as out:
-                if data_format == "npy":
-                    np.save(out, raw, allow_pickle=False)
-                else:
-                    np.savez(out, **raw)
-        os.replace(tmp, copy)
-    finally:
-        _remove(tmp)
+    text = os.environ.get(CACHE_MAX_BYTES_ENV)
+    return parse_bytes(text, CACHE_MAX_BYTES_ENV) if text else DEFAULT_CACHE_MAX_BYTES
 
 
-def _read_copy(copy: str, data_format: str) -> Any:
-    if data_format in ("parquet", "csv"):
-        import pyarrow as pa
-
-        with pa.memory_map(copy) as source:
-            return pa.ipc.open_file(source).read_all().to_pandas()
-    import numpy as np
-
-    if data_format == "npy":
-        return np.load(copy, mmap_mode="c", allow_pickle=False)  # copy-on-write: trials cannot alter it
-    with np.load(copy, allow_pickle=False) as archive:
-        return {name: archive[name] for name in archive.files}
-
-
-def _remove(path: str) -> None:
-    try:
-        os.remove(path)
-    except FileNotFoundError:
-        pass
-
-
-_artifacts: dict[str, Any] = {}
-
-
-def load_artifact(name: str) -> Any:
-    """A dataset shipped as a Spark Connect artifact: unpickled once per Python worker, then kept."""
-    with _memory_lock:
-        if name not in _artifacts:
-            import pickle
-
-            _artifacts.clear()  # one run's dataset at a time: a worker does not keep every night's data
-
-            from pyspark import SparkFiles
-
+def evict_over_cap(root: str, keep: str) -> list[str]:
+    """Remove the least recently used copies until the directory is under the cap; never ``keep``."""
+    copies = []
+    for suffix in set(COPY_SUFFIX.values()):
+        for path in glob.glob(os.path.join(glob.escape(root), f"*{suffix}")):
             try:
-                with open(SparkFiles.get(name), "rb") as source:
-                    _artifacts[name] = pickle.load(source)
-            except OSError as err:
-                raise StagingError(
-                    f"the Spark Connect artifact {name} holding the staged data is not on this executor ({err})"
-                ) from err
-        return _artifacts[name]
+                stat = os.stat(path)
+            except FileNotFoundError:
+                continue
+            copies.append((stat.st_mtime, stat.st_size, path))
+    total, cap, removed = sum(size for _, size, _ in copies), cache_max_bytes(), []
+    for _, size, path in sorted(copies):
+        if total <= cap:
+            break
+        if path == keep:
+            continue
+        remove_copy(path)
+        total -= size
+        removed.append(path)
+        log.info("cache %s over %d bytes: removed the least recently used copy %s", root, cap, path)
+    return removed

@@ -1,16 +1,13 @@
 """How the training data reaches the trials: broadcast once, or re-read from storage, decided by size.
 
-Data captured in the objective's closure is re-sent with every trial. A broadcast sends it once per
-executor, but Spark limits a broadcast to 2 GiB; above that each trial must read it from storage.
-The decision is made here from the dataset's size, recorded in a JSON ``StagingPlan`` that travels
-through XCom, and hidden from objectives: they always receive a ``StagedData`` and read
+Data captured in the objective's closure is re-sent with every trial. Broadcast mode reads it once
+on the driver (the Airflow worker) and ships one uncompressed copy to each executor; reload mode has
+each executor read it from storage once. Either way every Python worker of an executor maps the same
+local copy (``host_copy``), so memory does not grow with parallelism. The decision is made here from
+the dataset's size (broadcast below ``broadcast_threshold_bytes``, 2 GiB by default, so that the
+Airflow worker never holds and serves more than that), recorded in a JSON ``StagingPlan`` that
+travels through XCom, and hidden from objectives: they always receive a ``StagedData`` and read
 ``data.value``, whichever way the data travelled.
-
-In reload mode the data is read from storage once per executor (see ``cache``), not once per trial.
-
-Spark Connect has no broadcast variables. There, broadcast mode still loads the data once on the
-driver, and ships it inside the resident tasks' closure while it fits Connect's message limit, else
-as a Connect artifact uploaded once, else falls back to reload; the plan's reason says which.
 """
 
 from __future__ import annotations
@@ -19,9 +16,9 @@ import ast
 import json
 import logging
 import os
-import pickle
 import re
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
@@ -34,16 +31,13 @@ from airflow_provider_sparktune.data.storage import (
     list_dataset,
     marker_exists,
     normalize_uri,
-    read_dataset,
+    read_raw,
 )
 from airflow_provider_sparktune.exceptions import StagingError
 
 log = logging.getLogger(__name__)
 
-BROADCAST_LIMIT_BYTES = 2 * 1024**3  # Spark's limit on one broadcast variable
-# Spark Connect: data up to this size travels inside the query plan, half of Connect's default
-# 128 MiB message limit (the objective travels in the same message); above it, as an artifact.
-CONNECT_INLINE_LIMIT_BYTES = 64 * 1024**2
+BROADCAST_LIMIT_BYTES = 2 * 1024**3  # the default threshold: what the Airflow worker reads and ships
 MODES = ("broadcast", "reload")
 Mode = Literal["broadcast", "reload"]
 _UNITS = {
@@ -260,40 +254,6 @@ def check_readiness(
 
 
 # ---------------------------------------------------------------------------------------------------
-# Broadcast: the serialized size decides, not only the files' size
-# ---------------------------------------------------------------------------------------------------
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _CountingSink:
-    """A file that only counts what pickle writes, and stops it once past the limit."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.count = 0
-
-    def write(self, chunk: Any) -> int:
-        size = memoryview(chunk).nbytes
-        self.count += size
-        if self.count > self.limit:
-            raise _TooLarge
-        return size
-
-
-def serialized_size(value: Any, limit: int) -> int | None:
-    """Bytes of ``value`` pickled as a broadcast is, or ``None`` once it passes ``limit``."""
-    sink = _CountingSink(limit)
-    try:
-        pickle.dump(value, sink, protocol=pickle.HIGHEST_PROTOCOL)
-    except _TooLarge:
-        return None
-    return sink.count
-
-
-# ---------------------------------------------------------------------------------------------------
 # The handle objectives receive
 # ---------------------------------------------------------------------------------------------------
 
@@ -301,9 +261,14 @@ def serialized_size(value: Any, limit: int) -> int | None:
 class StagedData:
     """What an objective receives as ``data``: ``data.value`` is the dataset, broadcast or re-read.
 
-    Created on the driver from a plan, ``attach`` broadcasts it (broadcast mode) and ``release``
-    destroys the broadcast when the run ends. It pickles into every trial: a broadcast travels as its
-    id; in reload mode only the URI and the storage options travel.
+    Created on the driver from a plan. In broadcast mode ``attach`` reads the data once, writes the
+    host copy (``host_copy``) and ships that file to the executors: a path on this host for a local
+    master, ``SparkContext.addFile`` on a cluster (fetched once per executor), a Spark Connect
+    artifact over Connect; ``release`` removes the driver's file when the run ends. Every Python
+    worker maps the copy of its executor, so a host holds one copy whatever the parallelism. In
+    reload mode the first trial of an executor makes that copy from storage (``cache``). The handle
+    pickles into every trial: the copy's name and path travel, never the data; the storage options
+    travel only in reload mode, where the executors need them.
     """
 
     def __init__(
@@ -318,10 +283,8 @@ class StagedData:
         self.columns = columns
         self.rows = rows
         self._storage_options = dict(storage_options or {})
-        self._broadcast: Any = None
-        self._inline: Any = None  # Spark Connect: the dataset itself, inside the resident tasks' closure
-        self._artifact: str | None = None  # Spark Connect: the name of the uploaded artifact
-        self._artifact_path: str | None = None  # its file on the driver
+        self._shipped: str | None = None  # broadcast mode: the file name executors find in SparkFiles
+        self._driver_path: str | None = None  # broadcast mode: the copy on the driver's host
 
     @classmethod
     def open(cls, plan: StagingPlan, storage_options: Mapping[str, Any] | None = None) -> StagedData:
@@ -329,56 +292,122 @@ class StagedData:
         info = inspect_dataset(plan.uri, plan.format, storage_options)
         return cls(plan, storage_options=storage_options, columns=info.columns, rows=info.rows)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self._shipped is not None:  # the executors read the shipped copy, never storage
+            state["_storage_options"] = {}
+        return state
+
     @property
     def mode(self) -> str:
         return self.plan.mode
 
     @property
     def value(self) -> Any:
-        """The dataset: the broadcast's value, or this worker's cached read of the URI."""
-        if self._broadcast is not None:
-            return self._broadcast.value
-        if self._inline is not None:
-            return self._inline
-        if self._artifact is not None:
-            from airflow_provider_sparktune.data.cache import load_artifact
+        """The dataset: a pandas DataFrame (parquet, csv), an array (npy), a dict of arrays (npz).
 
-            return load_artifact(self._artifact)
-        from airflow_provider_sparktune.data.cache import load
+        Numeric columns without nulls are read-only views of this host's shared copy; copy the
+        frame (``data.value.copy()``) before changing it in place.
+        """
+        return self._host_copy().value
 
-        return load(self.plan.uri, self.plan.format, self._storage_options)
+    @property
+    def arrow(self) -> Any:
+        """The dataset as a ``pyarrow.Table`` of zero-copy views (parquet, csv), for objectives that feed
+        Arrow to their library directly (LightGBM, XGBoost, polars); ``None`` for numpy data."""
+        return self._host_copy().arrow
+
+    def _host_copy(self) -> Any:
+        from airflow_provider_sparktune.data.host_copy import open_host_copy
+
+        if self._shipped is None:
+            from airflow_provider_sparktune.data.cache import load
+
+            return load(self.plan.uri, self.plan.format, self._storage_options)
+        return open_host_copy(self._shipped_path(), self.plan.format)
+
+    def _shipped_path(self) -> str:
+        """This executor's copy of the shipped file, else the driver's own (a local master: same host)."""
+        assert self._shipped is not None
+        try:
+            from pyspark import SparkFiles
+
+            fetched = SparkFiles.get(self._shipped)
+        except Exception:  # no SparkFiles in this process: the driver itself
+            fetched = ""
+        if fetched and os.path.exists(fetched):
+            return fetched
+        if self._driver_path and os.path.exists(self._driver_path):
+            return self._driver_path
+        raise StagingError(
+            f"data {self.plan.uri!r}: the staged copy {self._shipped} is not on this executor (it is "
+            "removed when the run ends); set broadcast_threshold_bytes below the data's size to re-read "
+            "it from storage instead"
+        )
 
     def attach(self, spark: Any) -> StagingPlan:
-        """Driver side, before the trials: in broadcast mode load the data once and broadcast it.
+        """Driver side, before the trials: in broadcast mode read the data once and ship the host copy.
 
-        When the loaded data serializes past the threshold although its files were smaller
-        (compression), fall back to reload and say so in the log and in the plan.
+        The dataset is listed again first: a plan that came through XCom or run conf is not trusted
+        for its size. When the files, or the uncompressed copy, are not below the threshold, fall back
+        to reload and say so in the log and in the plan.
         """
         if self.plan.mode != "broadcast" or self.attached:
             return self.plan
         started = time.monotonic()
-        value = read_dataset(self.plan.uri, self.plan.format, self._storage_options)
-        size = serialized_size(value, self.plan.threshold_bytes)
-        if size is None:
-            limit = format_bytes(self.plan.threshold_bytes)
-            reason = (
-                f"{format_bytes(self.plan.size_bytes)} of data files is below the broadcast threshold of "
-                f"{limit}, but the loaded dataset serializes to more than {limit} (the files are "
-                "compressed): fell back to reload, trials read it from storage once per executor"
-            )
-            return self._fall_back_to_reload(reason)
+        listing = list_dataset(self.plan.uri, self._storage_options)
+        if listing is None:
+            raise StagingError(f"data {self.plan.uri!r}: no such file or directory (it existed when planned)")
+        if listing.size_bytes >= self.plan.threshold_bytes:
+            self.plan = replace(self.plan, size_bytes=listing.size_bytes)
+            return self._fall_back_to_reload(decide(listing.size_bytes, self.plan.threshold_bytes)[1])
+        from airflow_provider_sparktune.data.host_copy import (
+            COPY_SUFFIX,
+            release_memory,
+            remove_copy,
+            write_host_copy,
+        )
         from airflow_provider_sparktune.tuning.dispatch.launch import is_connect
 
-        if is_connect(spark):
-            return self._ship_over_connect(spark, value, size, started)
-        self._broadcast = spark.sparkContext.broadcast(value)
-        log.info(
-            "data %s: broadcast %s (serialized) to the executors, loaded and sent in %.1f s",
-            self.plan.uri,
-            format_bytes(size),
-            time.monotonic() - started,
-        )
+        connect = is_connect(spark)
+        name = f"sparktune-data-{uuid.uuid4().hex[:12]}{COPY_SUFFIX[self.plan.format]}"
+        path = os.path.join(_driver_files_dir(spark, connect), name)
+        raw = read_raw(self.plan.uri, self.plan.format, self._storage_options)
+        try:
+            size = write_host_copy(raw, path, self.plan.format)
+        finally:
+            del raw
+            release_memory()
+        if size >= self.plan.threshold_bytes:
+            remove_copy(path)
+            limit = format_bytes(self.plan.threshold_bytes)
+            return self._fall_back_to_reload(
+                f"{format_bytes(self.plan.size_bytes)} of data files is below the broadcast threshold of "
+                f"{limit}, but the loaded dataset takes {format_bytes(size)} uncompressed, not below "
+                f"{limit} (the files are compressed): fell back to reload, trials read it from storage "
+                "once per executor"
+            )
+        self._driver_path = path
+        how = self._ship(spark, connect, path)
+        self._shipped = name
+        loaded = f"{format_bytes(self.plan.size_bytes)} of data files, {format_bytes(size)} uncompressed"
+        self.plan = replace(self.plan, reason=f"{loaded}: read once on the driver and {how}")
+        log.info("data %s: %s (%.1f s)", self.plan.uri, self.plan.reason, time.monotonic() - started)
         return self.plan
+
+    def _ship(self, spark: Any, connect: bool, path: str) -> str:
+        """Make the copy reachable from every executor; says how, for the plan's reason."""
+        if connect:
+            spark.addArtifacts(path, file=True)
+            return (
+                "uploaded once as a Spark Connect artifact (Connect has no broadcast variables); each "
+                "executor's Python workers map one copy"
+            )
+        context = spark.sparkContext
+        if str(context.master).startswith("local"):
+            return "written once on this host, where every Python worker maps it"
+        context.addFile(path)
+        return "sent once to each executor (SparkContext.addFile), whose Python workers map one copy"
 
     def _fall_back_to_reload(self, reason: str) -> StagingPlan:
         self.plan = replace(self.plan, mode="reload", reason=reason)
@@ -387,70 +416,36 @@ class StagedData:
 
     @property
     def attached(self) -> bool:
-        return self._broadcast is not None or self._inline is not None or self._artifact is not None
-
-    def _ship_over_connect(self, spark: Any, value: Any, size: int, started: float) -> StagingPlan:
-        """No broadcast variables over Spark Connect: in the tasks' closure, else an artifact, else reload."""
-        size_text, took = format_bytes(size), time.monotonic() - started
-        loaded = f"{format_bytes(self.plan.size_bytes)} of data files, {size_text} serialized"
-        if size <= CONNECT_INLINE_LIMIT_BYTES:
-            self._inline = value
-            how = (
-                f"{loaded}: Spark Connect has no broadcast variables, so it was loaded once on the driver "
-                "and ships inside each resident task's closure"
-            )
-        else:
-            try:
-                self._artifact = self._upload(spark, value)
-            except Exception as err:
-                reason = (
-                    f"{loaded}: too large for a Spark Connect message and the artifact upload failed "
-                    f"({type(err).__name__}: {str(err)[:200]}): fell back to reload, trials read it from "
-                    "storage once per executor"
-                )
-                return self._fall_back_to_reload(reason)
-            how = (
-                f"{loaded}: Spark Connect has no broadcast variables and it is too large for one message, "
-                f"so it was loaded once on the driver and uploaded once as the Spark Connect artifact "
-                f"{self._artifact}, read once per executor process"
-            )
-        self.plan = replace(self.plan, reason=how)
-        log.info("data %s: %s (%.1f s)", self.plan.uri, how, took)
-        return self.plan
-
-    def _upload(self, spark: Any, value: Any) -> str:
-        import tempfile
-        import uuid
-
-        name = f"sparktune-data-{uuid.uuid4().hex[:12]}.pkl"
-        path = os.path.join(tempfile.mkdtemp(prefix="sparktune-artifact-"), name)
-        self._artifact_path = path
-        with open(path, "wb") as out:
-            pickle.dump(value, out, protocol=pickle.HIGHEST_PROTOCOL)
-        spark.addArtifacts(path, file=True)
-        return name
-
-    def release(self) -> None:
-        """Destroy the broadcast (driver and executors), drop what Spark Connect shipped; safe to repeat."""
-        self._inline, self._artifact = None, None
-        path, self._artifact_path = self._artifact_path, None
-        if path is not None:
-            import shutil
-
-            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
-        broadcast, self._broadcast = self._broadcast, None
-        if broadcast is None:
-            return
-        try:
-            broadcast.destroy()
-            log.info("data %s: broadcast destroyed", self.plan.uri)
-        except Exception:
-            log.exception("data %s: destroying the broadcast failed", self.plan.uri)
+        return self._shipped is not None
 
     @property
-    def broadcast(self) -> Any:
-        """The Spark broadcast while attached in broadcast mode, else ``None``."""
-        return self._broadcast
+    def shipped_copy(self) -> str | None:
+        """The name of the copy shipped from the driver while attached in broadcast mode, else ``None``."""
+        return self._shipped
+
+    def release(self) -> None:
+        """Remove the driver's copy when the run ends (executors' copies go with the application)."""
+        path, self._driver_path, self._shipped = self._driver_path, None, None
+        if path is None:
+            return
+        from airflow_provider_sparktune.data.host_copy import remove_copy
+
+        remove_copy(path)
+        log.info("data %s: the driver's staged copy removed", self.plan.uri)
 
     def __repr__(self) -> str:  # never shows the storage options: they may hold credentials
         return f"StagedData(uri={self.plan.uri!r}, format={self.plan.format!r}, mode={self.plan.mode!r})"
+
+
+def _driver_files_dir(spark: Any, connect: bool) -> str:
+    """Where the driver writes the copy: Spark's own files directory, which Spark deletes when the
+    application stops (also when a killed task's JVM shuts down); over Connect a temp directory."""
+    if not connect:
+        from pyspark import SparkFiles
+
+        root = SparkFiles.getRootDirectory()
+        if root:
+            return str(root)
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="sparktune-staged-")

@@ -35,7 +35,7 @@ def write(path: Path, value: float) -> Path:
 
 def test_a_worker_that_runs_several_trials_reads_once(cache_root: Path, tmp_path: Path) -> None:
     uri = str(write(tmp_path / "f.parquet", 1.0))
-    frames = [cache.load(uri, "parquet") for _ in range(5)]
+    frames = [cache.load(uri, "parquet").value for _ in range(5)]
     assert cache.read_count(uri) == 1
     assert all(f is frames[0] for f in frames)  # served from this process's memory
 
@@ -44,9 +44,9 @@ def test_a_fresh_worker_maps_the_local_copy_instead_of_reading_storage(
     cache_root: Path, tmp_path: Path
 ) -> None:
     uri = str(write(tmp_path / "f.parquet", 2.0))
-    first = cache.load(uri, "parquet")
+    first = cache.load(uri, "parquet").value
     cache.clear_memory()  # what a new Python worker starts with
-    second = cache.load(uri, "parquet")
+    second = cache.load(uri, "parquet").value
     assert second is not first and second.equals(first)
     assert cache.read_count(uri) == 1
     assert len(list((cache_root / "sparktune-cache").glob("*.arrow"))) == 1
@@ -54,10 +54,10 @@ def test_a_fresh_worker_maps_the_local_copy_instead_of_reading_storage(
 
 def test_changed_data_is_read_again_and_the_old_copy_dropped(cache_root: Path, tmp_path: Path) -> None:
     path = write(tmp_path / "f.parquet", 3.0)
-    assert cache.load(str(path), "parquet")["y"].iloc[0] == 3.0
+    assert cache.load(str(path), "parquet").value["y"].iloc[0] == 3.0
     write(path, 4.0)
     os.utime(path, (time.time() + 10, time.time() + 10))
-    assert cache.load(str(path), "parquet")["y"].iloc[0] == 4.0
+    assert cache.load(str(path), "parquet").value["y"].iloc[0] == 4.0
     assert cache.read_count(str(path)) == 2
     assert len(list((cache_root / "sparktune-cache").glob("*.arrow"))) == 1
 
@@ -67,10 +67,10 @@ def test_numpy_copy_is_copy_on_write(cache_root: Path, tmp_path: Path) -> None:
     uri = str(tmp_path / "x.npy")
     cache.load(uri, "npy")
     cache.clear_memory()
-    mapped = cache.load(uri, "npy")
+    mapped = cache.load(uri, "npy").value
     mapped[0] = 99.0  # a trial scribbling on its data must not change the next trial's
     cache.clear_memory()
-    assert cache.load(uri, "npy")[0] == 0.0
+    assert cache.load(uri, "npy").value[0] == 0.0
     assert cache.read_count(uri) == 1
 
 
@@ -78,7 +78,7 @@ def test_concurrent_first_trials_wait_for_one_read(cache_root: Path, tmp_path: P
     uri = str(write(tmp_path / "f.parquet", 5.0))
     code = (
         "import sys; from airflow_provider_sparktune.data import cache; "
-        "print(cache.load(sys.argv[1], 'parquet')['y'].iloc[0])"
+        "print(cache.load(sys.argv[1], 'parquet').value['y'].iloc[0])"
     )
     procs = [
         subprocess.Popen(
@@ -94,3 +94,34 @@ def test_concurrent_first_trials_wait_for_one_read(cache_root: Path, tmp_path: P
 def test_data_gone_since_planning_is_a_clear_error(cache_root: Path, tmp_path: Path) -> None:
     with pytest.raises(StagingError, match=rf"data '{tmp_path}/gone.parquet': no such file or directory"):
         cache.load(str(tmp_path / "gone.parquet"), "parquet")
+
+
+def test_a_cache_dir_at_its_cap_removes_the_least_recently_used_copies(
+    cache_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nightly ``ds=`` URIs: each night a new dataset; the cache never grows past its cap."""
+    nights = [write(tmp_path / f"ds={night}.parquet", float(night)) for night in range(4)]
+    sizes = []
+    for night in nights[:2]:
+        cache.load(str(night), "parquet")
+        sizes.extend(p.stat().st_size for p in (cache_root / "sparktune-cache").glob("*.arrow"))
+    monkeypatch.setenv(cache.CACHE_MAX_BYTES_ENV, str(2 * max(sizes) + 1))  # room for two copies
+    cache.load(str(nights[0]), "parquet")  # night 0 used again: night 1 is now the oldest
+    for night in nights[2:]:
+        assert cache.load(str(night), "parquet").value["y"].iloc[0] == float(nights.index(night))
+    left = sorted((cache_root / "sparktune-cache").glob("*.arrow"))
+    assert len(left) == 2
+    assert cache.read_count(str(nights[3])) == 1
+    cache.clear_memory()
+    cache.load(str(nights[3]), "parquet")  # the newest stayed: no second read
+    assert cache.read_count(str(nights[3])) == 1
+    cache.load(str(nights[1]), "parquet")  # evicted: read again
+    assert cache.read_count(str(nights[1])) == 2
+
+
+def test_the_cap_reads_sizes_with_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cache.CACHE_MAX_BYTES_ENV, "20GiB")
+    assert cache.cache_max_bytes() == 20 * 1024**3
+    monkeypatch.setenv(cache.CACHE_MAX_BYTES_ENV, "lots")
+    with pytest.raises(StagingError, match="SPARKTUNE_CACHE_MAX_BYTES: 'lots' is not a number of bytes"):
+        cache.cache_max_bytes()

@@ -23,7 +23,6 @@ from airflow_provider_sparktune.data.staging import (
     format_bytes,
     parse_bytes,
     plan_dataset,
-    serialized_size,
 )
 from airflow_provider_sparktune.exceptions import StagingError
 from airflow_provider_sparktune.tuning.prepare import prepare_run
@@ -46,18 +45,33 @@ def sparse_file(path: Path, size: int) -> Path:
     return path
 
 
+def mapped_file(values: Any) -> tuple[str, int]:
+    """The file (path, inode) whose mapping holds ``values``' memory, or ("", 0) for private memory."""
+    address = values.__array_interface__["data"][0]
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            parts = line.split()
+            low, high = (int(bound, 16) for bound in parts[0].split("-"))
+            if low <= address < high and len(parts) >= 6:
+                return parts[5], int(parts[4])
+    return "", 0
+
+
 def mean_objective(params: dict[str, Any], data: Any = None) -> dict[str, Any]:
-    """Loss depends on the data; metrics say how the data arrived and in which process."""
+    """Loss depends on the data; metrics say how the data arrived, in which process, from which copy."""
     from airflow_provider_sparktune.data.cache import read_count
 
     frame = data.value
+    _, inode = mapped_file(frame["y"].to_numpy())
     return {
         "loss": float((params["a"] - frame["y"].mean()) ** 2),
         "metrics": {
             "rows": len(frame),
             "pid": os.getpid(),
-            "via_broadcast": int(data.broadcast is not None),
+            "via_broadcast": int(data.shipped_copy is not None),
             "storage_reads": read_count(data.plan.uri),
+            "copy_inode": inode,
+            "frame_hash": float(pd.util.hash_pandas_object(frame).sum() % 2**52),
         },
     }
 
@@ -207,21 +221,13 @@ def test_readiness_exists_then_marker_then_stable_size(tmp_path: Path) -> None:
 
 
 @pytest.mark.unit
-def test_serialized_size_stops_at_the_limit() -> None:
-    frame = pd.DataFrame({"z": np.zeros(100_000)})
-    size = serialized_size(frame, 10**9)
-    assert size is not None and size > 800_000
-    assert serialized_size(frame, 1000) is None
-
-
-@pytest.mark.unit
 def test_handle_pickles_and_never_shows_credentials(tmp_path: Path) -> None:
     plan = plan_dataset(str(write_features(tmp_path / "f.parquet")))
     data = StagedData.open(plan, {"secret": "hunter2"})
     assert data.columns == ("x", "y") and data.rows == 400
     assert "hunter2" not in repr(data)
     copy = cloudpickle.loads(cloudpickle.dumps(data))
-    assert copy.plan == plan and copy.broadcast is None
+    assert copy.plan == plan and copy.shipped_copy is None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -233,7 +239,8 @@ def run_mode(spark: Any, data: StagedData, seen: dict[str, Any]) -> Any:
     prepared = prepare_run(SPACE, mean_objective, data=data, max_evals=6, parallelism=2, seed=11)
 
     def on_start(spec: Any, facts: Any) -> None:
-        seen["broadcast"] = data.broadcast
+        seen["shipped"] = data.shipped_copy
+        seen["driver_copy"] = data._driver_path
         seen["plan_at_start"] = data.plan
 
     return execute_run(prepared, spark, on_start=on_start)
@@ -267,12 +274,27 @@ def test_both_modes_give_the_same_results_for_the_same_seed(both_modes: dict[str
 
 
 @pytest.mark.integration
-def test_the_broadcast_is_destroyed_when_the_run_ends(both_modes: dict[str, Any]) -> None:
-    broadcast = both_modes["broadcast"]["broadcast"]
-    assert broadcast is not None  # it existed while the trials ran
-    assert both_modes["broadcast"]["data"].broadcast is None
-    assert not os.path.exists(broadcast._path)  # destroy() removes the driver's copy
-    assert both_modes["reload"]["broadcast"] is None
+def test_every_trial_of_both_modes_reads_one_mapped_copy_equal_to_a_pyarrow_read(
+    both_modes: dict[str, Any],
+) -> None:
+    import pyarrow.parquet as pq
+
+    expected = pq.read_table(both_modes["broadcast"]["data"].plan.uri).to_pandas()
+    expected_hash = float(pd.util.hash_pandas_object(expected).sum() % 2**52)
+    for mode, run in both_modes.items():
+        records = run["result"].records
+        assert {r.metrics["frame_hash"] for r in records} == {expected_hash}, mode
+        inodes = {r.metrics["copy_inode"] for r in records}
+        assert len(inodes) == 1 and 0 not in inodes, (mode, inodes)  # views of one file, in every worker
+
+
+@pytest.mark.integration
+def test_the_drivers_copy_is_removed_when_the_run_ends(both_modes: dict[str, Any]) -> None:
+    shipped, driver_copy = both_modes["broadcast"]["shipped"], both_modes["broadcast"]["driver_copy"]
+    assert shipped is not None and driver_copy.endswith(shipped)  # it existed while the trials ran
+    assert both_modes["broadcast"]["data"].shipped_copy is None
+    assert not os.path.exists(driver_copy)
+    assert both_modes["reload"]["shipped"] is None
 
 
 @pytest.mark.integration
@@ -291,15 +313,48 @@ def test_compressed_data_that_serializes_past_the_limit_falls_back_to_reload(
     spark: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "zeros.parquet"
-    pd.DataFrame({"z": np.zeros(200_000)}).to_parquet(path)  # a few KiB on disk, 1.6 MB in memory
+    pd.DataFrame({"z": np.zeros(200_000)}).to_parquet(path)  # a few KiB on disk, 1.6 MB uncompressed
     threshold = 200_000
     data = StagedData.open(plan_dataset(str(path), threshold_bytes=threshold))
     assert data.plan.mode == "broadcast" and data.plan.size_bytes < threshold
     with caplog.at_level(logging.WARNING, logger="airflow_provider_sparktune.data.staging"):
         plan = data.attach(spark)
-    assert plan.mode == "reload" and data.plan is plan and data.broadcast is None
-    assert "serializes to more than" in plan.reason and "fell back to reload" in plan.reason
+    assert plan.mode == "reload" and data.plan is plan and data.shipped_copy is None
+    assert "1.5 MiB uncompressed, not below" in plan.reason and "fell back to reload" in plan.reason
     assert any("fell back to reload" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.integration
+def test_a_plan_that_understates_the_size_is_measured_again_before_a_broadcast(
+    spark: Any, tmp_path: Path
+) -> None:
+    path = write_features(tmp_path / "features.parquet", rows=20_000)
+    size = path.stat().st_size
+    claimed = StagingPlan.from_value(
+        {
+            "uri": str(path),
+            "format": "parquet",
+            "size_bytes": 1,
+            "threshold_bytes": size // 2,
+            "mode": "broadcast",
+        }
+    )
+    data = StagedData(claimed)
+    plan = data.attach(spark)
+    assert plan.mode == "reload" and plan.size_bytes == size and data.shipped_copy is None
+    assert "not below the broadcast threshold" in plan.reason
+
+
+@pytest.mark.integration
+def test_storage_options_stay_on_the_driver_once_the_copy_is_shipped(spark: Any, tmp_path: Path) -> None:
+    path = write_features(tmp_path / "features.parquet")
+    data = StagedData(plan_dataset(str(path)), storage_options={"secret": "hunter2"})
+    assert b"hunter2" in cloudpickle.dumps(data)  # reload mode: the executors need them to read
+    data.attach(spark)
+    try:
+        assert data.shipped_copy is not None and b"hunter2" not in cloudpickle.dumps(data)
+    finally:
+        data.release()
 
 
 @pytest.mark.integration

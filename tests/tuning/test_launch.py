@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from airflow_provider_sparktune import run_tuning
-from airflow_provider_sparktune.data import staging
 from airflow_provider_sparktune.data.staging import StagedData, plan_dataset
 from airflow_provider_sparktune.exceptions import (
     SparkConnectionError,
@@ -202,29 +201,16 @@ def dataset(tmp_path: Path) -> Path:
 
 @pytest.mark.integration
 @pytest.mark.parametrize(
-    ("threshold", "inline_limit", "mode", "how"),
+    ("threshold", "mode", "how"),
     [
-        (
-            "1GiB",
-            staging.CONNECT_INLINE_LIMIT_BYTES,
-            "broadcast",
-            "ships inside each resident task's closure",
-        ),
-        ("1GiB", 1, "broadcast", "uploaded once as the Spark Connect artifact sparktune-data-"),
-        ("1B", staging.CONNECT_INLINE_LIMIT_BYTES, "reload", "trials read it from storage"),
+        ("1GiB", "broadcast", "uploaded once as a Spark Connect artifact"),
+        ("1B", "reload", "trials read it from storage"),
     ],
-    ids=["broadcast-in-closure", "broadcast-as-artifact", "reload"],
+    ids=["broadcast-as-artifact", "reload"],
 )
 def test_staged_data_reaches_the_trials_over_connect(
-    connect_spark: Any,
-    dataset: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    threshold: str,
-    inline_limit: int,
-    mode: str,
-    how: str,
+    connect_spark: Any, dataset: Path, threshold: str, mode: str, how: str
 ) -> None:
-    monkeypatch.setattr(staging, "CONNECT_INLINE_LIMIT_BYTES", inline_limit)
     staged = StagedData.open(plan_dataset(str(dataset), threshold_bytes=threshold))
     result = run_tuning(
         SPACE, data_sum_objective, spark=connect_spark, max_evals=4, parallelism=2, data=staged

@@ -365,7 +365,7 @@ def test_a_staging_plan_becomes_the_handle_objectives_read(tmp_path: Path) -> No
 
 
 @pytest.mark.integration
-def test_the_broadcast_is_destroyed_even_when_the_run_fails_to_start(spark: Any, tmp_path: Path) -> None:
+def test_the_drivers_copy_is_removed_even_when_the_run_fails_to_start(spark: Any, tmp_path: Path) -> None:
     import pandas as pd
 
     from airflow_provider_sparktune.data.staging import StagedData, plan_dataset
@@ -377,13 +377,13 @@ def test_the_broadcast_is_destroyed_even_when_the_run_fails_to_start(spark: Any,
     seen: list[Any] = []
 
     def failing_start(spec: Any, facts: Any) -> None:
-        seen.append(data.broadcast)
+        seen.append(data._driver_path)
         raise RuntimeError("the tracking store went away")
 
     with pytest.raises(RuntimeError, match="went away"):
         execute_run(prepared, spark, on_start=failing_start)
-    assert seen[0] is not None  # broadcast before the trials would have started
-    assert data.broadcast is None and not os.path.exists(seen[0]._path)
+    assert seen[0] is not None and os.path.exists(seen[0]) is False  # shipped before the trials, then removed
+    assert data.shipped_copy is None
 
 
 @pytest.mark.integration
