@@ -146,16 +146,16 @@ def mlflow_server_args(host: str, port: int, backend_store_uri: str, artifacts: 
 
 
 @contextmanager
-def spark_standalone_cluster(work: Path, cores: int = 2) -> Iterator[SparkCluster]:
-    """A master and one worker from pyspark's own ``bin/spark-class``."""
+def spark_standalone_cluster(work: Path, cores: int = 2, workers: int = 1) -> Iterator[SparkCluster]:
+    """A master and ``workers`` workers (each a host of its own to Spark) from pyspark's ``bin/spark-class``."""
     for sub in ("logs", "scratch", "worker"):
         (work / sub).mkdir(parents=True, exist_ok=True)
     env = spark_env(work)
     spark_class = str(spark_home() / "bin" / "spark-class")
-    port, ui_port, worker_ui = free_port(), free_port(), free_port()
+    port, ui_port = free_port(), free_port()
     master_url, master_ui = f"spark://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"
     master = _start([spark_class, *master_args("127.0.0.1", port, ui_port)], work / "master.log", env)
-    worker = None
+    started: list[subprocess.Popen[bytes]] = []
     try:
         wait_until(
             lambda: get_json(f"{master_ui}/json/")["status"] == "ALIVE",
@@ -163,17 +163,18 @@ def spark_standalone_cluster(work: Path, cores: int = 2) -> Iterator[SparkCluste
             "Spark master",
             work / "master.log",
         )
-        args = worker_args(master_url, "127.0.0.1", worker_ui, str(work / "worker"), cores)
-        worker = _start([spark_class, *args], work / "worker.log", env)
+        for index in range(workers):
+            args = worker_args(master_url, "127.0.0.1", free_port(), str(work / "worker"), cores)
+            started.append(_start([spark_class, *args], work / f"worker-{index}.log", env))
         wait_until(
-            lambda: get_json(f"{master_ui}/json/")["aliveworkers"] >= 1,
+            lambda: get_json(f"{master_ui}/json/")["aliveworkers"] >= workers,
             SERVER_START_S,
             "Spark worker",
-            work / "worker.log",
+            work / "worker-0.log",
         )
         yield SparkCluster(master_url, master_ui, work / "worker")
     finally:
-        if worker is not None:
+        for worker in started:
             stop(worker)
         stop(master)
 

@@ -375,3 +375,87 @@ def test_reload_cache_is_shared_by_the_python_workers_of_an_executor(spark: Any,
     assert data.plan.mode == "reload" and len(records) == 4
     assert len({r.metrics["pid"] for r in records}) == 4  # four processes read the data
     assert read_count(data.plan.uri) == 1  # and storage was read once
+
+
+# --------------------------------------------------------------------------------------------------
+# two hosts: a standalone cluster with two workers
+# --------------------------------------------------------------------------------------------------
+
+TWO_HOSTS_DRIVER = r"""
+import json, os, sys, time
+from pyspark.sql import SparkSession
+
+master, uri, out = sys.argv[1:4]
+spark = (
+    SparkSession.builder.master(master).appName("sparktune-two-hosts")
+    .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
+    .config("spark.driver.bindAddress", "127.0.0.1").config("spark.executor.cores", "1")
+    .config("spark.executor.memory", "1g").getOrCreate()
+)
+from airflow_provider_sparktune import run_tuning
+from airflow_provider_sparktune.data.staging import StagedData, plan_dataset
+
+
+def probe(params, data=None):
+    frame = data.value
+    address = frame["y"].to_numpy().__array_interface__["data"][0]
+    inode = 0
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            parts = line.split()
+            low, high = (int(bound, 16) for bound in parts[0].split("-"))
+            if low <= address < high and len(parts) >= 6:
+                inode = int(parts[4])
+    time.sleep(1.0)  # both executors get trials
+    executor = float(os.path.basename(os.getcwd()))  # a standalone executor runs in <work>/<app>/<id>
+    return {"loss": abs(params["a"]), "metrics": {"executor": executor, "inode": inode, "rows": len(frame)}}
+
+
+runs = {}
+for mode, threshold in (("broadcast", "1GiB"), ("reload", "1B")):
+    staged = StagedData.open(plan_dataset(uri, threshold_bytes=threshold))
+    result = run_tuning(
+        {"a": {"hp": "uniform", "low": -1, "high": 1}}, probe, spark=spark, data=staged,
+        max_evals=8, parallelism=2, seed=1,
+    )
+    runs[mode] = {"mode": staged.plan.mode, "trials": [r.metrics for r in result.records]}
+spark.stop()
+with open(out, "w") as f:
+    json.dump(runs, f)
+"""
+
+
+@pytest.fixture(scope="module")
+def two_hosts(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from tests.servers import spark_standalone_cluster
+
+    with spark_standalone_cluster(tmp_path_factory.mktemp("two-hosts"), cores=1, workers=2) as cluster:
+        yield cluster
+
+
+@pytest.mark.integration
+def test_each_host_of_a_cluster_maps_its_own_single_copy_in_both_modes(
+    two_hosts: Any, tmp_path: Path
+) -> None:
+    import sys
+
+    from tests.servers import process_group
+
+    path = write_features(tmp_path / "features.parquet")
+    out, log = tmp_path / "runs.json", tmp_path / "driver.log"
+    cmd = [sys.executable, "-c", TWO_HOSTS_DRIVER, two_hosts.master_url, str(path), str(out)]
+    with process_group(cmd, {"PYSPARK_PYTHON": sys.executable}, log) as driver:
+        driver.wait(600)
+    assert driver.returncode == 0, log.read_text()[-3000:]
+    runs = json.loads(out.read_text())
+    for mode in ("broadcast", "reload"):
+        trials = runs[mode]["trials"]
+        assert runs[mode]["mode"] == mode and len(trials) == 8
+        assert {t["rows"] for t in trials} == {400}
+        copies: dict[float, set[float]] = {}
+        for trial in trials:
+            copies.setdefault(trial["executor"], set()).add(trial["inode"])
+        assert len(copies) == 2, (mode, copies)  # both hosts ran trials
+        assert all(len(inodes) == 1 and 0 not in inodes for inodes in copies.values()), (mode, copies)
+        first, second = copies.values()
+        assert first != second, (mode, copies)  # each host its own copy, mapped by all of its workers
