@@ -28,11 +28,10 @@ from typing import Any
 from airflow_provider_sparktune.data.host_copy import (
     COPY_SUFFIX,
     HostCopy,
+    copy_dataset,
     forget_opened,
     open_host_copy,
-    release_memory,
     remove_copy,
-    write_host_copy,
 )
 from airflow_provider_sparktune.data.storage import list_dataset, read_raw
 from airflow_provider_sparktune.exceptions import StagingError
@@ -129,22 +128,23 @@ def _local_copy_or_read(
             except Exception as err:  # a damaged copy: read from storage again
                 log.warning("local copy %s unreadable (%s); reading %s again", path, err, uri)
         started = time.monotonic()
-        raw = read_raw(uri, data_format, storage_options)
-        with open(os.path.join(root, f"{_uri_key(uri)}.reads"), "a") as reads:
-            reads.write(f"{os.getpid()} {fingerprint} {time.time():.3f}\n")
         for old in glob.glob(f"{glob.escape(prefix)}-*"):  # earlier versions of this dataset
-            if old != path:
-                remove_copy(old)
+            remove_copy(old)
         try:
-            write_host_copy(raw, path, data_format)
-        except OSError as err:  # e.g. a full local disk: this trial goes on, the next one reads again
+            copy_dataset(uri, data_format, storage_options, path)
+        except OSError as err:  # e.g. a full local disk: this trial reads into memory, the next one again
             log.warning("no local copy of %s (%s); later trials read it from storage again", uri, err)
-            return HostCopy.in_memory(raw)
-        del raw
-        release_memory()
+            _count_read(root, uri, fingerprint)
+            return HostCopy.in_memory(read_raw(uri, data_format, storage_options))
+        _count_read(root, uri, fingerprint)
         log.info("read %s from storage in %.1f s (pid %d)", uri, time.monotonic() - started, os.getpid())
         evict_over_cap(root, keep=path)
         return open_host_copy(path, data_format)
+
+
+def _count_read(root: str, uri: str, fingerprint: str) -> None:
+    with open(os.path.join(root, f"{_uri_key(uri)}.reads"), "a") as reads:
+        reads.write(f"{os.getpid()} {fingerprint} {time.time():.3f}\n")
 
 
 def cache_max_bytes() -> int:

@@ -21,6 +21,7 @@ import os
 import threading
 import zipfile
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 COPY_SUFFIX = {"parquet": ".arrow", "csv": ".arrow", "npy": ".npy", "npz": ".npz"}
@@ -43,15 +44,6 @@ class HostCopy:
         return cls(to_pandas(split_blocks=True), raw) if callable(to_pandas) else cls(raw)
 
 
-def _single_chunk(table: Any) -> Any:
-    """The table with each column in one chunk, a column at a time: the peak is one column more."""
-    for index in range(table.num_columns):
-        column = table.column(index)
-        if column.num_chunks != 1:
-            table = table.set_column(index, table.field(index), column.combine_chunks())
-    return table
-
-
 def release_memory() -> None:
     """Give the memory pyarrow's allocator keeps after a large read back to the system."""
     import pyarrow as pa
@@ -59,17 +51,38 @@ def release_memory() -> None:
     pa.default_memory_pool().release_unused()
 
 
+def copy_dataset(uri: str, data_format: str, storage_options: Mapping[str, Any] | None, path: str) -> int:
+    """Read the dataset from storage and write its host copy to ``path``; returns the copy's size.
+
+    The read is the only reference to the data, so each column is joined into one chunk in place of
+    its parts: the peak is the dataset plus one column, and nothing is kept once the file is written.
+    """
+    from airflow_provider_sparktune.data.storage import read_raw
+
+    raw = read_raw(uri, data_format, storage_options)
+    if data_format in ("parquet", "csv"):
+        for index in range(raw.num_columns):
+            if raw.column(index).num_chunks != 1:
+                raw = raw.set_column(index, raw.field(index), raw.column(index).combine_chunks())
+    try:
+        return write_host_copy(raw, path, data_format)
+    finally:
+        del raw
+        release_memory()
+
+
 def write_host_copy(raw: Any, path: str, data_format: str) -> int:
-    """Write ``raw`` (as ``storage.read_raw`` returns it) to ``path`` atomically; returns its size."""
+    """Write ``raw`` (as ``storage.read_raw`` returns it) to ``path`` atomically; returns its size.
+
+    A table is written as one record batch: columns of several chunks are joined (a copy) first.
+    """
     tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
         if data_format in ("parquet", "csv"):
             import pyarrow as pa
 
-            table = _single_chunk(raw)
-            with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table, max_chunksize=max(table.num_rows, 1))
-            del table
+            with pa.OSFile(tmp, "wb") as sink, pa.ipc.new_file(sink, raw.schema) as writer:
+                writer.write_table(raw.combine_chunks(), max_chunksize=max(raw.num_rows, 1))
         else:
             import numpy as np
 

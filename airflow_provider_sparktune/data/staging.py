@@ -31,7 +31,6 @@ from airflow_provider_sparktune.data.storage import (
     list_dataset,
     marker_exists,
     normalize_uri,
-    read_raw,
 )
 from airflow_provider_sparktune.exceptions import StagingError
 
@@ -361,23 +360,13 @@ class StagedData:
         if listing.size_bytes >= self.plan.threshold_bytes:
             self.plan = replace(self.plan, size_bytes=listing.size_bytes)
             return self._fall_back_to_reload(decide(listing.size_bytes, self.plan.threshold_bytes)[1])
-        from airflow_provider_sparktune.data.host_copy import (
-            COPY_SUFFIX,
-            release_memory,
-            remove_copy,
-            write_host_copy,
-        )
+        from airflow_provider_sparktune.data.host_copy import COPY_SUFFIX, copy_dataset, remove_copy
         from airflow_provider_sparktune.tuning.dispatch.launch import is_connect
 
         connect = is_connect(spark)
         name = f"sparktune-data-{uuid.uuid4().hex[:12]}{COPY_SUFFIX[self.plan.format]}"
         path = os.path.join(_driver_files_dir(spark, connect), name)
-        raw = read_raw(self.plan.uri, self.plan.format, self._storage_options)
-        try:
-            size = write_host_copy(raw, path, self.plan.format)
-        finally:
-            del raw
-            release_memory()
+        size = copy_dataset(self.plan.uri, self.plan.format, self._storage_options, path)
         if size >= self.plan.threshold_bytes:
             remove_copy(path)
             limit = format_bytes(self.plan.threshold_bytes)

@@ -283,9 +283,7 @@ def read_raw(uri: str, fmt: str, storage_options: Mapping[str, Any] | None = Non
     fs, path = open_fs(uri, storage_options)
     try:
         if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            value: Any = pq.read_table(path, filesystem=fs)
+            value: Any = _read_parquet(fs, path)
         elif fmt == "csv":
             value = _read_csv(fs, path)
         elif fmt == "npy":
@@ -314,6 +312,22 @@ def to_value(raw: Any) -> Any:
     """What objectives see: a pyarrow Table becomes a pandas DataFrame; arrays stay arrays."""
     to_pandas = getattr(raw, "to_pandas", None)
     return to_pandas() if callable(to_pandas) else raw
+
+
+def _read_parquet(fs: Any, path: str) -> Any:
+    """What ``pyarrow.parquet.read_table`` gives (hive partitions as dictionary columns), read a row
+    group at a time without pre-buffering: the read peaks at about the data plus one row group, where
+    ``read_table`` holds 2-2.5x the data while it decodes."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    file_format = ds.ParquetFileFormat(
+        default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)
+    )
+    partitioning = ds.HivePartitioning.discover(infer_dictionary=True)
+    dataset = ds.dataset(path, filesystem=fs, format=file_format, partitioning=partitioning)
+    batches = dataset.to_batches(batch_readahead=1, fragment_readahead=1)
+    return pa.Table.from_batches(batches, schema=dataset.schema)
 
 
 def _read_csv(fs: Any, path: str) -> Any:

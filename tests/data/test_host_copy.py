@@ -126,3 +126,41 @@ def test_processes_that_map_one_copy_share_its_pages(tmp_path: Path) -> None:
             proc.communicate("\n", timeout=60)
     assert all(proc.returncode == 0 for proc in procs)
     assert os.path.getsize(copy_path) == size
+
+
+def test_copying_holds_about_one_copy_of_the_data_at_the_peak(tmp_path: Path) -> None:
+    """The driver (the Airflow worker) in broadcast mode: the read, one column more, nothing else."""
+    rows = 1_000_000  # 8 columns x 8 MB, in 10 row groups: every column must be joined
+    source = tmp_path / "wide.parquet"
+    pq.write_table(
+        pa.table({f"c{i}": np.random.default_rng(i).normal(size=rows) for i in range(8)}),
+        source,
+        row_group_size=rows // 10,
+    )
+    code = (
+        "import sys, pyarrow as pa; from airflow_provider_sparktune.data.host_copy import copy_dataset; "
+        "copy_dataset(sys.argv[1], 'parquet', None, sys.argv[2]); "
+        "print(pa.default_memory_pool().max_memory(), pa.total_allocated_bytes())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(source), str(tmp_path / "copy.arrow")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    peak, left = (int(n) for n in out.stdout.split())
+    data = rows * 8 * 8
+    assert peak < 1.3 * data, (peak, data)  # joining every column beside the read would be 2x
+    assert left == 0  # nothing kept once the file is written
+
+
+def test_a_hive_partitioned_dataset_reads_as_pyarrow_reads_it(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"x": np.arange(600.0), "day": [f"2026-01-0{1 + i % 3}" for i in range(600)]})
+    pq.write_to_dataset(pa.Table.from_pandas(frame), tmp_path / "hive", partition_cols=["day"])
+    raw = read_raw(str(tmp_path / "hive"), "parquet")
+    assert raw.equals(pq.read_table(tmp_path / "hive"))
+    copy_path = str(tmp_path / "copy.arrow")
+    write_host_copy(raw, copy_path, "parquet")
+    pd.testing.assert_frame_equal(
+        open_host_copy(copy_path, "parquet").value, pq.read_table(tmp_path / "hive").to_pandas()
+    )
