@@ -151,12 +151,12 @@ def decide(size_bytes: int, threshold_bytes: int) -> tuple[Mode, str]:
     size, limit = format_bytes(size_bytes), format_bytes(threshold_bytes)
     if size_bytes < threshold_bytes:
         return "broadcast", (
-            f"{size} of data files is below the broadcast threshold of {limit}: loaded once on the driver "
-            "and broadcast to every executor"
+            f"{size} of data files is below the broadcast threshold of {limit}: read once on the driver "
+            "and shipped to every executor host, where its Python workers share one copy"
         )
     return "reload", (
         f"{size} of data files is not below the broadcast threshold of {limit}: trials read it from storage, "
-        "once per executor, which keeps a local copy for its later trials"
+        "once per executor, whose Python workers share the local copy it keeps"
     )
 
 
@@ -379,9 +379,14 @@ class StagedData:
         self._driver_path = path
         how = self._ship(spark, connect, path)
         self._shipped = name
-        loaded = f"{format_bytes(self.plan.size_bytes)} of data files, {format_bytes(size)} uncompressed"
-        self.plan = replace(self.plan, reason=f"{loaded}: read once on the driver and {how}")
-        log.info("data %s: %s (%.1f s)", self.plan.uri, self.plan.reason, time.monotonic() - started)
+        log.info(
+            "data %s: %s of data files, %s uncompressed: read once on the driver and %s (%.1f s)",
+            self.plan.uri,
+            format_bytes(self.plan.size_bytes),
+            format_bytes(size),
+            how,
+            time.monotonic() - started,
+        )
         return self.plan
 
     def _ship(self, spark: Any, connect: bool, path: str) -> str:

@@ -87,8 +87,8 @@ def execute_run(
 ) -> TuningResult:
     """Run a prepared tuning on ``spark``; ``on_start`` sees the budget once "auto" is resolved.
 
-    Staged data is attached first (broadcast mode loads and broadcasts it, or falls back to reload)
-    so ``on_start`` sees the final plan, and the broadcast is destroyed however the run ends.
+    Staged data is attached first (broadcast mode reads it and ships the host copy, or falls back to reload)
+    so ``on_start`` sees the final plan, and the driver's copy is removed however the run ends.
     ``resume``: finished trials of an earlier try; they count toward ``max_evals`` and are not run
     again. ``warm_start``: points evaluated first, before ``algo`` is asked. Both must fit the space
     (see :func:`prior.split_fitting`). ``started_at``: the epoch time ``startup_s`` counts from

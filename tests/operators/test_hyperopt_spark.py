@@ -438,7 +438,9 @@ def test_a_sensor_plan_as_rendered_template_text_is_used_as_it_is(
     staging_log = [
         r.getMessage() for r in caplog.records if r.name == "airflow_provider_sparktune.data.staging"
     ]
-    assert any(line.endswith("broadcast destroyed") for line in staging_log)  # destroyed when the run ended
+    assert any(
+        line.endswith("the driver's staged copy removed") for line in staging_log
+    )  # when the run ended
 
 
 # -- nothing lost: a killed try is resumed by the next one ------------------------------------------

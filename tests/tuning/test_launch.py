@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import shutil
 import subprocess
@@ -209,17 +210,18 @@ def dataset(tmp_path: Path) -> Path:
     ids=["broadcast-as-artifact", "reload"],
 )
 def test_staged_data_reaches_the_trials_over_connect(
-    connect_spark: Any, dataset: Path, threshold: str, mode: str, how: str
+    connect_spark: Any, dataset: Path, threshold: str, mode: str, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     staged = StagedData.open(plan_dataset(str(dataset), threshold_bytes=threshold))
-    result = run_tuning(
-        SPACE, data_sum_objective, spark=connect_spark, max_evals=4, parallelism=2, data=staged
-    )
+    with caplog.at_level(logging.INFO, logger="airflow_provider_sparktune.data.staging"):
+        result = run_tuning(
+            SPACE, data_sum_objective, spark=connect_spark, max_evals=4, parallelism=2, data=staged
+        )
     assert result.trials_ok == 4
     for record in result.records:
         assert record.loss == pytest.approx(499500 + abs(record.params["x"]))
     assert staged.plan.mode == mode
-    assert how in staged.plan.reason
+    assert any(how in line for line in [staged.plan.reason, *(r.getMessage() for r in caplog.records)])
     assert not staged.attached  # released when the run ended
 
 
