@@ -125,3 +125,12 @@ def test_the_cap_reads_sizes_with_units(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv(cache.CACHE_MAX_BYTES_ENV, "lots")
     with pytest.raises(StagingError, match="SPARKTUNE_CACHE_MAX_BYTES: 'lots' is not a number of bytes"):
         cache.cache_max_bytes()
+
+
+def test_a_reused_worker_keeps_its_latest_datasets_not_every_night(cache_root: Path, tmp_path: Path) -> None:
+    from airflow_provider_sparktune.data import host_copy
+
+    for night in range(8):
+        cache.load(str(write(tmp_path / f"ds={night}.parquet", float(night))), "parquet")
+    assert len(cache._memory) == 1
+    assert len(host_copy._opened) <= 4
