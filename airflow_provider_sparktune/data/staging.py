@@ -377,7 +377,15 @@ class StagedData:
                 "once per executor"
             )
         self._driver_path = path
-        how = self._ship(spark, connect, path)
+        try:
+            how = self._ship(spark, connect, path)
+        except Exception as err:  # e.g. a Connect server that refuses artifacts
+            self.release()
+            return self._fall_back_to_reload(
+                f"{format_bytes(self.plan.size_bytes)} of data files: shipping the copy to the executors "
+                f"failed ({type(err).__name__}: {str(err)[:200]}): fell back to reload, trials read it from "
+                "storage once per executor"
+            )
         self._shipped = name
         log.info(
             "data %s: %s of data files, %s uncompressed: read once on the driver and %s (%.1f s)",
@@ -390,7 +398,7 @@ class StagedData:
         return self.plan
 
     def _ship(self, spark: Any, connect: bool, path: str) -> str:
-        """Make the copy reachable from every executor; says how, for the plan's reason."""
+        """Make the copy reachable from every executor; says how, for the task log."""
         if connect:
             spark.addArtifacts(path, file=True)
             return (
@@ -425,6 +433,11 @@ class StagedData:
         from airflow_provider_sparktune.data.host_copy import remove_copy
 
         remove_copy(path)
+        folder = os.path.dirname(path)
+        if os.path.basename(folder).startswith(_OWN_DIR_PREFIX):  # over Connect: the folder is ours too
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
         log.info("data %s: the driver's staged copy removed", self.plan.uri)
 
     def __repr__(self) -> str:  # never shows the storage options: they may hold credentials
@@ -442,4 +455,7 @@ def _driver_files_dir(spark: Any, connect: bool) -> str:
             return str(root)
     import tempfile
 
-    return tempfile.mkdtemp(prefix="sparktune-staged-")
+    return tempfile.mkdtemp(prefix=_OWN_DIR_PREFIX)
+
+
+_OWN_DIR_PREFIX = "sparktune-staged-"

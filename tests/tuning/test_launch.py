@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -213,6 +214,7 @@ def test_staged_data_reaches_the_trials_over_connect(
     connect_spark: Any, dataset: Path, threshold: str, mode: str, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     staged = StagedData.open(plan_dataset(str(dataset), threshold_bytes=threshold))
+    staged_dirs = set(Path(tempfile.gettempdir()).glob("sparktune-staged-*"))
     with caplog.at_level(logging.INFO, logger="airflow_provider_sparktune.data.staging"):
         result = run_tuning(
             SPACE, data_sum_objective, spark=connect_spark, max_evals=4, parallelism=2, data=staged
@@ -223,6 +225,7 @@ def test_staged_data_reaches_the_trials_over_connect(
     assert staged.plan.mode == mode
     assert any(how in line for line in [staged.plan.reason, *(r.getMessage() for r in caplog.records)])
     assert not staged.attached  # released when the run ended
+    assert set(Path(tempfile.gettempdir()).glob("sparktune-staged-*")) == staged_dirs  # nothing left
 
 
 @functools.cache
