@@ -24,6 +24,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+from airflow_provider_sparktune.exceptions import StagingError
+
 COPY_SUFFIX = {"parquet": ".arrow", "csv": ".arrow", "npy": ".npy", "npz": ".npz"}
 _OPEN_LIMIT = 4  # copies a worker keeps open: a reused worker does not keep every night's dataset
 _opened: OrderedDict[tuple[str, str], HostCopy] = OrderedDict()
@@ -54,21 +56,99 @@ def release_memory() -> None:
 def copy_dataset(uri: str, data_format: str, storage_options: Mapping[str, Any] | None, path: str) -> int:
     """Read the dataset from storage and write its host copy to ``path``; returns the copy's size.
 
-    The read is the only reference to the data, so each column is joined into one chunk in place of
-    its parts: the peak is the dataset plus one column, and nothing is kept once the file is written.
+    Parquet whose columns all have a fixed width (numbers, timestamps) streams into the copy one column
+    of one row group at a time: the reader holds one column chunk. Anything else is read whole; the read is
+    then the only reference to the data, so each column is joined into one chunk in place of its
+    parts, and the peak is the dataset plus about one row group and one column.
     """
     from airflow_provider_sparktune.data.storage import read_raw
 
+    if data_format == "parquet" and _stream_parquet(uri, storage_options, path):
+        return os.path.getsize(path)
     raw = read_raw(uri, data_format, storage_options)
     if data_format in ("parquet", "csv"):
+        release_memory()
         for index in range(raw.num_columns):
             if raw.column(index).num_chunks != 1:
                 raw = raw.set_column(index, raw.field(index), raw.column(index).combine_chunks())
+                release_memory()  # the parts' pages go back now, not after the last column
     try:
         return write_host_copy(raw, path, data_format)
     finally:
         del raw
         release_memory()
+
+
+class _NotStreamable(Exception):
+    """A column the streamed layout cannot hold as pandas would read it (nulls in a non-float column)."""
+
+
+def _fixed_width(data_type: Any) -> bool:
+    import pyarrow.types as pat
+
+    return pat.is_primitive(data_type) and not pat.is_boolean(data_type)  # booleans are bit-packed
+
+
+def _stream_parquet(uri: str, storage_options: Mapping[str, Any] | None, path: str) -> bool:
+    """Write the copy of fixed-width Parquet a column chunk at a time: ``False`` when the data needs
+    the whole-table path (a column of another type, or nulls outside a float column)."""
+    import pyarrow.types as pat
+
+    from airflow_provider_sparktune.data.storage import parquet_column_chunks, read_error
+
+    schema, rows, chunks = parquet_column_chunks(uri, storage_options)
+    if not schema or not all(_fixed_width(f.type) for f in schema):
+        return False
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        offsets = _write_layout(schema, rows, tmp)
+        written = [0] * len(schema)
+        descriptor = os.open(tmp, os.O_WRONLY)
+        try:
+            for index, first, array in chunks:
+                if array.null_count:
+                    if not pat.is_floating(array.type):
+                        raise _NotStreamable
+                    array = array.fill_null(float("nan"))  # what to_pandas gives for a null float
+                width = array.type.bit_width // 8
+                values = memoryview(array.buffers()[1])[array.offset * width :]
+                os.pwrite(descriptor, values[: len(array) * width], offsets[index] + first * width)
+                written[index] += len(array)
+        finally:
+            os.close(descriptor)
+        if written != [rows] * len(schema):
+            raise _NotStreamable  # the files changed while they were read
+        os.replace(tmp, path)
+        return True
+    except _NotStreamable:
+        return False
+    except StagingError:
+        raise
+    except Exception as err:
+        raise read_error(uri, "parquet", err) from None
+    finally:
+        remove_copy(tmp)
+
+
+def _write_layout(schema: Any, rows: int, path: str) -> list[int]:
+    """An Arrow IPC file of ``rows`` rows in one record batch, its values not yet written; returns
+    where each column's values start in the file. The placeholder buffers are never touched, so
+    writing them costs no memory (the kernel reads untouched pages as its shared zero page)."""
+    import pyarrow as pa
+
+    arrays = [
+        pa.Array.from_buffers(f.type, rows, [None, pa.allocate_buffer(f.type.bit_width // 8 * rows)])
+        for f in schema
+    ]
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        writer.write_batch(pa.record_batch(arrays, schema=schema))
+    del arrays
+    release_memory()
+    with pa.memory_map(path) as source:
+        start = source.read_buffer(8).address
+        source.seek(0)
+        batch = pa.ipc.open_file(source).get_batch(0)
+        return [column.buffers()[1].address - start for column in batch.columns]
 
 
 def write_host_copy(raw: Any, path: str, data_format: str) -> int:

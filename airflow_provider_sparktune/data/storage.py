@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,7 +200,7 @@ def detect_format(uri: str, listing: Listing | None = None, given: str | None = 
     return fmt
 
 
-def _read_error(uri: str, fmt: str, err: BaseException) -> StagingError:
+def read_error(uri: str, fmt: str, err: BaseException) -> StagingError:
     return StagingError(
         f"data {uri!r}: cannot read it as {fmt} ({type(err).__name__}: {_first_line(err)}); check that the "
         f"upstream job finished writing it (StagedDataSensor with success_marker waits for that), that it "
@@ -250,7 +250,7 @@ def inspect_dataset(uri: str, fmt: str, storage_options: Mapping[str, Any] | Non
     except FileNotFoundError:
         raise StagingError(f"data {uri!r}: no such file or directory; check the path") from None
     except Exception as err:
-        raise _read_error(uri, fmt, err) from None
+        raise read_error(uri, fmt, err) from None
     if info.rows == 0:
         raise _empty_error(uri, "0 rows" if fmt != "npz" else "no arrays")
     return info
@@ -299,7 +299,7 @@ def read_raw(uri: str, fmt: str, storage_options: Mapping[str, Any] | None = Non
     except FileNotFoundError:
         raise StagingError(f"data {uri!r}: no such file or directory; check the path") from None
     except Exception as err:
-        raise _read_error(uri, fmt, err) from None
+        raise read_error(uri, fmt, err) from None
     rows = getattr(value, "num_rows", None)  # Table: rows; ndarray: cells; dict of arrays: len()
     if rows is None:
         rows = value.size if hasattr(value, "size") else len(value)
@@ -315,19 +315,57 @@ def to_value(raw: Any) -> Any:
 
 
 def _read_parquet(fs: Any, path: str) -> Any:
-    """What ``pyarrow.parquet.read_table`` gives (hive partitions as dictionary columns), read a row
-    group at a time without pre-buffering: the read peaks at about the data plus one row group, where
-    ``read_table`` holds 2-2.5x the data while it decodes."""
+    """What ``pyarrow.parquet.read_table`` gives, read a row group at a time without pre-buffering:
+    the read holds the data and a few row groups, where ``read_table`` holds 2-2.5x the data."""
     import pyarrow as pa
+
+    dataset = _parquet_dataset(fs, path)
+    batches = dataset.to_batches(batch_readahead=1, fragment_readahead=1)
+    return pa.Table.from_batches(batches, schema=dataset.schema)
+
+
+def parquet_column_chunks(
+    uri: str, storage_options: Mapping[str, Any] | None = None
+) -> tuple[Any, int, Iterator[tuple[int, int, Any]]]:
+    """(schema, rows, chunks) of a Parquet dataset, its columns as ``pyarrow.parquet.read_table`` gives
+    them (hive partitions as dictionary columns). Each chunk is (column index, first row, array): one
+    column of one row group at a time, so a reader holds one column chunk, not the dataset. Errors
+    while iterating are the caller's to wrap (``read_error``)."""
+    fs, path = open_fs(uri, storage_options)
+    try:
+        dataset = _parquet_dataset(fs, path)
+        rows = dataset.count_rows()
+    except FileNotFoundError:
+        raise StagingError(f"data {uri!r}: no such file or directory; check the path") from None
+    except Exception as err:
+        raise read_error(uri, "parquet", err) from None
+    schema = dataset.schema
+
+    def chunks() -> Iterator[tuple[int, int, Any]]:
+        first = 0
+        for fragment in dataset.get_fragments():
+            for row_group in fragment.split_by_row_group():
+                length = 0
+                for index, name in enumerate(schema.names):
+                    column = row_group.to_table(columns=[name], schema=schema, use_threads=False).column(0)
+                    offset = first
+                    for array in column.chunks:
+                        yield index, offset, array
+                        offset += len(array)
+                    length = len(column)
+                first += length
+
+    return schema, rows, chunks()
+
+
+def _parquet_dataset(fs: Any, path: str) -> Any:
     import pyarrow.dataset as ds
 
     file_format = ds.ParquetFileFormat(
         default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False)
     )
     partitioning = ds.HivePartitioning.discover(infer_dictionary=True)
-    dataset = ds.dataset(path, filesystem=fs, format=file_format, partitioning=partitioning)
-    batches = dataset.to_batches(batch_readahead=1, fragment_readahead=1)
-    return pa.Table.from_batches(batches, schema=dataset.schema)
+    return ds.dataset(path, filesystem=fs, format=file_format, partitioning=partitioning)
 
 
 def _read_csv(fs: Any, path: str) -> Any:

@@ -13,7 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_provider_sparktune.data.host_copy import forget_opened, open_host_copy, write_host_copy
+from airflow_provider_sparktune.data.host_copy import (
+    copy_dataset,
+    forget_opened,
+    open_host_copy,
+    write_host_copy,
+)
 from airflow_provider_sparktune.data.storage import read_raw
 
 pytestmark = pytest.mark.unit
@@ -128,30 +133,67 @@ def test_processes_that_map_one_copy_share_its_pages(tmp_path: Path) -> None:
     assert os.path.getsize(copy_path) == size
 
 
-def test_copying_holds_about_one_copy_of_the_data_at_the_peak(tmp_path: Path) -> None:
-    """The driver (the Airflow worker) in broadcast mode: the read, one column more, nothing else."""
-    rows = 1_000_000  # 8 columns x 8 MB, in 10 row groups: every column must be joined
-    source = tmp_path / "wide.parquet"
-    pq.write_table(
-        pa.table({f"c{i}": np.random.default_rng(i).normal(size=rows) for i in range(8)}),
-        source,
-        row_group_size=rows // 10,
-    )
-    code = (
-        "import sys, pyarrow as pa; from airflow_provider_sparktune.data.host_copy import copy_dataset; "
-        "copy_dataset(sys.argv[1], 'parquet', None, sys.argv[2]); "
-        "print(pa.default_memory_pool().max_memory(), pa.total_allocated_bytes())"
-    )
+PEAK_PROBE = """
+import sys
+from airflow_provider_sparktune.data.host_copy import copy_dataset
+
+def high_water_kib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+import pyarrow, pyarrow.dataset, pyarrow.parquet, numpy  # imported before the baseline
+before = high_water_kib()
+copy_dataset(sys.argv[1], "parquet", None, sys.argv[2])
+print((high_water_kib() - before) * 1024)
+"""
+
+
+def copy_peak_bytes(source: Path, copy: Path) -> int:
+    """How far copying ``source`` raised a fresh process's peak resident memory."""
     out = subprocess.run(
-        [sys.executable, "-c", code, str(source), str(tmp_path / "copy.arrow")],
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", PEAK_PROBE, str(source), str(copy)], capture_output=True, text=True, check=True
     )
-    peak, left = (int(n) for n in out.stdout.split())
-    data = rows * 8 * 8
-    assert peak < 1.3 * data, (peak, data)  # joining every column beside the read would be 2x
-    assert left == 0  # nothing kept once the file is written
+    return int(out.stdout.strip())
+
+
+def wide_parquet(path: Path, rows: int = 1_000_000, text: bool = False) -> int:
+    """8 float columns (8 MB each) in 50 row groups; bytes in memory."""
+    columns = {f"c{i}": np.random.default_rng(i).normal(size=rows) for i in range(8)}
+    if text:
+        columns["label"] = np.array(["a", "b"] * (rows // 2))
+    pq.write_table(pa.table(columns), path, row_group_size=rows // 50)
+    return pq.read_table(path).nbytes
+
+
+def test_numeric_parquet_streams_into_the_copy_without_holding_the_data(tmp_path: Path) -> None:
+    """The driver (the Airflow worker) in broadcast mode: a column chunk at a time, not the dataset."""
+    data = wide_parquet(tmp_path / "wide.parquet")
+    peak = copy_peak_bytes(tmp_path / "wide.parquet", tmp_path / "copy.arrow")
+    assert peak < 0.4 * data, (peak, data)  # a column of a row group at a time
+    with pa.memory_map(str(tmp_path / "copy.arrow")) as source:
+        copied = pa.ipc.open_file(source).read_all()
+    assert copied.equals(pq.read_table(tmp_path / "wide.parquet"))
+    assert all(copied.column(name).num_chunks == 1 for name in copied.column_names)
+
+
+def test_null_floats_stream_as_nan_and_null_integers_take_the_whole_table_path(tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "f": pa.array([1.0, None, 3.0] * 1000, pa.float64()),
+            "i": pa.array([1, 2, 3] * 1000, pa.int64()),
+            "holes": pa.array([1, None, 3] * 1000, pa.int64()),
+        }
+    )
+    pq.write_table(table.select(["f", "i"]), tmp_path / "floats.parquet", row_group_size=500)
+    pq.write_table(table, tmp_path / "ints.parquet", row_group_size=500)
+    for name in ("floats", "ints"):
+        copy_path = str(tmp_path / f"{name}.arrow")
+        write_copy = copy_dataset(str(tmp_path / f"{name}.parquet"), "parquet", None, copy_path)
+        assert write_copy == os.path.getsize(copy_path)
+        pd.testing.assert_frame_equal(
+            open_host_copy(copy_path, "parquet").value,
+            pq.read_table(tmp_path / f"{name}.parquet").to_pandas(),
+        )
 
 
 def test_a_hive_partitioned_dataset_reads_as_pyarrow_reads_it(tmp_path: Path) -> None:
