@@ -33,6 +33,7 @@ from airflow_provider_sparktune.data.host_copy import (
     open_host_copy,
     remove_copy,
 )
+from airflow_provider_sparktune.data.sizes import parse_bytes
 from airflow_provider_sparktune.data.storage import list_dataset, read_raw
 from airflow_provider_sparktune.exceptions import StagingError
 
@@ -149,8 +150,6 @@ def _count_read(root: str, uri: str, fingerprint: str) -> None:
 
 def cache_max_bytes() -> int:
     """``$SPARKTUNE_CACHE_MAX_BYTES`` (``"20GiB"``, bytes), else 10 GiB."""
-    from airflow_provider_sparktune.data.staging import parse_bytes
-
     text = os.environ.get(CACHE_MAX_BYTES_ENV)
     return parse_bytes(text, CACHE_MAX_BYTES_ENV) if text else DEFAULT_CACHE_MAX_BYTES
 
