@@ -45,7 +45,12 @@ class HyperoptSparkOperator(BaseOperator):
         ``sparktrials`` (hyperopt's own SparkTrials loop, one Spark job per trial).
     :param spark_conn_id: Airflow connection of type ``spark`` (a master, or ``sc://`` for Spark Connect) or
         ``spark_connect``; missing -> Spark ``local[*]``.
-    :param spark_conf: extra Spark conf, applied over the connection's.
+    :param spark_conf: extra Spark conf, applied over the connection's. An entry that came out of a
+        template (run conf, params) may not load code, move the job or change Spark's security
+        (``spark.master``, ``spark.jars``, listeners, plugins, Java options, ...) unless its key is
+        in ``allowed_templated_spark_conf``.
+    :param allowed_templated_spark_conf: Spark conf keys (or glob patterns) that a rendered template may
+        set although they can carry code or hosts; the DAG author's explicit choice (not templated).
     :param spark_connect_timeout: seconds to wait for executors on a cluster master, or for a Spark
         Connect server and the resident tasks connecting back from it.
     :param mlflow_conn_id: Airflow connection of type ``mlflow``; missing -> ``MLFLOW_TRACKING_URI`` or
@@ -107,6 +112,7 @@ class HyperoptSparkOperator(BaseOperator):
         dispatcher: str = "resident",
         spark_conn_id: str = SparkSessionHook.default_conn_name,
         spark_conf: Mapping[str, Any] | None = None,
+        allowed_templated_spark_conf: Sequence[str] | None = None,
         spark_connect_timeout: float | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         mlflow_experiment: str | None = None,
@@ -137,6 +143,8 @@ class HyperoptSparkOperator(BaseOperator):
         self.dispatcher = dispatcher
         self.spark_conn_id = spark_conn_id
         self.spark_conf = spark_conf
+        self.allowed_templated_spark_conf = allowed_templated_spark_conf
+        self._spark_conf_as_written = spark_conf  # what the DAG file wrote; rendering replaces spark_conf
         self.spark_connect_timeout = spark_connect_timeout
         self.mlflow_conn_id = mlflow_conn_id
         self.mlflow_experiment = mlflow_experiment
@@ -187,6 +195,7 @@ class HyperoptSparkOperator(BaseOperator):
 
     def _check_arguments(self) -> None:
         """The operator's own arguments (the spec checks the budget): fail before any I/O."""
+        from airflow_provider_sparktune.operators.spark_conf import check_templated_conf
         from airflow_provider_sparktune.tuning.session import check_tuning_key
 
         arguments.name("spark_conn_id", self.spark_conn_id, allow_none=False)
@@ -199,6 +208,7 @@ class HyperoptSparkOperator(BaseOperator):
         if arguments.name("tuning_key", self.tuning_key) is not None:
             check_tuning_key(self.tuning_key)
         self.spark_conf = arguments.mapping("spark_conf", self.spark_conf)
+        check_templated_conf(self.spark_conf, self._spark_conf_as_written, self.allowed_templated_spark_conf)
 
     def _warm_start_k(self) -> int:
         from airflow_provider_sparktune.tuning.spec import check_count

@@ -228,7 +228,11 @@ def test_run_conf_drives_templated_space_and_budget(
 
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
     dag = DagBag(dag_folder=str(TEST_DAGS / "templated_tuning.py")).get_dag("templated_tuning")
-    run_conf = {"space": {"x": {"hp": "uniform", "low": 5, "high": 6}}, "max_evals": 2}
+    run_conf = {
+        "space": {"x": {"hp": "uniform", "low": 5, "high": 6}},
+        "max_evals": 2,
+        "spark_conf": {"spark.sql.shuffle.partitions": "3"},  # a resource setting is data
+    }
     dag_run = dag.test(run_conf=run_conf)
     assert dag_run.state == "success"
     value = xcom_values(dag_run.run_id, "tune")["return_value"]
@@ -998,6 +1002,47 @@ def test_run_conf_is_data(
     params = value["best_params"]
     assert params["note"] == "{{ 7 * 7 }}"  # data from run conf is not rendered again
     assert params["cmd"] == code_like and not marker.exists()  # nor evaluated
+
+
+@pytest.mark.unit
+def test_spark_conf_a_template_rendered_refuses_code_before_anything_starts() -> None:
+    op = HyperoptSparkOperator(
+        task_id="t",
+        search_space=UNIT_SPACE,
+        objective=x_objective,
+        spark_conf={"spark.executor.memory": "1g", "spark.master": "{{ params.master }}"},
+        spark_conn_id="no_such_connection",
+        mlflow_conn_id="no_such_connection",
+    )
+    op.spark_conf = {"spark.executor.memory": "1g", "spark.master": "spark://elsewhere:7077"}  # as rendered
+    with pytest.raises(TuningConfigError, match=r"^spark_conf\.spark\.master: came from a rendered template"):
+        op.execute(context())  # type: ignore[arg-type]
+    assert "spark_hook" not in op.__dict__ and "mlflow_hook" not in op.__dict__  # no connection was read
+
+
+@pytest.mark.integration
+def test_run_conf_cannot_put_code_or_a_master_into_spark_conf(
+    spark: Any,
+    airflow_db: Any,
+    mlflow_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The issue's case: a DAG fills spark_conf from params; a conf user sends a jar and a listener."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    dag = DagBag(dag_folder=str(TEST_DAGS / "templated_tuning.py")).get_dag("templated_tuning")
+    jobs_before = all_job_ids(spark)
+    conf = {"spark.jars": "/tmp/listener.jar", "spark.extraListeners": "org.example.Listener"}
+    dag_run = dag.test(run_conf={"space": UNIT_SPACE, "max_evals": 2, "spark_conf": conf})
+    assert dag_run.state == "failed"
+    output = task_log(dag_run.run_id, capfd.readouterr().out)
+    assert "spark_conf.spark.extraListeners: came from a rendered template" in output
+    assert "(also refused: 'spark.jars')" in output
+    assert "add 'spark.extraListeners' to allowed_templated_spark_conf" in output
+    assert jobs_started_since(spark, jobs_before) == set()
+    assert runs_of(mlflow_uri, "templated_tuning.tune", run_id=dag_run.run_id) == []
 
 
 # One secret per place the code reads one; the test fails if any of them shows up anywhere.
