@@ -34,6 +34,14 @@ MAX_BATCH_BYTES = 900_000  # under the request's 1 MB, with room for the JSON ar
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
 TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"  # where MLflow's REST client reads a tracking server's token
+# Every variable MLflow's REST client reads credentials from: kept out of what Spark workers inherit.
+CREDENTIAL_ENV = (
+    TOKEN_ENV,
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+    "MLFLOW_TRACKING_AUTH",
+)
 CLIENT_SETTINGS = {
     # MLflow's REST client retries a refused request for minutes by default; the write-behind queue
     # (durable.py) does the waiting instead, so each request gives up quickly.
