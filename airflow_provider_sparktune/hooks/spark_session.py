@@ -58,7 +58,7 @@ def jvm_line_levels(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
         yield level, line
 
 
-class _WorkerPopenArgs(dict):  # type: ignore[type-arg]
+class _WorkerPopenArgs(dict[str, Any]):
     """Popen arguments whose ``env`` leaves out MLflow's credentials.
 
     pyspark's ``launch_gateway`` sets ``env`` to a copy of ``os.environ`` itself; the driver JVM,
