@@ -25,6 +25,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_sparktune.exceptions import SparkConnectionError
+from airflow_provider_sparktune.redaction import redact_uri
 from airflow_provider_sparktune.tracking.tracker import CREDENTIAL_ENV
 from airflow_provider_sparktune.tuning.dispatch.daemon import DAEMON_MODULE, DAEMON_MODULE_CONF
 from airflow_provider_sparktune.tuning.dispatch.launch import CALLBACK_HOST_CONF, CALLBACK_TIMEOUT_CONF
@@ -131,8 +132,8 @@ def is_connect_url(master: str) -> bool:
 
 
 def redact(url: str) -> str:
-    """A Spark Connect URL without its token, for logs and error messages."""
-    return _TOKEN.sub(r"\1***", url)
+    """A Spark URL without its token or ``user:password@``, for logs and error messages."""
+    return redact_uri(_TOKEN.sub(r"\1***", url))
 
 
 def conf_from_extra(extra: Mapping[str, Any]) -> dict[str, str]:
@@ -308,7 +309,7 @@ class SparkSessionHook(BaseHook):
             conf.setdefault("spark.driver.bindAddress", "127.0.0.1")
         elif "spark.pyspark.python" in conf:
             os.environ.setdefault("PYSPARK_PYTHON", conf["spark.pyspark.python"])
-        self.log.info("Starting SparkSession on %s (%s)", master, json.dumps(sorted(conf)))
+        self.log.info("Starting SparkSession on %s (%s)", redact(master), json.dumps(sorted(conf)))
         launch_logged_gateway({"spark.master": master, "spark.app.name": self.app_name, **conf})
         builder = SparkSession.builder.master(master).appName(self.app_name)
         for key, value in conf.items():
