@@ -86,7 +86,8 @@ def under(uri: str, prefix: str) -> bool:
 def check_marker(uri: str, marker: str) -> None:
     """A success marker lies in the dataset: a relative name without ``..``, or a URI inside it."""
     uri = normalize_uri(uri).rstrip("/")
-    folders = (uri, posixpath.dirname(uri))  # the dataset directory, or a file dataset's folder
+    # the dataset directory, or a file dataset's folder (a file is told by its suffix, as formats are)
+    folders = (uri, posixpath.dirname(uri)) if posixpath.splitext(uri)[1] else (uri,)
     absolute = "://" in marker or marker.startswith(("/", "~", "\\"))
     if has_parent_step(marker) or (absolute and not any(under(marker, f) for f in folders if f)):
         raise StagingError(
@@ -215,8 +216,10 @@ class DataStagingHook(BaseHook):
             return {}
         connection = self._connection()
         extra, login, password = connection.options, connection.login, connection.password
-        if protocol in _HOST_PROTOCOLS and (extra or login or password):
-            self._check_host(uri, connection)
+        if extra or login or password:
+            for part in uri.split("::"):  # a chained URL (simplecache::ftp://...) names its server inside
+                if _protocol(part) in _HOST_PROTOCOLS:
+                    self._check_host(part, connection)
         options = dict(extra)
         if login or password:
             keys = _CREDENTIAL_KEYS.get(protocol)

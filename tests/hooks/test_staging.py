@@ -126,6 +126,8 @@ def test_login_and_options_go_only_to_the_connections_host(monkeypatch: pytest.M
         assert "pw-7f3a" not in str(caught.value)
     with pytest.raises(StagingError, match=r"^data 'http://evil.org/x': host 'evil.org'"):
         hook.get_storage_options("http://user:pw@evil.org/x")  # the URI's own password is not repeated
+    with pytest.raises(StagingError, match=r"^data 'ftp://evil.example.org/x': host 'evil.example.org'"):
+        hook.get_storage_options("simplecache::ftp://evil.example.org/x")
 
 
 def test_a_connection_without_a_host_sends_its_credentials_nowhere(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,6 +174,8 @@ def test_allowed_prefixes_of_the_dag_author_and_of_the_connection(
         ("_SUCCESS", True),
         ("done/_SUCCESS", True),
         ("{root}/_SUCCESS", True),
+        ("{root}/../_SUCCESS", False),
+        ("{parent}/_SUCCESS", False),
         ("../_SUCCESS", False),
         ("done/../../x", False),
         ("/etc/passwd", False),
@@ -183,7 +187,7 @@ def test_a_success_marker_lies_in_the_dataset(tmp_path: Path, marker: str, insid
     root = tmp_path / "ds"
     root.mkdir()
     parquet(root / "part-0.parquet")
-    marker = marker.format(root=root)
+    marker = marker.format(root=root, parent=tmp_path)
     hook = DataStagingHook("no_such_data_conn")
     if inside:
         hook.check_readiness(str(root), success_marker=marker, require_stable=False)
