@@ -224,7 +224,9 @@ class HyperoptSparkOperator(BaseOperator):
         if arguments.name("tuning_key", self.tuning_key) is not None:
             check_tuning_key(self.tuning_key)
         self.spark_conf = arguments.mapping("spark_conf", self.spark_conf)
-        check_templated_conf(self.spark_conf, self._spark_conf_as_written, self.allowed_templated_spark_conf)
+        # An operator not built by the DAG file (no record of what it wrote) treats all of it as templated.
+        written = getattr(self, "_spark_conf_as_written", None)
+        check_templated_conf(self.spark_conf, written, self.allowed_templated_spark_conf)
 
     def _warm_start_k(self) -> int:
         from airflow_provider_sparktune.tuning.spec import check_count
