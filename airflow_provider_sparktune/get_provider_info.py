@@ -64,12 +64,15 @@ def get_provider_info() -> dict[str, Any]:
                 "hook-name": "Filesystem (fsspec)",
                 "connection-type": "fsspec",
                 "ui-field-behaviour": {
-                    "hidden-fields": ["host", "schema", "port"],
+                    "hidden-fields": ["schema"],
                     "relabeling": {"login": "Key / account / user", "password": "Secret"},
                     "placeholders": {
+                        "host": "(s)ftp, smb, hdfs, http: the server the credentials belong to",
+                        "port": "optional: the server's port",
                         "login": "optional: s3 key, abfs account name, (s)ftp user",
                         "password": "optional: s3 secret, abfs account key, (s)ftp password",
-                        "extra": '{"client_kwargs": {"endpoint_url": "https://minio:9000"}}',
+                        "extra": '{"client_kwargs": {"endpoint_url": "https://minio:9000"}, '
+                        '"allowed_prefixes": ["s3://features/"]}',
                     },
                 },
             },

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperatorLink
 
+from airflow_provider_sparktune.redaction import redact_uri
 from airflow_provider_sparktune.tracking.store import is_server_uri
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ def mlflow_run_url(mlflow: dict[str, Any] | None) -> str:
     uri, experiment_id, run_id = (mlflow.get(k, "") for k in ("tracking_uri", "experiment_id", "run_id"))
     if not (is_server_uri(uri) and experiment_id and run_id):
         return ""
-    return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{redact_uri(uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 class MlflowRunLink(BaseOperatorLink):

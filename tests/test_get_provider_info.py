@@ -45,4 +45,5 @@ def test_providers_manager_finds_the_provider() -> None:
     assert staging.hook_class_name == "airflow_provider_sparktune.hooks.staging.DataStagingHook"
     assert staging.connection_id_attribute_name == "data_conn_id"
     assert manager.field_behaviours["fsspec"]["relabeling"]["password"] == "Secret"
-    assert "host" in manager.field_behaviours["fsspec"]["hidden_fields"]
+    # (s)ftp, smb, hdfs and http credentials go only to the host the connection names
+    assert {"host", "port"}.isdisjoint(manager.field_behaviours["fsspec"]["hidden_fields"])

@@ -11,6 +11,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_sparktune.exceptions import TrackingError
+from airflow_provider_sparktune.redaction import redact_uri
 from airflow_provider_sparktune.tracking.store import embedded_tracking_uri
 from airflow_provider_sparktune.tracking.tracker import TOKEN_ENV
 
@@ -37,7 +38,9 @@ class MlflowHook(BaseHook):
                 conn = self.get_connection(self.mlflow_conn_id)
             except AirflowNotFoundException:
                 uri = os.environ.get("MLFLOW_TRACKING_URI") or embedded_tracking_uri()
-                self.log.info("MLflow connection %r not found: tracking to %s", self.mlflow_conn_id, uri)
+                self.log.info(
+                    "MLflow connection %r not found: tracking to %s", self.mlflow_conn_id, redact_uri(uri)
+                )
                 self._resolved = (uri, None)
             else:
                 if conn.conn_type not in ("mlflow", None, ""):

@@ -25,6 +25,8 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_sparktune.exceptions import SparkConnectionError
+from airflow_provider_sparktune.redaction import redact_uri
+from airflow_provider_sparktune.tracking.tracker import CREDENTIAL_ENV
 from airflow_provider_sparktune.tuning.dispatch.daemon import DAEMON_MODULE, DAEMON_MODULE_CONF
 from airflow_provider_sparktune.tuning.dispatch.launch import CALLBACK_HOST_CONF, CALLBACK_TIMEOUT_CONF
 
@@ -57,6 +59,21 @@ def jvm_line_levels(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
         yield level, line
 
 
+class _WorkerPopenArgs(dict[str, Any]):
+    """Popen arguments whose ``env`` leaves out MLflow's credentials.
+
+    pyspark's ``launch_gateway`` sets ``env`` to a copy of ``os.environ`` itself; the driver JVM,
+    its Python workers and so every objective inherit it. The task's MLflow token is exposed in
+    ``os.environ`` while the run writes to MLflow (``MlflowHook.credentials``); objectives must not
+    be able to read it.
+    """
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key == "env":
+            value = {k: v for k, v in value.items() if k not in CREDENTIAL_ENV}
+        super().__setitem__(key, value)
+
+
 def launch_logged_gateway(conf: Mapping[str, str]) -> None:
     """Start the driver JVM with its output going to Python logging rather than the process's stderr.
 
@@ -64,7 +81,8 @@ def launch_logged_gateway(conf: Mapping[str, str]) -> None:
     start-up lines would show red in every task log. The JVM also gets a session of its own: a task
     marked failed receives SIGTERM on its whole process group, and a driver that died with it could
     no longer cancel the trials or let the runs end KILLED. It still exits with the task, when its
-    stdin closes. pyspark reuses a gateway that already exists.
+    stdin closes. MLflow's credential variables stay out of its environment (``_WorkerPopenArgs``).
+    pyspark reuses a gateway that already exists.
     """
     import subprocess
 
@@ -77,11 +95,7 @@ def launch_logged_gateway(conf: Mapping[str, str]) -> None:
         spark_conf = SparkConf(loadDefaults=False)
         for key, value in conf.items():
             spark_conf.set(key, value)
-        popen: dict[str, Any] = {
-            "stdout": subprocess.PIPE,
-            "stderr": subprocess.STDOUT,
-            "start_new_session": True,
-        }
+        popen = _WorkerPopenArgs(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         gateway = launch_gateway(spark_conf, popen_kwargs=popen)
         SparkContext._gateway = gateway
         SparkContext._jvm = gateway.jvm
@@ -118,8 +132,8 @@ def is_connect_url(master: str) -> bool:
 
 
 def redact(url: str) -> str:
-    """A Spark Connect URL without its token, for logs and error messages."""
-    return _TOKEN.sub(r"\1***", url)
+    """A Spark URL without its token or ``user:password@``, for logs and error messages."""
+    return redact_uri(_TOKEN.sub(r"\1***", url))
 
 
 def conf_from_extra(extra: Mapping[str, Any]) -> dict[str, str]:
@@ -295,7 +309,7 @@ class SparkSessionHook(BaseHook):
             conf.setdefault("spark.driver.bindAddress", "127.0.0.1")
         elif "spark.pyspark.python" in conf:
             os.environ.setdefault("PYSPARK_PYTHON", conf["spark.pyspark.python"])
-        self.log.info("Starting SparkSession on %s (%s)", master, json.dumps(sorted(conf)))
+        self.log.info("Starting SparkSession on %s (%s)", redact(master), json.dumps(sorted(conf)))
         launch_logged_gateway({"spark.master": master, "spark.app.name": self.app_name, **conf})
         builder = SparkSession.builder.master(master).appName(self.app_name)
         for key, value in conf.items():

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlparse
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
@@ -19,6 +22,7 @@ from airflow_provider_sparktune.data.staging import (
 )
 from airflow_provider_sparktune.data.storage import list_dataset, normalize_uri
 from airflow_provider_sparktune.exceptions import StagingError
+from airflow_provider_sparktune.redaction import redact_uri
 
 _LOCAL_PROTOCOLS = ("file", "local")
 # Where a connection's login and password go in each filesystem's storage options.
@@ -35,6 +39,61 @@ _CREDENTIAL_KEYS: dict[str, tuple[str, str | None]] = {
     "hdfs": ("user", None),
     "webhdfs": ("user", None),
 }
+# Protocols whose URI names the server that receives the storage options: a connection's options go
+# only to the host the connection names, never to one a URI from run conf chose.
+_HOST_PROTOCOLS = ("sftp", "ssh", "ftp", "smb", "hdfs", "webhdfs", "http", "https")
+PREFIXES_EXTRA = "allowed_prefixes"  # the connection extra's list of URI prefixes its data may come from
+
+
+@dataclass(frozen=True)
+class DataConnection:
+    """What an ``fsspec`` connection gives: storage options, credentials, its host, allowed prefixes."""
+
+    options: dict[str, Any] = field(default_factory=dict)
+    login: str | None = None
+    password: str | None = None
+    host: str | None = None
+    port: int | None = None
+    prefixes: tuple[str, ...] = ()
+
+
+def check_prefixes(field_name: str, value: Any) -> tuple[str, ...]:
+    """A list of URI prefixes (``s3://bucket/features/``, ``/data/``), local ones made absolute."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = (value,)
+    if not isinstance(value, Sequence) or not all(isinstance(p, str) and p.strip() for p in value):
+        raise StagingError(
+            f'{field_name}: {value!r} is not a list of URI prefixes; use e.g. ["s3://bucket/features/"]'
+        )
+    return tuple(normalize_uri(p) for p in value)
+
+
+def has_parent_step(uri: str) -> bool:
+    """A ``..`` path segment: it could climb out of an allowed prefix or out of the dataset."""
+    path = uri.split("://", 1)[-1]
+    return ".." in path.replace("\\", "/").split("/")
+
+
+def under(uri: str, prefix: str) -> bool:
+    """``uri`` is the prefix itself or inside it (``s3://b/feat`` does not cover ``s3://b/features``)."""
+    if prefix.endswith("/"):
+        return uri.startswith(prefix) or uri == prefix.rstrip("/")
+    return uri == prefix or uri.startswith(prefix + "/")
+
+
+def check_marker(uri: str, marker: str) -> None:
+    """A success marker lies in the dataset: a relative name without ``..``, or a URI inside it."""
+    uri = normalize_uri(uri).rstrip("/")
+    # the dataset directory, or a file dataset's folder (a file is told by its suffix, as formats are)
+    folders = (uri, posixpath.dirname(uri)) if posixpath.splitext(uri)[1] else (uri,)
+    absolute = "://" in marker or marker.startswith(("/", "~", "\\"))
+    if has_parent_step(marker) or (absolute and not any(under(marker, f) for f in folders if f)):
+        raise StagingError(
+            f"success_marker: {marker!r} is outside the dataset {uri!r}; use a name relative to the "
+            "dataset directory (a file's folder) such as '_SUCCESS'"
+        )
 
 
 def _protocol(uri: str) -> str:
@@ -50,6 +109,11 @@ class DataStagingHook(BaseHook):
     ``{"client_kwargs": {"endpoint_url": ...}}``, or ``{"storage_options": {...}}``), and login/password,
     when set, fill the credential keys of s3, abfs/az, (s)ftp, smb and hdfs URIs. Without it fsspec's
     own defaults apply (environment variables, instance roles). Local paths never use credentials.
+
+    A URI from run conf must not send the connection's credentials elsewhere: for protocols whose URI
+    names a server ((s)ftp, smb, hdfs, http), the connection gives its options only to the host it
+    names. ``allowed_prefixes`` (the DAG author's) and the extra's ``allowed_prefixes`` (the
+    connection owner's) limit which URIs may be read at all; each list that is set must cover the URI.
     """
 
     conn_name_attr = "data_conn_id"
@@ -62,16 +126,18 @@ class DataStagingHook(BaseHook):
         data_conn_id: str | None = default_conn_name,
         *,
         broadcast_threshold_bytes: int | str = BROADCAST_LIMIT_BYTES,
+        allowed_prefixes: Sequence[str] | str | None = None,
     ) -> None:
         super().__init__()
         self.data_conn_id = data_conn_id
         self.broadcast_threshold_bytes = broadcast_threshold_bytes
-        self._resolved: tuple[dict[str, Any], str | None, str | None] | None = None
+        self.allowed_prefixes = allowed_prefixes
+        self._resolved: DataConnection | None = None
 
-    def _connection(self) -> tuple[dict[str, Any], str | None, str | None]:
+    def _connection(self) -> DataConnection:
         if self._resolved is None:
             if not self.data_conn_id:
-                self._resolved = ({}, None, None)
+                self._resolved = DataConnection()
                 return self._resolved
             try:
                 conn = self.get_connection(self.data_conn_id)
@@ -80,28 +146,80 @@ class DataStagingHook(BaseHook):
                     "Data connection %r not found: fsspec defaults apply (environment, instance roles)",
                     self.data_conn_id,
                 )
-                self._resolved = ({}, None, None)
+                self._resolved = DataConnection()
             else:
                 if conn.conn_type not in ("fsspec", None, ""):
                     raise StagingError(
                         f"data_conn_id: connection {self.data_conn_id!r} has type {conn.conn_type!r}; use a "
                         "connection of type 'fsspec' whose extra holds the fsspec storage options"
                     )
-                extra = conn.extra_dejson if conn.extra else {}
+                extra = dict(conn.extra_dejson if conn.extra else {})
+                prefixes = check_prefixes(
+                    f"data_conn_id {self.data_conn_id!r}: extra.{PREFIXES_EXTRA}",
+                    extra.pop(PREFIXES_EXTRA, None),
+                )
                 options = extra.get("storage_options", extra)
                 if not isinstance(options, Mapping):
                     raise StagingError(
                         f"data_conn_id: connection {self.data_conn_id!r} extra.storage_options must be a dict"
                     )
-                self._resolved = (dict(options), conn.login or None, conn.password or None)
+                host = (conn.host or "").strip()
+                self._resolved = DataConnection(
+                    dict(options),
+                    conn.login or None,
+                    conn.password or None,
+                    (urlparse(host if "://" in host else f"//{host}").hostname or "").lower() or None,
+                    conn.port or None,
+                    prefixes,
+                )
         return self._resolved
+
+    def check_allowed(self, uri: str, field_name: str = "data") -> str:
+        """``uri`` (normalized) when every prefix list that is set covers it; else a StagingError."""
+        uri = normalize_uri(uri)
+        lists = [
+            ("allowed_prefixes", check_prefixes("allowed_prefixes", self.allowed_prefixes)),
+            (f"data_conn_id {self.data_conn_id!r}: extra.{PREFIXES_EXTRA}", self._connection().prefixes),
+        ]
+        for where, prefixes in lists:
+            if prefixes and (has_parent_step(uri) or not any(under(uri, p) for p in prefixes)):
+                raise StagingError(
+                    f"{field_name}: {redact_uri(uri)!r} is not under the prefixes {where} allows "
+                    f"({', '.join(map(repr, prefixes))}); read data from there, or add its prefix to {where}"
+                )
+        return uri
+
+    def _check_host(self, uri: str, connection: DataConnection) -> None:
+        """The connection's options go only to the server it names."""
+        parsed = urlparse(uri)
+        host = (parsed.hostname or "").lower()
+        try:
+            port = parsed.port
+        except ValueError:
+            port = None
+        if connection.host is None:
+            raise StagingError(
+                f"data_conn_id {self.data_conn_id!r}: the connection names no host, so its login, password "
+                f"and options are not sent to {host!r}; set the connection's host to the server they belong to"
+            )
+        if host != connection.host or (port and connection.port and port != connection.port):
+            raise StagingError(
+                f"data {redact_uri(uri)!r}: host {host!r} is not the host of data_conn_id "
+                f"{self.data_conn_id!r}, whose login, password and options go only to that host; read the "
+                "data from the connection's host, or use a connection for this one"
+            )
 
     def get_storage_options(self, uri: str) -> dict[str, Any]:
         """fsspec storage options for ``uri``: the connection's extra plus its login/password."""
         protocol = _protocol(uri)
         if protocol in _LOCAL_PROTOCOLS:
             return {}
-        extra, login, password = self._connection()
+        connection = self._connection()
+        extra, login, password = connection.options, connection.login, connection.password
+        if extra or login or password:
+            for part in uri.split("::"):  # a chained URL (simplecache::ftp://...) names its server inside
+                if _protocol(part) in _HOST_PROTOCOLS:
+                    self._check_host(part, connection)
         options = dict(extra)
         if login or password:
             keys = _CREDENTIAL_KEYS.get(protocol)
@@ -122,7 +240,7 @@ class DataStagingHook(BaseHook):
 
     def size(self, uri: str) -> int:
         """Bytes of the dataset's data files (a directory counts all of them); nothing is read."""
-        uri = normalize_uri(uri)
+        uri = self.check_allowed(uri)
         listing = list_dataset(uri, self.get_storage_options(uri))
         if listing is None:
             raise StagingError(f"data {uri!r}: no such file or directory; check the path")
@@ -130,7 +248,7 @@ class DataStagingHook(BaseHook):
 
     def plan(self, uri: str, format: str | None = None) -> StagingPlan:
         """Broadcast when the data is smaller than the threshold, else reload; JSON via ``to_dict()``."""
-        uri = normalize_uri(uri)
+        uri = self.check_allowed(uri)
         return plan_dataset(
             uri,
             data_format=format,
@@ -140,7 +258,10 @@ class DataStagingHook(BaseHook):
 
     def check_readiness(self, uri: str, *, previous: Any = None, **conditions: Any) -> Readiness:
         """One sensor poke: see :func:`airflow_provider_sparktune.data.staging.check_readiness`."""
-        uri = normalize_uri(uri)
+        uri = self.check_allowed(uri, "uri")
+        marker = conditions.get("success_marker")
+        if marker:
+            check_marker(uri, str(marker))
         return check_readiness(
             uri,
             previous=previous,
@@ -151,4 +272,5 @@ class DataStagingHook(BaseHook):
 
     def open(self, plan: StagingPlan) -> StagedData:
         """The handle trials read ``data.value`` from, after checking the data can be read."""
+        self.check_allowed(plan.uri)
         return StagedData.open(plan, self.get_storage_options(plan.uri))

@@ -14,6 +14,7 @@ from airflow_provider_sparktune.hooks.spark_session import SparkSessionHook
 from airflow_provider_sparktune.hooks.staging import DataStagingHook
 from airflow_provider_sparktune.links import MlflowRunLink
 from airflow_provider_sparktune.operators import arguments
+from airflow_provider_sparktune.redaction import redact_uri
 from airflow_provider_sparktune.tuning.spec import setting_names, templated_settings
 
 if TYPE_CHECKING:
@@ -22,6 +23,13 @@ if TYPE_CHECKING:
     from airflow_provider_sparktune.data.staging import StagedData, StagingPlan
     from airflow_provider_sparktune.tuning.run import RunControl
     from airflow_provider_sparktune.tuning.session import TrackingOptions
+
+
+def mask_secrets(text: str) -> str:
+    """Airflow's secrets masker over a text bound for MLflow: connection passwords, masked variables."""
+    from airflow.sdk._shared.secrets_masker import redact
+
+    return str(redact(text))
 
 
 class HyperoptSparkOperator(BaseOperator):
@@ -45,7 +53,12 @@ class HyperoptSparkOperator(BaseOperator):
         ``sparktrials`` (hyperopt's own SparkTrials loop, one Spark job per trial).
     :param spark_conn_id: Airflow connection of type ``spark`` (a master, or ``sc://`` for Spark Connect) or
         ``spark_connect``; missing -> Spark ``local[*]``.
-    :param spark_conf: extra Spark conf, applied over the connection's.
+    :param spark_conf: extra Spark conf, applied over the connection's. An entry that came out of a
+        template (run conf, params) may not load code, move the job or change Spark's security
+        (``spark.master``, ``spark.jars``, listeners, plugins, Java options, ...) unless its key is
+        in ``allowed_templated_spark_conf``.
+    :param allowed_templated_spark_conf: Spark conf keys (or glob patterns) that a rendered template may
+        set although they can carry code or hosts; the DAG author's explicit choice (not templated).
     :param spark_connect_timeout: seconds to wait for executors on a cluster master, or for a Spark
         Connect server and the resident tasks connecting back from it.
     :param mlflow_conn_id: Airflow connection of type ``mlflow``; missing -> ``MLFLOW_TRACKING_URI`` or
@@ -57,6 +70,8 @@ class HyperoptSparkOperator(BaseOperator):
     :param broadcast_threshold_bytes: broadcast below this size, reload at or above; default 2 GiB, or the
         plan's own threshold when ``data`` is a plan (templated).
     :param data_conn_id: optional connection of type ``fsspec`` with the storage credentials.
+    :param allowed_data_prefixes: URI prefixes ``data`` must be under (``["s3://bucket/features/"]``);
+        the connection's extra ``allowed_prefixes`` applies too. ``None``: any URI (not templated).
     :param warm_start: start from the best points of the latest successful runs of ``tuning_key``
         (templated); ``None`` (default): on for scheduled DAG runs, off for manual ones.
     :param warm_start_k: how many best points a warm start evaluates first (templated).
@@ -107,6 +122,7 @@ class HyperoptSparkOperator(BaseOperator):
         dispatcher: str = "resident",
         spark_conn_id: str = SparkSessionHook.default_conn_name,
         spark_conf: Mapping[str, Any] | None = None,
+        allowed_templated_spark_conf: Sequence[str] | None = None,
         spark_connect_timeout: float | None = None,
         mlflow_conn_id: str = MlflowHook.default_conn_name,
         mlflow_experiment: str | None = None,
@@ -114,6 +130,7 @@ class HyperoptSparkOperator(BaseOperator):
         data_format: str | None = None,
         broadcast_threshold_bytes: int | str | None = None,
         data_conn_id: str | None = DataStagingHook.default_conn_name,
+        allowed_data_prefixes: Sequence[str] | None = None,
         warm_start: bool | str | None = None,
         warm_start_k: int | str = 5,
         tuning_key: str | None = None,
@@ -137,6 +154,8 @@ class HyperoptSparkOperator(BaseOperator):
         self.dispatcher = dispatcher
         self.spark_conn_id = spark_conn_id
         self.spark_conf = spark_conf
+        self.allowed_templated_spark_conf = allowed_templated_spark_conf
+        self._spark_conf_as_written = spark_conf  # what the DAG file wrote; rendering replaces spark_conf
         self.spark_connect_timeout = spark_connect_timeout
         self.mlflow_conn_id = mlflow_conn_id
         self.mlflow_experiment = mlflow_experiment
@@ -144,6 +163,7 @@ class HyperoptSparkOperator(BaseOperator):
         self.data_format = data_format
         self.broadcast_threshold_bytes = broadcast_threshold_bytes
         self.data_conn_id = data_conn_id
+        self.allowed_data_prefixes = allowed_data_prefixes
         self.warm_start = warm_start
         self.warm_start_k = warm_start_k
         self.tuning_key = tuning_key
@@ -172,8 +192,12 @@ class HyperoptSparkOperator(BaseOperator):
     @cached_property
     def staging_hook(self) -> DataStagingHook:
         if not self._threshold_given():
-            return DataStagingHook(self.data_conn_id)
-        return DataStagingHook(self.data_conn_id, broadcast_threshold_bytes=self.broadcast_threshold_bytes)  # type: ignore[arg-type]
+            return DataStagingHook(self.data_conn_id, allowed_prefixes=self.allowed_data_prefixes)
+        return DataStagingHook(
+            self.data_conn_id,
+            broadcast_threshold_bytes=self.broadcast_threshold_bytes,  # type: ignore[arg-type]
+            allowed_prefixes=self.allowed_data_prefixes,
+        )
 
     def _settings(self) -> dict[str, Any]:
         """The TuningSpec fields, template text converted to the field's type."""
@@ -187,6 +211,7 @@ class HyperoptSparkOperator(BaseOperator):
 
     def _check_arguments(self) -> None:
         """The operator's own arguments (the spec checks the budget): fail before any I/O."""
+        from airflow_provider_sparktune.operators.spark_conf import check_templated_conf
         from airflow_provider_sparktune.tuning.session import check_tuning_key
 
         arguments.name("spark_conn_id", self.spark_conn_id, allow_none=False)
@@ -199,6 +224,9 @@ class HyperoptSparkOperator(BaseOperator):
         if arguments.name("tuning_key", self.tuning_key) is not None:
             check_tuning_key(self.tuning_key)
         self.spark_conf = arguments.mapping("spark_conf", self.spark_conf)
+        # An operator not built by the DAG file (no record of what it wrote) treats all of it as templated.
+        written = getattr(self, "_spark_conf_as_written", None)
+        check_templated_conf(self.spark_conf, written, self.allowed_templated_spark_conf)
 
     def _warm_start_k(self) -> int:
         from airflow_provider_sparktune.tuning.spec import check_count
@@ -214,6 +242,7 @@ class HyperoptSparkOperator(BaseOperator):
         started_at = time.time()  # startup_s counts from here: the task's own start-up is in it
 
         from airflow_provider_sparktune.operators.xcom import to_xcom
+        from airflow_provider_sparktune.redaction import redact_values
         from airflow_provider_sparktune.tracking.tracker import log_through_root
         from airflow_provider_sparktune.tuning.prepare import prepare_run
         from airflow_provider_sparktune.tuning.run import RunControl
@@ -242,7 +271,7 @@ class HyperoptSparkOperator(BaseOperator):
             result = session.run(
                 self.spark_hook.get_session, stop_spark=self.spark_hook.stop, started_at=started_at
             )
-        staging = prepared.staged.plan.to_dict() if prepared.staged is not None else None
+        staging = redact_values(prepared.staged.plan.to_dict()) if prepared.staged is not None else None
         value = to_xcom(result, mlflow=session.mlflow_info, staging=staging)
         context["ti"].xcom_push(key="best_params", value=value["best_params"])
         if session.unwritten:
@@ -278,6 +307,7 @@ class HyperoptSparkOperator(BaseOperator):
             warm_start_k=self._warm_start_k(),
             warm_start_excludes={schema.AIRFLOW_RUN_ID: run_id},  # no warm start from this DAG run
             retry_timeout=float(self.mlflow_retry_timeout),
+            redact=mask_secrets,
         )
 
     def _warm_start_enabled(self, context: Context) -> bool:
@@ -310,7 +340,7 @@ class HyperoptSparkOperator(BaseOperator):
             return plan
         self.log.info(
             "data %s: deciding again with broadcast_threshold_bytes=%d (the sensor used %d)",
-            plan.uri,
+            redact_uri(plan.uri),
             threshold,
             plan.threshold_bytes,
         )

@@ -18,7 +18,8 @@ from airflow_provider_sparktune.data.staging import (
     parse_bytes,
 )
 from airflow_provider_sparktune.exceptions import StagingError
-from airflow_provider_sparktune.hooks.staging import DataStagingHook
+from airflow_provider_sparktune.hooks.staging import DataStagingHook, check_marker
+from airflow_provider_sparktune.redaction import redact_uri, redact_values
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -43,6 +44,8 @@ class StagedDataSensor(BaseSensorOperator):
     :param broadcast_threshold_bytes: broadcast below this size, reload at or above (default 2 GiB, templated).
     :param require_stable: wait for two pokes that see the same size (default True).
     :param data_conn_id: optional connection of type ``fsspec`` with the storage credentials.
+    :param allowed_data_prefixes: URI prefixes ``uri`` must be under (``["s3://bucket/features/"]``);
+        the connection's extra ``allowed_prefixes`` applies too. ``None``: any URI (not templated).
     :param deferrable: wait in the triggerer instead of a worker slot.
     """
 
@@ -65,6 +68,7 @@ class StagedDataSensor(BaseSensorOperator):
         broadcast_threshold_bytes: int | str = BROADCAST_LIMIT_BYTES,
         require_stable: bool = True,
         data_conn_id: str | None = DataStagingHook.default_conn_name,
+        allowed_data_prefixes: Sequence[str] | None = None,
         deferrable: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -76,12 +80,17 @@ class StagedDataSensor(BaseSensorOperator):
         self.broadcast_threshold_bytes = broadcast_threshold_bytes
         self.require_stable = require_stable
         self.data_conn_id = data_conn_id
+        self.allowed_data_prefixes = allowed_data_prefixes
         self.deferrable = deferrable
         self._observed: list[int] | None = None
 
     @cached_property
     def hook(self) -> DataStagingHook:
-        return DataStagingHook(self.data_conn_id, broadcast_threshold_bytes=self._threshold())
+        return DataStagingHook(
+            self.data_conn_id,
+            broadcast_threshold_bytes=self._threshold(),
+            allowed_prefixes=self.allowed_data_prefixes,
+        )
 
     def _threshold(self) -> int:
         return check_threshold(self.broadcast_threshold_bytes)
@@ -89,6 +98,9 @@ class StagedDataSensor(BaseSensorOperator):
     def _conditions(self) -> dict[str, Any]:
         if not self.uri or not str(self.uri).strip():
             raise StagingError("uri: empty; pass the dataset URI (file or directory)")
+        uri = self.hook.check_allowed(str(self.uri), "uri")  # before any poke, and before deferring
+        if self.success_marker:
+            check_marker(uri, str(self.success_marker))
         return {
             "data_format": self.data_format or None,
             "success_marker": self.success_marker or None,
@@ -121,7 +133,7 @@ class StagedDataSensor(BaseSensorOperator):
             readiness = self.hook.check_readiness(self.uri, previous=readiness.observed, **conditions)
         if readiness.ready and readiness.plan is not None:
             self._log_plan(readiness.plan)
-            return PokeReturnValue(is_done=True, xcom_value=readiness.plan.to_dict())
+            return PokeReturnValue(is_done=True, xcom_value=redact_values(readiness.plan.to_dict()))
         self.log.info("not ready: %s", readiness.message)
         self._remember(context, readiness.observed)
         return False
@@ -141,6 +153,7 @@ class StagedDataSensor(BaseSensorOperator):
                 uri=str(self.uri),
                 broadcast_threshold_bytes=self._threshold(),
                 data_conn_id=self.data_conn_id,
+                allowed_prefixes=list(self.allowed_data_prefixes or []) or None,
                 poke_interval=float(self.poke_interval),
                 timeout_at=time.time() + float(self.timeout),
                 **conditions,
@@ -156,7 +169,7 @@ class StagedDataSensor(BaseSensorOperator):
         if status == "success":
             plan = StagingPlan.from_value(event.get("plan"), "event.plan")
             self._log_plan(plan, pokes=event.get("pokes"))
-            return plan.to_dict()
+            return redact_values(plan.to_dict())
         if status == "timeout":
             raise AirflowSensorTimeout(f"Sensor has timed out: {event.get('message')}")
         raise StagingError(str(event.get("message") or f"the trigger sent no usable event: {event!r}"))
@@ -165,7 +178,7 @@ class StagedDataSensor(BaseSensorOperator):
         self.log.info(
             "dataset ready%s: %s (%s, %d bytes) -> %s: %s",
             f" after {pokes} pokes" if pokes else "",
-            plan.uri,
+            redact_uri(plan.uri),
             plan.format,
             plan.size_bytes,
             plan.mode,

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_sparktune.exceptions import TrackingError
+from airflow_provider_sparktune.redaction import redact_uri
 from airflow_provider_sparktune.tracking import schema
 from airflow_provider_sparktune.tracking.store import is_server_uri, open_client, sqlite_path
 from airflow_provider_sparktune.tuning.values import json_native
@@ -34,6 +35,14 @@ MAX_BATCH_BYTES = 900_000  # under the request's 1 MB, with room for the JSON ar
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
 TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"  # where MLflow's REST client reads a tracking server's token
+# Every variable MLflow's REST client reads credentials from: kept out of what Spark workers inherit.
+CREDENTIAL_ENV = (
+    TOKEN_ENV,
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+    "MLFLOW_TRACKING_AUTH",
+)
 CLIENT_SETTINGS = {
     # MLflow's REST client retries a refused request for minutes by default; the write-behind queue
     # (durable.py) does the waiting instead, so each request gives up quickly.
@@ -151,12 +160,14 @@ def check_reachable(tracking_uri: str, timeout_s: float = 5.0) -> None:
         response = requests.get(url, timeout=timeout_s, headers=headers)
     except requests.RequestException as err:
         raise TrackingError(
-            f"mlflow_conn_id: MLflow tracking server {tracking_uri} is unreachable ({type(err).__name__}); "
+            f"mlflow_conn_id: MLflow tracking server {redact_uri(tracking_uri)} is unreachable "
+            f"({type(err).__name__}); "
             "start it or fix the host of the mlflow connection"
         ) from None
     if response.status_code >= 400:
         raise TrackingError(
-            f"mlflow_conn_id: MLflow tracking server {tracking_uri} answered {response.status_code} on /health"
+            f"mlflow_conn_id: MLflow tracking server {redact_uri(tracking_uri)} answered {response.status_code} "
+            "on /health"
         )
 
 
@@ -187,7 +198,9 @@ class TuningTracker:
             if search_space is not None:
                 self.client.log_dict(self.run_id, json_native(search_space), "search_space.json")
         except Exception as err:
-            raise TrackingError(f"MLflow store {self.tracking_uri} refused to start the run: {err}") from err
+            raise TrackingError(
+                f"MLflow store {redact_uri(self.tracking_uri)} refused to start the run: {err}"
+            ) from err
         return self.run_id
 
     def _experiment_id(self) -> str:

@@ -31,6 +31,7 @@ class StagedDataTrigger(BaseTrigger):
         broadcast_threshold_bytes: int = BROADCAST_LIMIT_BYTES,
         require_stable: bool = True,
         data_conn_id: str | None = None,
+        allowed_prefixes: list[str] | None = None,
         poke_interval: float = 60.0,
         timeout_at: float | None = None,
     ) -> None:
@@ -42,6 +43,7 @@ class StagedDataTrigger(BaseTrigger):
         self.broadcast_threshold_bytes = broadcast_threshold_bytes
         self.require_stable = require_stable
         self.data_conn_id = data_conn_id
+        self.allowed_prefixes = allowed_prefixes
         self.poke_interval = poke_interval
         self.timeout_at = timeout_at
 
@@ -56,6 +58,7 @@ class StagedDataTrigger(BaseTrigger):
                 "broadcast_threshold_bytes": self.broadcast_threshold_bytes,
                 "require_stable": self.require_stable,
                 "data_conn_id": self.data_conn_id,
+                "allowed_prefixes": self.allowed_prefixes,
                 "poke_interval": self.poke_interval,
                 "timeout_at": self.timeout_at,
             },
@@ -64,7 +67,11 @@ class StagedDataTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_sparktune.hooks.staging import DataStagingHook
 
-        hook = DataStagingHook(self.data_conn_id, broadcast_threshold_bytes=self.broadcast_threshold_bytes)
+        hook = DataStagingHook(
+            self.data_conn_id,
+            broadcast_threshold_bytes=self.broadcast_threshold_bytes,
+            allowed_prefixes=self.allowed_prefixes,
+        )
         previous: list[int] | None = None
         pokes = 0
         while True:

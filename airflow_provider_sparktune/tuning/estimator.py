@@ -17,11 +17,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import numbers
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_sparktune.exceptions import ObjectiveError
+from airflow_provider_sparktune.redaction import redact_uri
 
 SPEC_KEYS = ("estimator", "target", "features", "scoring", "cv", "fixed_params")
 DEFAULT_CV = 5
@@ -116,6 +118,23 @@ def _dataset(data: Any) -> Any:
     from airflow_provider_sparktune.data.staging import StagedData
 
     return data.value if isinstance(data, StagedData) else data
+
+
+# A CSV "header" is the first line of whatever file the URI named: shown only when it looks like one.
+_COLUMN_NAME = re.compile(r"[A-Za-z_][\w.\- ]{0,63}")
+
+
+def shown_columns(columns: list[Any], fmt: str) -> str:
+    """The columns for an error message, unless they may be a file's contents (a token, a password line).
+
+    A URI from run conf may name any file the worker can read; read as CSV, its first line becomes
+    the column names. Names are shown for columnar formats, and for CSV when there are several and
+    each looks like a column name.
+    """
+    names = [str(c) for c in columns]
+    if fmt == "csv" and (len(names) < 2 or not all(_COLUMN_NAME.fullmatch(n) for n in names)):
+        return f"{len(names)} column(s), names not shown: the file's first line does not look like a header"
+    return ", ".join(names[:20])
 
 
 @dataclass(frozen=True)
@@ -214,7 +233,7 @@ class EstimatorObjective:
         from airflow_provider_sparktune.data.staging import StagedData
 
         if isinstance(data, StagedData):
-            where, fmt, columns = repr(data.plan.uri), data.plan.format, data.columns
+            where, fmt, columns = repr(redact_uri(data.plan.uri)), data.plan.format, data.columns
         else:
             where, fmt = "data", ("npz" if isinstance(data, Mapping) else "tabular")
             columns = tuple(data) if isinstance(data, Mapping) else tuple(getattr(data, "columns", ()))
@@ -227,13 +246,13 @@ class EstimatorObjective:
         if self.target not in available:
             raise ObjectiveError(
                 f"objective.target: {'array' if fmt == 'npz' else 'column'} {self.target!r} is not in dataset "
-                f"{where} (has: {', '.join(map(str, available[:20]))}); set target to one of them"
+                f"{where} (has: {shown_columns(available, fmt)}); set target to one of them"
             )
         features = self._features(available, fmt)
         missing = [f for f in features if f not in available]
         if missing:
             raise ObjectiveError(
-                f"objective.features: {missing} not in dataset {where} (has: {', '.join(map(str, available[:20]))})"
+                f"objective.features: {missing} not in dataset {where} (has: {shown_columns(available, fmt)})"
             )
 
     def _features(self, available: list[str], fmt: str) -> tuple[str, ...]:

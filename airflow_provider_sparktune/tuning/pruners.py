@@ -18,6 +18,10 @@ from airflow_provider_sparktune.exceptions import TuningConfigError
 from airflow_provider_sparktune.tuning.values import is_int
 
 PRUNERS = ("median", "successive_halving")
+# Steps and settings are bounded: a pruner decides under the dispatcher's lock, and a setting from run
+# conf such as min_early_stopping_rate=10**9 would otherwise make ``reduction_factor ** rung`` a
+# number of gigabytes, stalling every trial of the run.
+MAX_STEP = 10**9
 
 
 @dataclass
@@ -31,7 +35,7 @@ class Reports:
     )  # successive halving: rung -> tid -> value
 
     def add(self, tid: int, step: int, value: float) -> None:
-        self.values.setdefault(tid, {})[step] = value
+        self.values.setdefault(tid, {})[min(step, MAX_STEP)] = value
 
     def complete(self, tid: int) -> None:
         if self.values.get(tid):
@@ -54,6 +58,7 @@ class MedianPruner:
     def prune(self, tid: int, step: int, reports: Reports) -> bool:
         import numpy as np
 
+        step = min(step, MAX_STEP)
         own = reports.values.get(tid, {})
         if math.isnan(own.get(step, math.nan)):
             return True
@@ -89,6 +94,7 @@ class SuccessiveHalvingPruner:
         self.min_early_stopping_rate, self.bootstrap_count = min_early_stopping_rate, bootstrap_count
 
     def prune(self, tid: int, step: int, reports: Reports) -> bool:
+        step = min(step, MAX_STEP)
         value = reports.values[tid][step]
         min_resource = self._min_resource(reports)
         if min_resource is None:
@@ -132,6 +138,16 @@ _SETTINGS: dict[str, dict[str, Any]] = {
     },
 }
 _MINIMUM = {"interval_steps": 1, "n_min_trials": 1, "reduction_factor": 2, "min_resource": 1}
+_MAXIMUM = {
+    "n_startup_trials": 1_000_000,
+    "n_warmup_steps": MAX_STEP,
+    "interval_steps": MAX_STEP,
+    "n_min_trials": 1_000_000,
+    "min_resource": MAX_STEP,
+    "reduction_factor": 100,
+    "min_early_stopping_rate": 30,
+    "bootstrap_count": 1_000_000,
+}
 
 
 def pruner_settings(value: Any) -> dict[str, Any] | None:
@@ -160,10 +176,10 @@ def pruner_settings(value: Any) -> dict[str, Any] | None:
     for key, setting in settings.items():
         if key == "min_resource" and setting == "auto":
             continue
-        low = _MINIMUM.get(key, 0)
-        if not is_int(setting) or setting < low:
+        low, high = _MINIMUM.get(key, 0), _MAXIMUM[key]
+        if not is_int(setting) or not low <= setting <= high:
             raise TuningConfigError(
-                f"pruner.{key}: {setting!r} must be an integer >= {low}"
+                f"pruner.{key}: {setting!r} must be an integer from {low} to {high}"
                 + (' or "auto"' if key == "min_resource" else "")
             )
     return {"name": name, **settings}

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_sparktune.exceptions import TrackingError, TuningCancelledError, TuningConfigError
+from airflow_provider_sparktune.redaction import redact_uri, redact_values
 from airflow_provider_sparktune.tracking import schema
 from airflow_provider_sparktune.tuning.prepare import PreparedRun, prepare_run
 from airflow_provider_sparktune.tuning.records import Progress, TrialCallback, TrialRecord, TuningResult
@@ -67,6 +68,9 @@ class TrackingOptions:
     warm_start: bool = False
     warm_start_k: int = 5
     retry_timeout: float = 300.0  # how long to keep retrying MLflow writes after the last trial
+    # Applied to error texts and URIs before they reach MLflow or the log (under Airflow: its secrets
+    # masker, then redact_uri); default: redact_uri alone.
+    redact: Callable[[str], str] | None = None
 
     def __post_init__(self) -> None:
         check_tuning_key(self.key)
@@ -150,8 +154,19 @@ class TuningSession:
     def mlflow_info(self) -> dict[str, str]:
         """``tracking_uri``, ``experiment_id`` and ``run_id`` of the parent run (empty before ``run``)."""
         if self.tracker is None:
-            return {"tracking_uri": self.options.tracking_uri, "experiment_id": "", "run_id": ""}
-        return self.tracker.info
+            return {"tracking_uri": redact_uri(self.options.tracking_uri), "experiment_id": "", "run_id": ""}
+        return {**self.tracker.info, "tracking_uri": redact_uri(self.tracker.info["tracking_uri"])}
+
+    def redact(self, text: str) -> str:
+        """Secrets out of a text bound for MLflow or the log: the caller's masker, then URI credentials."""
+        masked = self.options.redact(text) if self.options.redact is not None else text
+        return redact_uri(str(masked))
+
+    def _redacted(self, record: TrialRecord) -> TrialRecord:
+        """A trial's error text (an objective's traceback may quote a secret) through ``redact``."""
+        if not record.error:
+            return record
+        return dataclasses.replace(record, error=self.redact(record.error))
 
     def run(
         self,
@@ -214,6 +229,7 @@ class TuningSession:
                     started_at=started_at,
                 )
                 trials_over = time.monotonic()
+                result = dataclasses.replace(result, records=tuple(map(self._redacted, result.records)))
                 submit_closing_writes(writer, tracker, result)
             except BaseException as err:
                 if tracker is None:  # MLflow refused the run: no trial ran, nothing to close
@@ -232,7 +248,7 @@ class TuningSession:
         return result
 
     def _close_failed(self, writer: RetryingWriter, tracker: TuningTracker, err: BaseException) -> None:
-        error = f"{type(err).__name__}: {err}"
+        error = self.redact(f"{type(err).__name__}: {err}")
         if isinstance(err, TuningCancelledError) or self.control.cancel_requested:
             # the parent first: SIGKILL may follow soon, while trial writes finish
             tracker.end("KILLED", error)
@@ -358,7 +374,7 @@ class TuningSession:
             return
         self.log.info(
             "data %s (%s, %d bytes, threshold %d bytes) staged by %s: %s",
-            plan.uri,
+            redact_uri(plan.uri),
             plan.format,
             plan.size_bytes,
             plan.threshold_bytes,
@@ -368,18 +384,19 @@ class TuningSession:
         extra.update(
             {
                 "staging_mode": plan.mode,
-                "staging_uri": plan.uri,
+                "staging_uri": redact_uri(plan.uri),
                 "staging_format": plan.format,
                 "staging_size_bytes": plan.size_bytes,
                 "staging_threshold_bytes": plan.threshold_bytes,
             }
         )
         writer.submit("run parameters", lambda: tracker.log_spec(spec, extra))
-        writer.submit("staging plan", lambda: tracker.log_staging(plan.to_dict()))
+        writer.submit("staging plan", lambda: tracker.log_staging(redact_values(plan.to_dict())))
 
     def _report_trial(
         self, writer: RetryingWriter, tracker: TuningTracker, record: TrialRecord, progress: Progress
     ) -> None:
+        record = self._redacted(record)
         if record.status == "pruned":
             outcome = f"at step {record.pruned_step} loss={record.loss:.6g}"
         elif record.loss is not None:
@@ -407,7 +424,7 @@ class TuningSession:
         writes = self.unwritten
         return TrackingError(
             f"mlflow_conn_id: {len(writes)} write(s) ({', '.join(w.what for w in writes[:5])}"
-            f"{', ...' if len(writes) > 5 else ''}) never reached {self.options.tracking_uri} within "
+            f"{', ...' if len(writes) > 5 else ''}) never reached {redact_uri(self.options.tracking_uri)} within "
             f"mlflow_retry_timeout={self.options.retry_timeout} s (last error: {self.last_write_error}); {where}"
         )
 

@@ -1,4 +1,4 @@
-"""A test DAG whose search space and budget come from run conf through templates."""
+"""A test DAG whose search space, budget and Spark conf come from run conf through templates."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ with DAG(
     params={
         "space": Param({"x": {"hp": "uniform", "low": 0, "high": 1}}, type="object"),
         "max_evals": Param(3, type="integer"),
+        "spark_conf": Param({}, type="object"),
     },
 ) as dag:
     HyperoptSparkOperator(
@@ -31,4 +32,5 @@ with DAG(
         max_evals="{{ params.max_evals }}",
         parallelism=2,
         seed=4,
+        spark_conf="{{ params.spark_conf | tojson }}",  # run conf may tune resources, never load code
     )

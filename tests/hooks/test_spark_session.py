@@ -371,12 +371,14 @@ NEW_SESSION = textwrap.dedent(
     session = hook.get_session()
     conf = session.sparkContext.getConf()
     executor_python = session.sparkContext.parallelize([0], 1).map(lambda _: __import__("sys").executable).collect()
+    executor_env = session.sparkContext.parallelize([0], 1).map(lambda _: dict(__import__("os").environ)).collect()
     print("RESULT " + json.dumps({
         "master": session.sparkContext.master,
         "app": session.sparkContext.appName,
         "conf": {key: conf.get(key) for key in ("spark.executor.memory", "spark.sql.shuffle.partitions",
                                                  "spark.task.maxFailures", "spark.ui.enabled")},
         "executor_python": executor_python[0],
+        "executor_mlflow_env": sorted(k for k in executor_env[0] if k.startswith("MLFLOW_TRACKING_")),
     }))
     hook.stop()
     """
@@ -386,8 +388,12 @@ NEW_SESSION = textwrap.dedent(
 @pytest.mark.integration
 def test_new_session_takes_the_connection_and_logs_spark_output(tmp_path: Path) -> None:
     """A fresh process, as a task is: the connection's conf reaches the SparkContext, executors run this
-    Python although PYSPARK_PYTHON is unset, and Spark's own output goes to logging, not stderr."""
+    Python although PYSPARK_PYTHON is unset, and Spark's own output goes to logging, not stderr.
+    MLflow's credentials in the task's environment do not reach the executors (objectives)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "SPARK_LOCAL_IP")}
+    env.update(
+        MLFLOW_TRACKING_TOKEN="sparktune-token", MLFLOW_TRACKING_PASSWORD="pw", MLFLOW_TRACKING_URI="x"
+    )
     env["AIRFLOW_CONN_SPARK_PROBE"] = json.dumps(
         {
             "conn_type": "spark",
@@ -408,6 +414,7 @@ def test_new_session_takes_the_connection_and_logs_spark_output(tmp_path: Path) 
         "spark.ui.enabled": "false",
     }
     assert result["executor_python"] == sys.executable
+    assert result["executor_mlflow_env"] == ["MLFLOW_TRACKING_URI"]  # the address, not the credentials
     jvm_lines = [line for line in done.stdout.splitlines() if "spark_jvm" in line]
     assert any("Setting default log level" in line for line in jvm_lines), done.stdout[-3000:]
     assert done.stderr.strip() == ""

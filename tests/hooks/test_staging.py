@@ -101,3 +101,96 @@ def test_bad_threshold_names_the_field(tmp_path: Path) -> None:
         DataStagingHook(None, broadcast_threshold_bytes="lots").plan(str(path))
     with pytest.raises(StagingError, match="broadcast_threshold_bytes: must be a positive number"):
         DataStagingHook(None, broadcast_threshold_bytes=0).plan(str(path))
+
+
+# -- a URI from run conf must not take the connection's credentials elsewhere, nor read anything --
+
+
+def test_login_and_options_go_only_to_the_connections_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, "files", host="files.example.com", port=21, login="ann", password="pw-7f3a")
+    hook = DataStagingHook("files")
+    assert hook.get_storage_options("ftp://files.example.com/ds/x.csv") == {
+        "username": "ann",
+        "password": "pw-7f3a",
+    }
+    assert hook.get_storage_options("ftp://FILES.example.com:21/x.csv")["username"] == "ann"
+    for uri in (
+        "ftp://evil.example.org/x.csv",
+        "sftp://files.example.com.evil.org/x",
+        "ftp://files.example.com:2121/x",
+    ):
+        with pytest.raises(
+            StagingError, match=r"^data 's?ftp://.*': host '.*' is not the host of data_conn_id"
+        ) as caught:
+            hook.get_storage_options(uri)
+        assert "pw-7f3a" not in str(caught.value)
+    with pytest.raises(StagingError, match=r"^data 'http://evil.org/x': host 'evil.org'"):
+        hook.get_storage_options("http://user:pw@evil.org/x")  # the URI's own password is not repeated
+    with pytest.raises(StagingError, match=r"^data 'ftp://evil.example.org/x': host 'evil.example.org'"):
+        hook.get_storage_options("simplecache::ftp://evil.example.org/x")
+
+
+def test_a_connection_without_a_host_sends_its_credentials_nowhere(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, "nohost", login="ann", password="pw", extra={"timeout": 60})
+    with pytest.raises(
+        StagingError, match=r"^data_conn_id 'nohost': the connection names no host, so its login"
+    ):
+        DataStagingHook("nohost").get_storage_options("ftp://anywhere.example.org/x.csv")
+    set_conn(monkeypatch, "lake", login="AKIA", password="secret")  # s3: the endpoint is the connection's
+    assert DataStagingHook("lake").get_storage_options("s3://any-bucket/x")["key"] == "AKIA"
+
+
+def test_allowed_prefixes_of_the_dag_author_and_of_the_connection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    allowed, other = tmp_path / "allowed", tmp_path / "allowed-not"
+    allowed.mkdir()
+    other.mkdir()
+    good, bad = parquet(allowed / "f.parquet"), parquet(other / "f.parquet")
+    hook = DataStagingHook("no_such_data_conn", allowed_prefixes=[str(allowed)])
+    assert hook.plan(str(good)).uri == str(good)
+    for uri in (str(bad), str(allowed / ".." / "allowed-not" / "f.parquet"), "/etc/passwd"):
+        with pytest.raises(
+            StagingError, match=r"^data: '.*' is not under the prefixes allowed_prefixes allows"
+        ):
+            hook.plan(uri)
+    with pytest.raises(StagingError, match=r"^data: 'memory://x/\.\./y' is not under"):
+        DataStagingHook(None, allowed_prefixes=["memory://x/"]).check_allowed("memory://x/../y")
+    set_conn(monkeypatch, "owned", extra={"allowed_prefixes": [str(other)], "skip_instance_cache": True})
+    owned = DataStagingHook("owned")
+    assert owned.get_storage_options("memory://a/b") == {"skip_instance_cache": True}  # not a storage option
+    assert owned.size(str(bad)) > 0
+    with pytest.raises(
+        StagingError, match=r"^data: '.*' is not under the prefixes data_conn_id 'owned': extra"
+    ):
+        owned.plan(str(good))
+    with pytest.raises(StagingError, match=r"^allowed_prefixes: 3 is not a list of URI prefixes"):
+        DataStagingHook(None, allowed_prefixes=3).plan(str(good))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("marker", "inside"),
+    [
+        ("_SUCCESS", True),
+        ("done/_SUCCESS", True),
+        ("{root}/_SUCCESS", True),
+        ("{root}/../_SUCCESS", False),
+        ("{parent}/_SUCCESS", False),
+        ("../_SUCCESS", False),
+        ("done/../../x", False),
+        ("/etc/passwd", False),
+        ("~/x", False),
+        ("s3://elsewhere/_SUCCESS", False),
+    ],
+)
+def test_a_success_marker_lies_in_the_dataset(tmp_path: Path, marker: str, inside: bool) -> None:
+    root = tmp_path / "ds"
+    root.mkdir()
+    parquet(root / "part-0.parquet")
+    marker = marker.format(root=root, parent=tmp_path)
+    hook = DataStagingHook("no_such_data_conn")
+    if inside:
+        hook.check_readiness(str(root), success_marker=marker, require_stable=False)
+        return
+    with pytest.raises(StagingError, match=r"^success_marker: '.*' is outside the dataset"):
+        hook.check_readiness(str(root), success_marker=marker, require_stable=False)

@@ -228,7 +228,11 @@ def test_run_conf_drives_templated_space_and_budget(
 
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
     dag = DagBag(dag_folder=str(TEST_DAGS / "templated_tuning.py")).get_dag("templated_tuning")
-    run_conf = {"space": {"x": {"hp": "uniform", "low": 5, "high": 6}}, "max_evals": 2}
+    run_conf = {
+        "space": {"x": {"hp": "uniform", "low": 5, "high": 6}},
+        "max_evals": 2,
+        "spark_conf": {"spark.sql.shuffle.partitions": "3"},  # a resource setting is data
+    }
     dag_run = dag.test(run_conf=run_conf)
     assert dag_run.state == "success"
     value = xcom_values(dag_run.run_id, "tune")["return_value"]
@@ -1002,6 +1006,89 @@ def test_run_conf_is_data(
     assert params["cmd"] == code_like and not marker.exists()  # nor evaluated
 
 
+@pytest.mark.unit
+def test_spark_conf_a_template_rendered_refuses_code_before_anything_starts() -> None:
+    op = HyperoptSparkOperator(
+        task_id="t",
+        search_space=UNIT_SPACE,
+        objective=x_objective,
+        spark_conf={"spark.executor.memory": "1g", "spark.master": "{{ params.master }}"},
+        spark_conn_id="no_such_connection",
+        mlflow_conn_id="no_such_connection",
+    )
+    op.spark_conf = {"spark.executor.memory": "1g", "spark.master": "spark://elsewhere:7077"}  # as rendered
+    with pytest.raises(TuningConfigError, match=r"^spark_conf\.spark\.master: came from a rendered template"):
+        op.execute(context())  # type: ignore[arg-type]
+    assert "spark_hook" not in op.__dict__ and "mlflow_hook" not in op.__dict__  # no connection was read
+
+
+@pytest.mark.integration
+def test_run_conf_cannot_put_code_or_a_master_into_spark_conf(
+    spark: Any,
+    airflow_db: Any,
+    mlflow_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The issue's case: a DAG fills spark_conf from params; a conf user sends a jar and a listener."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    dag = DagBag(dag_folder=str(TEST_DAGS / "templated_tuning.py")).get_dag("templated_tuning")
+    jobs_before = all_job_ids(spark)
+    conf = {"spark.jars": "/tmp/listener.jar", "spark.extraListeners": "org.example.Listener"}
+    dag_run = dag.test(run_conf={"space": UNIT_SPACE, "max_evals": 2, "spark_conf": conf})
+    assert dag_run.state == "failed"
+    output = task_log(dag_run.run_id, capfd.readouterr().out)
+    assert "spark_conf.spark.extraListeners: came from a rendered template" in output
+    assert "(also refused: 'spark.jars')" in output
+    assert "add 'spark.extraListeners' to allowed_templated_spark_conf" in output
+    assert jobs_started_since(spark, jobs_before) == set()
+    assert runs_of(mlflow_uri, "templated_tuning.tune", run_id=dag_run.run_id) == []
+
+
+URI_PASSWORD = "sparktune-UriPassword-9e41c0"  # in a URI an objective's error message quotes
+MASKED_VALUE = "sparktune-MaskedValue-2d7b13"  # a value Airflow's secrets masker knows (a connection's)
+
+
+def quoting_objective(params: dict[str, Any]) -> float:
+    if params["x"] < 0.5:
+        raise OSError(f"cannot read ftp://ann:{URI_PASSWORD}@files/x.csv with key {MASKED_VALUE}")
+    return params["x"]
+
+
+@pytest.mark.integration
+def test_objective_tracebacks_reach_mlflow_through_the_secrets_masker(
+    spark: Any, mlflow_uri: str, experiment_name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from airflow.sdk.log import mask_secret
+    from mlflow import MlflowClient
+
+    mask_secret(MASKED_VALUE)  # as the task runner does for a connection's password
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    op = HyperoptSparkOperator(
+        task_id="t",
+        search_space=UNIT_SPACE,
+        objective=quoting_objective,
+        max_evals=8,
+        parallelism=2,
+        seed=3,
+        max_failed_trials=None,
+        mlflow_experiment=experiment_name,
+    )
+    value = op.execute(context())  # type: ignore[arg-type]
+    assert 0 < value["trials"]["failed"] < 8
+    client = MlflowClient(mlflow_uri)
+    texts = mlflow_texts(
+        client,
+        [r for r in runs_of(mlflow_uri, experiment_name) if "mlflow.parentRunId" not in r.data.tags],
+        tmp_path,
+    )
+    errors = [t for t in texts if b"cannot read ftp://files/x.csv" in t]
+    assert errors and all(b"with key ***" in t for t in errors)  # the tags and trials.json say what failed
+    assert not [t for t in texts if URI_PASSWORD.encode() in t or MASKED_VALUE.encode() in t]
+
+
 # One secret per place the code reads one; the test fails if any of them shows up anywhere.
 SPARK_SECRET = "sparktune-SparkConf-7f3a9c"  # a spark.* conf value in the spark connection's extra
 MLFLOW_TOKEN = "sparktune-MlflowToken-41d2e8"  # the mlflow connection's password
@@ -1034,7 +1121,7 @@ def test_secrets_of_every_connection_appear_nowhere(
     The Spark secret sits in a ``spark.*`` conf key that Spark's default redaction covers, in a
     session the task builds from the connection; the MLflow token is checked by a proxy that
     refuses requests without it; the FTP server refuses the executors' reads without the fsspec
-    connection's login and password (reload mode). Grepped: the task's output and log files, XCom,
+    connection's login and password (reload mode), from a URI that also carries them. Grepped: the task's output and log files, XCom,
     MLflow (params, tags, run names, artifacts) and the Spark event log.
     """
     import pandas as pd
@@ -1070,13 +1157,17 @@ def test_secrets_of_every_connection_appear_nowhere(
             "AIRFLOW_CONN_FSSPEC_DEFAULT": json.dumps(
                 {
                     "conn_type": "fsspec",
+                    "host": "127.0.0.1",  # its login and password go to this host only
                     "login": FTP_LOGIN,
                     "password": FTP_PASSWORD,
                     "extra": {"acct": FTP_ACCOUNT, "timeout": 60},
                 }
             ),
         }
-        done = airflow_dags_test("secret_probe", env, conf={"data": ftp.uri("features.parquet")})
+        # The URI itself carries the login and password too (a run conf user may write it so): every
+        # copy of it that is written out (XCom, MLflow, logs) is without them.
+        with_userinfo = ftp.uri("features.parquet").replace("ftp://", f"ftp://{FTP_LOGIN}:{FTP_PASSWORD}@")
+        done = airflow_dags_test("secret_probe", env, conf={"data": with_userinfo})
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     run_id = latest_run_id("secret_probe")
     pushed = xcom_values(run_id, "tune")

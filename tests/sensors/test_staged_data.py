@@ -102,6 +102,42 @@ def test_bad_arguments_fail_the_poke_naming_the_field(tmp_path: Path) -> None:
         sensor.poke({})  # type: ignore[arg-type]
 
 
+@pytest.mark.unit
+def test_a_uri_outside_the_allowed_prefixes_fails_before_deferring(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "ds")
+    sensor = StagedDataSensor(
+        task_id="s",
+        uri=str(tmp_path / "ds"),
+        allowed_data_prefixes=[str(tmp_path / "elsewhere")],
+        deferrable=True,
+        data_conn_id=None,
+    )
+    with pytest.raises(
+        StagingError, match=r"^uri: '.*/ds' is not under the prefixes allowed_prefixes allows"
+    ):
+        sensor.execute({})  # type: ignore[arg-type]
+    marker = StagedDataSensor(
+        task_id="m", uri=str(tmp_path / "ds"), success_marker="../../_SUCCESS", data_conn_id=None
+    )
+    with pytest.raises(StagingError, match=r"^success_marker: '\.\./\.\./_SUCCESS' is outside the dataset"):
+        marker.poke({})  # type: ignore[arg-type]
+
+
+@pytest.mark.unit
+def test_the_plan_in_xcom_carries_no_password_of_the_uri() -> None:
+    from airflow_provider_sparktune.data.storage import open_fs
+
+    fs, path = open_fs("memory://reader:pw-5b90@store/ds/part-0.parquet")
+    with fs.open(path, "wb") as f:
+        f.write(pd.DataFrame({"x": [1.0, 2.0]}).to_parquet())
+    sensor = StagedDataSensor(
+        task_id="s", uri="memory://reader:pw-5b90@store/ds/", require_stable=False, data_conn_id=None
+    )
+    done = sensor.poke({})  # type: ignore[arg-type]
+    assert done and done.xcom_value["uri"] == "memory://store/ds/"
+    assert "pw-5b90" not in repr(done.xcom_value)
+
+
 # --------------------------------------------------------------------------------------------------
 # dag.test() runs
 # --------------------------------------------------------------------------------------------------

@@ -169,6 +169,21 @@ def test_missing_target_column_names_the_uri_and_the_columns(staged: StagedData)
     assert "(has: a, b, c, label)" in message and "set target to one of them" in message
 
 
+def test_a_file_that_is_not_a_dataset_is_not_quoted_by_the_column_check(tmp_path: Path) -> None:
+    """A URI from run conf may name any readable file; read as CSV, its first line would be the columns."""
+    secret = tmp_path / "token.csv"
+    secret.write_text("ghp_sparktuneSecretToken123\nsecond line\n")
+    passwd = tmp_path / "passwd.csv"
+    passwd.write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1::/usr/sbin:/bin/sh\n")
+    for path, first_line in ((secret, "ghp_sparktuneSecretToken123"), (passwd, "root:x:0:0")):
+        data = StagedData.open(plan_dataset(str(path)))
+        with pytest.raises(ObjectiveError) as exc:
+            build_trial_objective({**SPEC, "target": "churned"}, data=data, space=build_space(SPACE))
+        message = str(exc.value)
+        assert message.startswith("objective.target: column 'churned' is not in dataset")
+        assert "names not shown" in message and first_line not in message
+
+
 def test_hyperparameters_the_estimator_does_not_accept(staged: StagedData) -> None:
     space = build_space({**SPACE, "depth": {"hp": "choice", "options": [2, 3]}})
     with pytest.raises(ObjectiveError) as exc:

@@ -96,7 +96,19 @@ def test_successive_halving_auto_min_resource_waits_for_a_completed_trial() -> N
             {"name": "median", "patience": 2},
             r"^pruner\.patience: not a setting of the median pruner; use n_startup",
         ),
-        ({"name": "median", "n_warmup_steps": -1}, r"^pruner\.n_warmup_steps: -1 must be an integer >= 0$"),
+        (
+            {"name": "median", "n_warmup_steps": -1},
+            r"^pruner\.n_warmup_steps: -1 must be an integer from 0 to 1000000000$",
+        ),
+        (
+            {"name": "successive_halving", "min_early_stopping_rate": 10**9},
+            r"^pruner\.min_early_stopping_rate: 1000000000 must be an integer from 0 to 30$",
+        ),
+        (
+            {"name": "successive_halving", "reduction_factor": 10**6},
+            r"^pruner\.reduction_factor: 1000000 must",
+        ),
+        ({"name": "median", "n_startup_trials": 10**12}, r"^pruner\.n_startup_trials: 1000000000000 must"),
         ({"name": "successive_halving", "reduction_factor": 1}, r"^pruner\.reduction_factor: 1 must be"),
         (
             {"name": "successive_halving", "min_resource": "x"},
@@ -107,6 +119,28 @@ def test_successive_halving_auto_min_resource_waits_for_a_completed_trial() -> N
 def test_bad_pruner_settings_fail_with_one_error_naming_pruner(value: object, message: str) -> None:
     with pytest.raises(TuningConfigError, match=message):
         TuningSpec(pruner=value)
+
+
+def test_the_largest_settings_and_a_huge_step_are_decided_at_once() -> None:
+    """A decision runs under the dispatcher's lock: bounded settings and steps keep it short."""
+    import time
+
+    settings = {
+        "name": "successive_halving",
+        "min_resource": 10**9,
+        "reduction_factor": 100,
+        "min_early_stopping_rate": 30,
+        "bootstrap_count": 0,
+    }
+    pruner = make_pruner(pruner_settings(settings))
+    assert pruner is not None
+    reports = Reports()
+    started = time.perf_counter()
+    for tid in range(50):
+        reports.add(tid, 10**400, float(tid))
+        assert not pruner.prune(tid, 10**400, reports)  # the first rung is beyond any step
+    assert time.perf_counter() - started < 0.5
+    assert max(reports.values[0]) == 10**9  # steps are kept within the bound
 
 
 def test_pruner_settings_are_spelled_out_and_sparktrials_is_refused() -> None:

@@ -178,3 +178,18 @@ def test_the_parent_run_is_closed_only_after_every_trial_run_in_flight_is_writte
     assert parent.info.end_time >= max(
         client.get_metric_history(t.info.run_id, "loss")[0].timestamp for t in trials
     )
+
+
+def test_the_tracking_uri_in_the_result_carries_no_credentials() -> None:
+    from airflow_provider_sparktune.tuning.prepare import prepare_run
+    from airflow_provider_sparktune.tuning.session import TuningSession
+
+    prepared = prepare_run(
+        UNIT_SPACE, shifted_x, objective_kwargs={"offset": 0.0}, max_evals=2, parallelism=1
+    )
+    options = TrackingOptions(
+        "https://ann:tok-41d2@mlflow.example.com", "e", redact=lambda t: t.replace("7", "*")
+    )
+    session = TuningSession(prepared, options)
+    assert session.mlflow_info["tracking_uri"] == "https://mlflow.example.com"  # XCom and the extra link
+    assert session.redact("ftp://a:b@h/x took 7 s") == "ftp://h/x took * s"  # the caller's masker, then URIs
