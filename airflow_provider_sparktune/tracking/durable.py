@@ -35,6 +35,7 @@ class Write:
     what: str
     call: Callable[[], Any]
     after_all: bool = False
+    data: Any = None  # what it writes, as JSON-native data: logged when it never reaches MLflow
 
 
 class RetryingWriter:
@@ -58,18 +59,25 @@ class RetryingWriter:
             thread.start()
 
     def submit(
-        self, what: str, call: Callable[[], Any], *, after_all: bool = False, ahead: bool = False
+        self,
+        what: str,
+        call: Callable[[], Any],
+        *,
+        after_all: bool = False,
+        ahead: bool = False,
+        data: Any = None,
     ) -> None:
         """Queue a write; returns at once.
 
         ``after_all``: start it once every earlier write is done. ``ahead``: start it before the writes
         already queued (the run summary, so that it is written beside the trial runs, not after them).
+        ``data``: what the write carries, for the log when it never gets through.
         """
         with self._cond:
             if ahead:
-                self._pending.appendleft(Write(what, call, after_all))
+                self._pending.appendleft(Write(what, call, after_all, data))
             else:
-                self._pending.append(Write(what, call, after_all))
+                self._pending.append(Write(what, call, after_all, data))
             self._cond.notify_all()
 
     def close(self, timeout_s: float) -> list[Write]:

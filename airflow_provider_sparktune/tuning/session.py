@@ -223,23 +223,36 @@ class TuningSession:
                     self._close_failed(writer, tracker, err)
                 raise
             finally:
-                if stop_spark is not None:
-                    stop_spark()
+                self._stop_spark(stop_spark)
             self.unwritten = writer.close(self.options.retry_timeout)
             self.last_write_error = writer.last_error
         result = dataclasses.replace(result, drain_s=time.monotonic() - trials_over)
         _log_result(self.log, result)
         return result
 
+    def _stop_spark(self, stop_spark: Callable[[], None] | None) -> None:
+        """Stop Spark; a failure to do so is logged, never raised: the run's own outcome and its
+        MLflow writes (the parent run's closing status among them) come first."""
+        if stop_spark is None:
+            return
+        try:
+            stop_spark()
+        except Exception:
+            self.log.exception("stopping Spark failed; the run's result and its MLflow writes go on")
+
     def _close_failed(self, writer: RetryingWriter, tracker: TuningTracker, err: BaseException) -> None:
         error = f"{type(err).__name__}: {err}"
         if isinstance(err, TuningCancelledError) or self.control.cancel_requested:
             # the parent first: SIGKILL may follow soon, while trial writes finish
             tracker.end("KILLED", error)
-            writer.close(min(KILL_FLUSH_S, self.options.retry_timeout))
+            left = writer.close(min(KILL_FLUSH_S, self.options.retry_timeout))
         else:
-            writer.close(self.options.retry_timeout)
+            left = writer.close(self.options.retry_timeout)
             tracker.end("FAILED", error)
+        self.unwritten, self.last_write_error = left, writer.last_error
+        if left:
+            self.log.error("%s", self.unwritten_error("each is in this log as JSON, below"))
+            self.log.error("unwritten MLflow writes of this run, as JSON: %s", unwritten_json(left))
 
     def _start_tracking(self) -> TuningTracker:
         from airflow_provider_sparktune.tracking.tracker import TuningTracker
@@ -354,7 +367,9 @@ class TuningSession:
         if plan is None:
             self.log.info("no data staged: the objective gets data=None")
             extra["staging_mode"] = "none"
-            writer.submit("run parameters", lambda: tracker.log_spec(spec, extra))
+            writer.submit(
+                "run parameters", lambda: tracker.log_spec(spec, extra), data=spec_data(spec, extra)
+            )
             return
         self.log.info(
             "data %s (%s, %d bytes, threshold %d bytes) staged by %s: %s",
@@ -374,8 +389,8 @@ class TuningSession:
                 "staging_threshold_bytes": plan.threshold_bytes,
             }
         )
-        writer.submit("run parameters", lambda: tracker.log_spec(spec, extra))
-        writer.submit("staging plan", lambda: tracker.log_staging(plan.to_dict()))
+        writer.submit("run parameters", lambda: tracker.log_spec(spec, extra), data=spec_data(spec, extra))
+        writer.submit("staging plan", lambda: tracker.log_staging(plan.to_dict()), data=plan.to_dict())
 
     def _report_trial(
         self, writer: RetryingWriter, tracker: TuningTracker, record: TrialRecord, progress: Progress
@@ -398,7 +413,7 @@ class TuningSession:
             best,
             progress.elapsed_s,
         )
-        writer.submit(f"trial {record.tid}", tracker.trial_write(record))
+        writer.submit(f"trial {record.tid}", tracker.trial_write(record), data=record.to_dict())
         if self.on_trial is not None:
             self.on_trial(record, progress)
 
@@ -410,6 +425,17 @@ class TuningSession:
             f"{', ...' if len(writes) > 5 else ''}) never reached {self.options.tracking_uri} within "
             f"mlflow_retry_timeout={self.options.retry_timeout} s (last error: {self.last_write_error}); {where}"
         )
+
+
+def spec_data(spec: TuningSpec, extra: Mapping[str, Any]) -> Any:
+    return json_native({**spec.as_params(), **extra})
+
+
+def unwritten_json(writes: list[Write]) -> str:
+    """Writes that never reached MLflow, as one JSON list: enough for a person or a script to redo them."""
+    return json.dumps(
+        [{"write": w.what, "data": json_native(w.data)} for w in writes], separators=(",", ":"), default=repr
+    )
 
 
 def submit_closing_writes(writer: RetryingWriter, tracker: TuningTracker, result: TuningResult) -> None:

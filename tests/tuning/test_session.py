@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -178,3 +179,68 @@ def test_the_parent_run_is_closed_only_after_every_trial_run_in_flight_is_writte
     assert parent.info.end_time >= max(
         client.get_metric_history(t.info.run_id, "loss")[0].timestamp for t in trials
     )
+
+
+def failing_x(params: dict[str, Any]) -> float:
+    raise ValueError(f"no loss for {params['x']}")
+
+
+def test_a_failed_run_logs_its_unwritten_writes_as_json_and_a_failing_spark_stop_hides_nothing(
+    spark: Any, mlflow_uri: str, experiment_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import sqlite3
+
+    from airflow_provider_sparktune.exceptions import SparktuneError
+    from airflow_provider_sparktune.tracking.store import sqlite_path
+    from airflow_provider_sparktune.tuning.prepare import prepare_run
+    from airflow_provider_sparktune.tuning.session import TuningSession
+
+    database = sqlite_path(mlflow_uri)
+    assert database is not None
+    held: list[sqlite3.Connection] = []
+
+    def hold_the_store(*_: Any) -> None:  # from the first finished trial on, no write gets through
+        if not held:
+            held.append(sqlite3.connect(database, timeout=30, check_same_thread=False))
+            held[0].execute("BEGIN EXCLUSIVE")
+            threading.Timer(12, held[0].rollback).start()  # then the parent run can be closed
+
+    def stop_spark() -> None:
+        raise RuntimeError("the Spark stop failed")
+
+    prepared = prepare_run(UNIT_SPACE, failing_x, max_evals=3, parallelism=1, seed=0)
+    session = TuningSession(
+        prepared, TrackingOptions(mlflow_uri, experiment_name, retry_timeout=1.0), on_trial=hold_the_store
+    )
+    with caplog.at_level(logging.INFO), pytest.raises(SparktuneError) as failed:
+        session.run(spark, stop_spark=stop_spark)
+    assert "no loss for" in str(failed.value)  # the run's own error, not the Spark stop's
+    assert "stopping Spark failed" in caplog.text
+    assert session.unwritten
+    line = next(r.getMessage() for r in caplog.records if "unwritten MLflow writes" in r.getMessage())
+    writes = json.loads(line.split("as JSON: ", 1)[1])
+    trial_writes = [w for w in writes if w["write"].startswith("trial ")]
+    assert trial_writes and all("no loss for" in w["data"]["error"] for w in trial_writes)
+    assert {w["data"]["status"] for w in trial_writes} == {"failed"}
+    [parent], _ = runs_of(mlflow_uri, experiment_name)
+    assert parent.info.status == "FAILED"
+
+
+def test_a_spark_stop_that_fails_after_a_good_run_still_closes_its_parent_run(
+    spark: Any, mlflow_uri: str, experiment_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow_provider_sparktune.tuning.prepare import prepare_run
+    from airflow_provider_sparktune.tuning.session import TuningSession
+
+    def stop_spark() -> None:
+        raise RuntimeError("the Spark stop failed")
+
+    prepared = prepare_run(UNIT_SPACE, shifted_x, objective_kwargs={"offset": 0.0}, max_evals=3, seed=0)
+    with caplog.at_level(logging.INFO):
+        result = TuningSession(prepared, TrackingOptions(mlflow_uri, experiment_name)).run(
+            spark, stop_spark=stop_spark
+        )
+    assert result.trials_ok == 3 and "stopping Spark failed" in caplog.text
+    [parent], trials = runs_of(mlflow_uri, experiment_name)
+    assert parent.info.status == "FINISHED" and len(trials) == 3
