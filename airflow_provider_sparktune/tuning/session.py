@@ -145,6 +145,7 @@ class TuningSession:
         self.tracker: TuningTracker | None = None
         self.unwritten: list[Write] = []  # MLflow writes that never succeeded within retry_timeout
         self.last_write_error: str | None = None
+        self.refused_metrics: set[str] = set()  # objective metric names MLflow would refuse, logged once
 
     @property
     def mlflow_info(self) -> dict[str, str]:
@@ -413,9 +414,34 @@ class TuningSession:
             best,
             progress.elapsed_s,
         )
-        writer.submit(f"trial {record.tid}", tracker.trial_write(record), data=record.to_dict())
+        written = self._without_refused_metrics(record)
+        writer.submit(f"trial {record.tid}", tracker.trial_write(written), data=record.to_dict())
         if self.on_trial is not None:
             self.on_trial(record, progress)
+
+    def _without_refused_metrics(self, record: TrialRecord) -> TrialRecord:
+        """The record with only the metrics MLflow accepts: one bad name would fail the whole trial run.
+
+        Each refused name is logged once, with the fix; the record itself (XCom, trials.json) keeps it.
+        """
+        from airflow_provider_sparktune.tracking.names import name_problem, suggested_name
+
+        refused = {name: name_problem(name) for name in record.metrics if name_problem(name) is not None}
+        if not refused:
+            return record
+        for name, problem in refused.items():
+            if name not in self.refused_metrics:
+                self.refused_metrics.add(name)
+                self.log.error(
+                    "objective metrics.%s (first in trial %d): %s; rename it in the objective's metrics, "
+                    "e.g. %r: trial runs are written to MLflow without it",
+                    name,
+                    record.tid,
+                    problem,
+                    suggested_name(name),
+                )
+        kept = {name: value for name, value in record.metrics.items() if name not in refused}
+        return dataclasses.replace(record, metrics=kept)
 
     def unwritten_error(self, where: str) -> TrackingError:
         """The error for writes that never reached MLflow; ``where`` says where the results are instead."""

@@ -244,3 +244,26 @@ def test_a_spark_stop_that_fails_after_a_good_run_still_closes_its_parent_run(
     assert result.trials_ok == 3 and "stopping Spark failed" in caplog.text
     [parent], trials = runs_of(mlflow_uri, experiment_name)
     assert parent.info.status == "FINISHED" and len(trials) == 3
+
+
+def x_with_a_ranking_metric(params: dict[str, Any]) -> dict[str, Any]:
+    return {"loss": params["x"], "metrics": {"precision@10": 0.5, "recall": 0.25}}
+
+
+def test_an_objective_metric_mlflow_refuses_is_named_once_and_holds_up_no_write(
+    spark: Any, mlflow_uri: str, experiment_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow_provider_sparktune.tuning.prepare import prepare_run
+    from airflow_provider_sparktune.tuning.session import TuningSession
+
+    prepared = prepare_run(UNIT_SPACE, x_with_a_ranking_metric, max_evals=3, parallelism=1, seed=0)
+    session = TuningSession(prepared, TrackingOptions(mlflow_uri, experiment_name, retry_timeout=30))
+    with caplog.at_level(logging.INFO):
+        result = session.run(spark)
+    assert session.unwritten == [] and result.trials_ok == 3
+    assert all(r.metrics == {"precision@10": 0.5, "recall": 0.25} for r in result.records)  # XCom keeps it
+    named = [r.getMessage() for r in caplog.records if "objective metrics.precision@10" in r.getMessage()]
+    assert len(named) == 1 and "rename it in the objective's metrics, e.g. 'precision_10'" in named[0]
+    [parent], trials = runs_of(mlflow_uri, experiment_name)
+    assert parent.info.status == "FINISHED" and len(trials) == 3
+    assert all(t.data.metrics.keys() == {"loss", "recall"} for t in trials)
