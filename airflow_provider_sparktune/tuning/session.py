@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 # On a kill, how long queued trial writes may take once the parent run is closed KILLED. The parent is
 # closed first because a scheduler's SIGKILL may follow its SIGTERM within seconds (Airflow: 5 s).
 KILL_FLUSH_S = 10.0
+# How often a running try asks MLflow whether a later try has taken over its run (one read, queued).
+FENCE_CHECK_S = 30.0
 _KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]+")
 
 
@@ -146,6 +148,8 @@ class TuningSession:
         self.unwritten: list[Write] = []  # MLflow writes that never succeeded within retry_timeout
         self.last_write_error: str | None = None
         self.refused_metrics: set[str] = set()  # objective metric names MLflow would refuse, logged once
+        self.fence_check_s = FENCE_CHECK_S
+        self._fence_checked = time.monotonic()
 
     @property
     def mlflow_info(self) -> dict[str, str]:
@@ -227,9 +231,28 @@ class TuningSession:
                 self._stop_spark(stop_spark)
             self.unwritten = writer.close(self.options.retry_timeout)
             self.last_write_error = writer.last_error
+        if tracker.superseded_by is not None:
+            raise self._superseded_error(tracker)
         result = dataclasses.replace(result, drain_s=time.monotonic() - trials_over)
         _log_result(self.log, result)
         return result
+
+    def _superseded_error(self, tracker: TuningTracker) -> TrackingError:
+        return TrackingError(
+            f"this try's MLflow run {tracker.run_id} was closed by a later try of the same run (MLflow run "
+            f"{tracker.superseded_by}) while it was still going: its finished trial runs stay for a later try "
+            "to resume; its summary and final status are not written"
+        )
+
+    def _check_fence(self, tracker: TuningTracker) -> None:
+        """Stop this try once a later try has taken over (it closed this try's parent run)."""
+        try:
+            superseded = tracker.check_superseded()
+        except Exception:  # MLflow unreachable: the trial writes wait for it, this check need not
+            return
+        if superseded:
+            self.log.error("%s; stopping this try", self._superseded_error(tracker))
+            self.control.cancel(f"superseded by MLflow run {tracker.superseded_by}, a later try of this run")
 
     def _stop_spark(self, stop_spark: Callable[[], None] | None) -> None:
         """Stop Spark; a failure to do so is logged, never raised: the run's own outcome and its
@@ -295,9 +318,9 @@ class TuningSession:
         kept, dropped = split_fitting(self.prepared.space, tries.trials)
         for trial, reason in dropped:
             self.log.warning("not resuming trial run %s: %s", trial.source_run_id, reason)
-        for parent in tries.still_running:  # a try killed without cleanup left its run open
-            tracker.set_tags({schema.SUPERSEDED_BY: tracker.run_id}, run_id=parent)
-            tracker.client.set_terminated(parent, status="FAILED")
+        for parent in tries.still_running:  # a try killed without cleanup, or still alive, left its run open
+            if tracker.supersede(parent):
+                self.log.warning("closed the earlier try's MLflow run %s, left RUNNING, as FAILED", parent)
         tracker.set_tags(
             {schema.RESUMED_FROM: ",".join(tries.parent_run_ids), schema.RESUMED_TRIALS: len(kept)}
         )
@@ -416,6 +439,9 @@ class TuningSession:
         )
         written = self._without_refused_metrics(record)
         writer.submit(f"trial {record.tid}", tracker.trial_write(written), data=record.to_dict())
+        if time.monotonic() - self._fence_checked >= self.fence_check_s:
+            self._fence_checked = time.monotonic()
+            writer.submit("superseded check", lambda: self._check_fence(tracker))
         if self.on_trial is not None:
             self.on_trial(record, progress)
 

@@ -17,7 +17,7 @@ from airflow_provider_sparktune.tracking.store import open_client
 from airflow_provider_sparktune.tracking.tracker import TuningTracker
 from airflow_provider_sparktune.tuning.session import submit_closing_writes
 from tests.tracking.test_tracker import record, result_of
-from tests.tuning.test_run import UNIT_SPACE, shifted_x
+from tests.tuning.test_run import UNIT_SPACE, half_second_x, shifted_x
 
 pytestmark = pytest.mark.integration
 
@@ -267,3 +267,30 @@ def test_an_objective_metric_mlflow_refuses_is_named_once_and_holds_up_no_write(
     [parent], trials = runs_of(mlflow_uri, experiment_name)
     assert parent.info.status == "FINISHED" and len(trials) == 3
     assert all(t.data.metrics.keys() == {"loss", "recall"} for t in trials)
+
+
+def test_a_try_that_a_later_try_took_over_stops_and_leaves_the_later_decision_standing(
+    spark: Any, mlflow_uri: str, experiment_name: str
+) -> None:
+    from airflow_provider_sparktune.exceptions import TuningCancelledError
+    from airflow_provider_sparktune.tuning.prepare import prepare_run
+    from airflow_provider_sparktune.tuning.session import TuningSession
+
+    options = TrackingOptions(mlflow_uri, experiment_name, run_key="night-1")
+    prepared = prepare_run(UNIT_SPACE, half_second_x, max_evals=12, parallelism=1, seed=0)
+    retry: dict[str, Any] = {}
+
+    def a_retry_starts(*_: Any) -> None:  # the scheduler gave up on this try and started the next one
+        if not retry:
+            tracker = retry["tracker"] = TuningTracker(mlflow_uri, experiment_name)
+            tracker.start(run_name="try 2", tags=options.try_tags)
+            TuningSession(prepared, options)._resume(tracker)  # finds this try RUNNING: closes it
+
+    zombie = TuningSession(prepared, options, on_trial=a_retry_starts)
+    zombie.fence_check_s = 0.0
+    with pytest.raises(TuningCancelledError, match="superseded by MLflow run"):
+        zombie.run(spark)
+    run = open_client(mlflow_uri).get_run(zombie.mlflow_info["run_id"])
+    assert run.info.status == "FAILED"  # as the retry left it: not FINISHED, not KILLED over it
+    assert run.data.tags["sparktune.superseded_by"] == retry["tracker"].run_id
+    assert "best_loss" not in run.data.metrics
