@@ -3,7 +3,8 @@
 A tracking server that restarts in the middle of a nightly run must not fail the run or stall the
 dispatch of trials. Each write (a trial's child run, the run's parameters) is queued and carried
 out by a writer thread; a write that fails is retried, with the delay doubling up to a cap, until it
-succeeds. With one thread (SQLite stores, where writers only queue for the database lock) writes
+succeeds, unless MLflow refused the request itself (a 4xx such as ``INVALID_PARAMETER_VALUE``): that
+write fails alone, logged as an error, and the rest go on. With one thread (SQLite stores, where writers only queue for the database lock) writes
 happen in submission order. A tracking server answers requests side by side, so several threads
 keep several trial runs in flight there: each trial run is three round trips, and one thread
 writing 400 of them one after the other would keep a finished task waiting for a quarter of a
@@ -35,6 +36,20 @@ class Write:
     what: str
     call: Callable[[], Any]
     after_all: bool = False
+    data: Any = None  # what it writes, as JSON-native data: logged when it never reaches MLflow
+
+
+def is_refused(err: BaseException) -> bool:
+    """MLflow refused the request itself (a 4xx: a bad name or value, a missing run, no permission),
+    as opposed to an outage: retrying would send the same request to the same refusal."""
+    status = getattr(err, "get_http_status_code", None)
+    if not callable(status):
+        return False
+    try:
+        code = int(status())
+    except (TypeError, ValueError):
+        return False
+    return 400 <= code < 500 and code not in (408, 429)
 
 
 class RetryingWriter:
@@ -50,6 +65,7 @@ class RetryingWriter:
         self._outage_since: float | None = None
         self.failures = 0  # failed attempts, for the task log and tests
         self.last_error: str | None = None
+        self.rejected: list[Write] = []  # refused by MLflow itself: not retried, reported by close()
         self._threads = [
             threading.Thread(target=self._work, name=f"sparktune-mlflow-writer-{i}", daemon=True)
             for i in range(max(1, workers))
@@ -58,18 +74,25 @@ class RetryingWriter:
             thread.start()
 
     def submit(
-        self, what: str, call: Callable[[], Any], *, after_all: bool = False, ahead: bool = False
+        self,
+        what: str,
+        call: Callable[[], Any],
+        *,
+        after_all: bool = False,
+        ahead: bool = False,
+        data: Any = None,
     ) -> None:
         """Queue a write; returns at once.
 
         ``after_all``: start it once every earlier write is done. ``ahead``: start it before the writes
         already queued (the run summary, so that it is written beside the trial runs, not after them).
+        ``data``: what the write carries, for the log when it never gets through.
         """
         with self._cond:
             if ahead:
-                self._pending.appendleft(Write(what, call, after_all))
+                self._pending.appendleft(Write(what, call, after_all, data))
             else:
-                self._pending.append(Write(what, call, after_all))
+                self._pending.append(Write(what, call, after_all, data))
             self._cond.notify_all()
 
     def close(self, timeout_s: float) -> list[Write]:
@@ -81,7 +104,7 @@ class RetryingWriter:
         for thread in self._threads:
             thread.join(max(0.0, self._deadline - time.monotonic()) + 5)
         with self._cond:
-            left = [*self._in_flight, *self._pending]
+            left = [*self.rejected, *self._in_flight, *self._pending]
             self._pending.clear()
             self._in_flight.clear()
             self._cond.notify_all()
@@ -119,6 +142,16 @@ class RetryingWriter:
                 with self._cond:
                     self.failures += 1
                     self.last_error = f"{type(err).__name__}: {str(err)[:300]}"
+                    if is_refused(err):  # the same request would be refused again: it fails alone
+                        log.error(
+                            "MLflow refused a write (%s): %s; it is not retried, the other writes go on",
+                            write.what,
+                            self.last_error,
+                        )
+                        self.rejected.append(write)
+                        self._in_flight = [w for w in self._in_flight if w is not write]
+                        self._cond.notify_all()
+                        return True
                     if self._outage_since is None:
                         self._outage_since = time.monotonic()
                         log.warning(

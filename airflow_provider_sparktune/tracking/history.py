@@ -68,7 +68,11 @@ def _has_tags(run: Any, tags: Mapping[str, str]) -> bool:
 def earlier_tries(
     client: Any, experiment_id: str, *, attempt_tags: Mapping[str, str], current_parent: str
 ) -> EarlierTries:
-    """Every earlier try of one run (parent runs carrying all ``attempt_tags``) and its finished trials."""
+    """Every earlier try of one run (parent runs carrying all ``attempt_tags``) and its finished trials.
+
+    A point finished by more than one try (tries that ran side by side, a warm-start point both
+    evaluated) is kept once, from the earliest try.
+    """
     if not attempt_tags:
         raise ValueError("attempt_tags: at least one tag must identify the tries of a run")
     parents = [
@@ -79,7 +83,16 @@ def earlier_tries(
         and schema.PARENT_RUN not in run.data.tags
     ]
     parents.sort(key=lambda run: run.info.start_time or 0)
-    trials = [trial for parent in parents for trial in trials_of(client, experiment_id, parent.info.run_id)]
+    trials: list[PriorTrial] = []
+    earlier: set[str] = set()  # points of the tries before: two tries alive at once may share some
+    for parent in parents:
+        own = [
+            t
+            for t in trials_of(client, experiment_id, parent.info.run_id)
+            if point_key(t.vals) not in earlier
+        ]
+        trials += own
+        earlier.update(point_key(t.vals) for t in own)
     return EarlierTries(
         parent_run_ids=tuple(p.info.run_id for p in parents),
         still_running=tuple(p.info.run_id for p in parents if p.info.status == "RUNNING"),

@@ -180,6 +180,7 @@ class TuningTracker:
         self.client = open_client(tracking_uri)
         self.experiment_id = ""
         self.run_id = ""
+        self.superseded_by: str | None = None  # the later try that closed this try's parent run
 
     @property
     def info(self) -> dict[str, str]:
@@ -300,6 +301,8 @@ class TuningTracker:
         ]
 
         def write() -> None:
+            if self.check_superseded():
+                return
             while steps:
                 steps[0]()
                 steps.pop(0)
@@ -308,7 +311,30 @@ class TuningTracker:
 
     def close_finished(self) -> None:
         """Mark the parent run FINISHED: readers take that as "every trial run and the summary are in"."""
-        self.client.set_terminated(self.run_id, status="FINISHED")
+        if not self.check_superseded():
+            self.client.set_terminated(self.run_id, status="FINISHED")
+
+    def check_superseded(self) -> bool:
+        """True once a later try of this run closed this try's parent run (it found it still RUNNING).
+
+        This try is then a zombie: it writes no summary and sets no status over the later try's
+        decision; its finished trial runs stay for a later try to resume.
+        """
+        if self.superseded_by is None and self.run_id:
+            self.superseded_by = self.client.get_run(self.run_id).data.tags.get(schema.SUPERSEDED_BY)
+        return self.superseded_by is not None
+
+    def supersede(self, parent_run_id: str) -> bool:
+        """Close an earlier try's parent run that is still RUNNING; False when it is not (any more).
+
+        The tag goes first, so a try that is still alive sees the fence before the status changes;
+        a run that finished meanwhile is left as it ended.
+        """
+        if self.client.get_run(parent_run_id).info.status != "RUNNING":
+            return False
+        self.set_tags({schema.SUPERSEDED_BY: self.run_id}, run_id=parent_run_id)
+        self.client.set_terminated(parent_run_id, status="FAILED")
+        return True
 
     def _log_summary(self, result: TuningResult) -> None:
         metrics = {
@@ -331,6 +357,8 @@ class TuningTracker:
         if not self.run_id:
             return
         try:
+            if self.check_superseded():
+                return
             if error:
                 self.client.set_tag(self.run_id, schema.ERROR, _text(error, MAX_TAG_VALUE))
             self.client.set_terminated(self.run_id, status=status)

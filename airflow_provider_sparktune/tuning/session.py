@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 # On a kill, how long queued trial writes may take once the parent run is closed KILLED. The parent is
 # closed first because a scheduler's SIGKILL may follow its SIGTERM within seconds (Airflow: 5 s).
 KILL_FLUSH_S = 10.0
+# How often a running try asks MLflow whether a later try has taken over its run (one read, queued).
+FENCE_CHECK_S = 30.0
 _KEY_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]+")
 
 
@@ -149,6 +151,9 @@ class TuningSession:
         self.tracker: TuningTracker | None = None
         self.unwritten: list[Write] = []  # MLflow writes that never succeeded within retry_timeout
         self.last_write_error: str | None = None
+        self.refused_metrics: set[str] = set()  # objective metric names MLflow would refuse, logged once
+        self.fence_check_s = FENCE_CHECK_S
+        self._fence_checked = time.monotonic()
 
     @property
     def mlflow_info(self) -> dict[str, str]:
@@ -239,23 +244,55 @@ class TuningSession:
                     self._close_failed(writer, tracker, err)
                 raise
             finally:
-                if stop_spark is not None:
-                    stop_spark()
+                self._stop_spark(stop_spark)
             self.unwritten = writer.close(self.options.retry_timeout)
             self.last_write_error = writer.last_error
+        if tracker.superseded_by is not None:
+            raise self._superseded_error(tracker)
         result = dataclasses.replace(result, drain_s=time.monotonic() - trials_over)
         _log_result(self.log, result)
         return result
+
+    def _superseded_error(self, tracker: TuningTracker) -> TrackingError:
+        return TrackingError(
+            f"this try's MLflow run {tracker.run_id} was closed by a later try of the same run (MLflow run "
+            f"{tracker.superseded_by}) while it was still going: its finished trial runs stay for a later try "
+            "to resume; its summary and final status are not written"
+        )
+
+    def _check_fence(self, tracker: TuningTracker) -> None:
+        """Stop this try once a later try has taken over (it closed this try's parent run)."""
+        try:
+            superseded = tracker.check_superseded()
+        except Exception:  # MLflow unreachable: the trial writes wait for it, this check need not
+            return
+        if superseded:
+            self.log.error("%s; stopping this try", self._superseded_error(tracker))
+            self.control.cancel(f"superseded by MLflow run {tracker.superseded_by}, a later try of this run")
+
+    def _stop_spark(self, stop_spark: Callable[[], None] | None) -> None:
+        """Stop Spark; a failure to do so is logged, never raised: the run's own outcome and its
+        MLflow writes (the parent run's closing status among them) come first."""
+        if stop_spark is None:
+            return
+        try:
+            stop_spark()
+        except Exception:
+            self.log.exception("stopping Spark failed; the run's result and its MLflow writes go on")
 
     def _close_failed(self, writer: RetryingWriter, tracker: TuningTracker, err: BaseException) -> None:
         error = self.redact(f"{type(err).__name__}: {err}")
         if isinstance(err, TuningCancelledError) or self.control.cancel_requested:
             # the parent first: SIGKILL may follow soon, while trial writes finish
             tracker.end("KILLED", error)
-            writer.close(min(KILL_FLUSH_S, self.options.retry_timeout))
+            left = writer.close(min(KILL_FLUSH_S, self.options.retry_timeout))
         else:
-            writer.close(self.options.retry_timeout)
+            left = writer.close(self.options.retry_timeout)
             tracker.end("FAILED", error)
+        self.unwritten, self.last_write_error = left, writer.last_error
+        if left:
+            self.log.error("%s", self.unwritten_error("each is in this log as JSON, below"))
+            self.log.error("unwritten MLflow writes of this run, as JSON: %s", unwritten_json(left))
 
     def _start_tracking(self) -> TuningTracker:
         from airflow_provider_sparktune.tracking.tracker import TuningTracker
@@ -297,9 +334,9 @@ class TuningSession:
         kept, dropped = split_fitting(self.prepared.space, tries.trials)
         for trial, reason in dropped:
             self.log.warning("not resuming trial run %s: %s", trial.source_run_id, reason)
-        for parent in tries.still_running:  # a try killed without cleanup left its run open
-            tracker.set_tags({schema.SUPERSEDED_BY: tracker.run_id}, run_id=parent)
-            tracker.client.set_terminated(parent, status="FAILED")
+        for parent in tries.still_running:  # a try killed without cleanup, or still alive, left its run open
+            if tracker.supersede(parent):
+                self.log.warning("closed the earlier try's MLflow run %s, left RUNNING, as FAILED", parent)
         tracker.set_tags(
             {schema.RESUMED_FROM: ",".join(tries.parent_run_ids), schema.RESUMED_TRIALS: len(kept)}
         )
@@ -370,7 +407,9 @@ class TuningSession:
         if plan is None:
             self.log.info("no data staged: the objective gets data=None")
             extra["staging_mode"] = "none"
-            writer.submit("run parameters", lambda: tracker.log_spec(spec, extra))
+            writer.submit(
+                "run parameters", lambda: tracker.log_spec(spec, extra), data=spec_data(spec, extra)
+            )
             return
         self.log.info(
             "data %s (%s, %d bytes, threshold %d bytes) staged by %s: %s",
@@ -390,8 +429,9 @@ class TuningSession:
                 "staging_threshold_bytes": plan.threshold_bytes,
             }
         )
-        writer.submit("run parameters", lambda: tracker.log_spec(spec, extra))
-        writer.submit("staging plan", lambda: tracker.log_staging(redact_values(plan.to_dict())))
+        writer.submit("run parameters", lambda: tracker.log_spec(spec, extra), data=spec_data(spec, extra))
+        staged_plan = redact_values(plan.to_dict())
+        writer.submit("staging plan", lambda: tracker.log_staging(staged_plan), data=staged_plan)
 
     def _report_trial(
         self, writer: RetryingWriter, tracker: TuningTracker, record: TrialRecord, progress: Progress
@@ -415,9 +455,37 @@ class TuningSession:
             best,
             progress.elapsed_s,
         )
-        writer.submit(f"trial {record.tid}", tracker.trial_write(record))
+        written = self._without_refused_metrics(record)
+        writer.submit(f"trial {record.tid}", tracker.trial_write(written), data=record.to_dict())
+        if time.monotonic() - self._fence_checked >= self.fence_check_s:
+            self._fence_checked = time.monotonic()
+            writer.submit("superseded check", lambda: self._check_fence(tracker))
         if self.on_trial is not None:
             self.on_trial(record, progress)
+
+    def _without_refused_metrics(self, record: TrialRecord) -> TrialRecord:
+        """The record with only the metrics MLflow accepts: one bad name would fail the whole trial run.
+
+        Each refused name is logged once, with the fix; the record itself (XCom, trials.json) keeps it.
+        """
+        from airflow_provider_sparktune.tracking.names import name_problem, suggested_name
+
+        refused = {name: name_problem(name) for name in record.metrics if name_problem(name) is not None}
+        if not refused:
+            return record
+        for name, problem in refused.items():
+            if name not in self.refused_metrics:
+                self.refused_metrics.add(name)
+                self.log.error(
+                    "objective metrics.%s (first in trial %d): %s; rename it in the objective's metrics, "
+                    "e.g. %r: trial runs are written to MLflow without it",
+                    name,
+                    record.tid,
+                    problem,
+                    suggested_name(name),
+                )
+        kept = {name: value for name, value in record.metrics.items() if name not in refused}
+        return dataclasses.replace(record, metrics=kept)
 
     def unwritten_error(self, where: str) -> TrackingError:
         """The error for writes that never reached MLflow; ``where`` says where the results are instead."""
@@ -427,6 +495,17 @@ class TuningSession:
             f"{', ...' if len(writes) > 5 else ''}) never reached {redact_uri(self.options.tracking_uri)} within "
             f"mlflow_retry_timeout={self.options.retry_timeout} s (last error: {self.last_write_error}); {where}"
         )
+
+
+def spec_data(spec: TuningSpec, extra: Mapping[str, Any]) -> Any:
+    return json_native({**spec.as_params(), **extra})
+
+
+def unwritten_json(writes: list[Write]) -> str:
+    """Writes that never reached MLflow, as one JSON list: enough for a person or a script to redo them."""
+    return json.dumps(
+        [{"write": w.what, "data": json_native(w.data)} for w in writes], separators=(",", ":"), default=repr
+    )
 
 
 def submit_closing_writes(writer: RetryingWriter, tracker: TuningTracker, result: TuningResult) -> None:

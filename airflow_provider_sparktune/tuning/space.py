@@ -203,6 +203,7 @@ class _Checker:
                 if not isinstance(key, str):
                     self.fail(path, f"key {key!r} is not a string; JSON objects have string keys only")
                     continue
+                self.param_key(key, path)
                 self.walk(value, f"{path}.{key}")
         elif isinstance(node, (list, tuple)):
             for i, value in enumerate(node):
@@ -252,9 +253,23 @@ class _Checker:
             self.n_ordinal += 1
             self.bounds(name, node, path)
 
+    def param_key(self, key: str, path: str) -> None:
+        """A key of the space is part of an MLflow param name (``model.lr``): MLflow must accept it."""
+        from airflow_provider_sparktune.tracking.names import ALLOWED_TEXT, name_problem, suggested_name
+
+        if name_problem(key) is not None and name_problem(suggested_name(key)) is None:
+            self.fail(
+                f"{path}.{key}",
+                f"key {key!r} cannot be part of an MLflow param name (MLflow allows {ALLOWED_TEXT}); "
+                f"rename it, e.g. {suggested_name(key)!r}",
+            )
+        elif name_problem(key) is not None:
+            self.fail(f"{path}.{key}", f"key {key!r} cannot be an MLflow param name: it {name_problem(key)}")
+
     def constant_tree(self, node: Any, path: str) -> None:
         if isinstance(node, Mapping):
             for key, value in node.items():
+                self.param_key(str(key), path)
                 self.constant_tree(value, f"{path}.{key}")
         elif isinstance(node, (list, tuple)):
             for i, value in enumerate(node):

@@ -117,3 +117,23 @@ def test_a_write_submitted_ahead_starts_before_the_writes_already_queued() -> No
     release.set()
     assert writer.close(timeout_s=10) == []
     assert done == ["trial 0", "run summary", "trial 1", "trial 2", "trial 3", "closing the run"]
+
+
+@pytest.mark.integration
+def test_a_write_mlflow_refuses_fails_alone_and_the_writes_behind_it_go_on(
+    mlflow_uri: str, experiment_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow_provider_sparktune.tracking.tracker import TuningTracker
+
+    tracker = TuningTracker(mlflow_uri, experiment_name)
+    run_id = tracker.start(run_name="refused", tags={})
+    writer = RetryingWriter(first_delay_s=0.05, max_delay_s=0.2)  # one thread: the order is the queue's
+    writer.submit("bad metric", lambda: tracker.client.log_metric(run_id, "precision@10", 0.5))
+    writer.submit("good metric", lambda: tracker.client.log_metric(run_id, "precision_10", 0.5))
+    started = time.monotonic()
+    left = writer.close(timeout_s=60)
+    assert time.monotonic() - started < 20  # not retried until the deadline
+    assert [w.what for w in left] == ["bad metric"]
+    assert writer.failures == 1 and 'Invalid value "precision@10"' in (writer.last_error or "")
+    assert tracker.client.get_run(run_id).data.metrics == {"precision_10": 0.5}
+    assert "MLflow refused a write (bad metric)" in caplog.text

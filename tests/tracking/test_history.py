@@ -134,3 +134,23 @@ def test_best_distinct_keeps_the_first_of_equal_points() -> None:
         PriorTrial({"x": 2}, "ok", 0.3, "c"),
     ]
     assert [t.source_run_id for t in best_distinct(trials, 5)] == ["a", "c"]
+
+
+@pytest.mark.integration
+def test_a_point_two_tries_both_finished_is_resumed_once(mlflow_uri: str, experiment_name: str) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    experiment_id = client.create_experiment(experiment_name)
+    zombie = parent(client, experiment_id, "manual__1", status="FAILED", start_time=1_000)
+    for tid, x in enumerate([0.1, 0.2, 0.2]):  # one try may repeat a point: each was a trial of its own
+        trial(client, experiment_id, zombie, tid, x)
+    second = parent(client, experiment_id, "manual__1", status="FAILED", start_time=2_000)
+    for tid, x in enumerate([0.1, 0.3]):  # the warm-start point 0.1, evaluated by both tries side by side
+        trial(client, experiment_id, second, tid, x)
+    current = parent(client, experiment_id, "manual__1", start_time=3_000)
+
+    attempt = {"airflow.dag_id": "d", "airflow.task_id": "t", "airflow.run_id": "manual__1"}
+    found = earlier_tries(client, experiment_id, attempt_tags=attempt, current_parent=current)
+    assert found.parent_run_ids == (zombie, second)
+    assert [t.vals["x"] for t in found.trials] == [0.1, 0.2, 0.2, 0.3]

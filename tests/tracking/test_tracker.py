@@ -251,3 +251,29 @@ def test_batches_keep_within_mlflow_s_limits_and_lose_nothing() -> None:
         for everything, some in zip(seen, part, strict=True):
             everything.extend(some)
     assert seen == (params, metrics, tags)  # each once, in order
+
+
+@pytest.mark.integration
+def test_a_try_superseded_by_a_later_one_writes_no_summary_and_no_status_over_it(
+    mlflow_uri: str, experiment_name: str
+) -> None:
+    zombie = TuningTracker(mlflow_uri, experiment_name)
+    zombie.start(run_name="try 1", tags={})
+    retry = TuningTracker(mlflow_uri, experiment_name)
+    retry.start(run_name="try 2", tags={})
+    assert retry.supersede(zombie.run_id)  # what a retry does with an earlier try left RUNNING
+
+    records = [record(0, loss=0.5)]
+    zombie.summary_write(result_of(records))()
+    zombie.close_finished()
+    zombie.end("KILLED", "interrupted")
+    run = zombie.client.get_run(zombie.run_id)
+    assert run.info.status == "FAILED" and "best_loss" not in run.data.metrics
+    assert zombie.superseded_by == retry.run_id
+
+    finished = TuningTracker(mlflow_uri, experiment_name)  # an earlier try that ended meanwhile
+    finished.start(run_name="try 0", tags={})
+    finished.close_finished()
+    assert not retry.supersede(finished.run_id)
+    run = finished.client.get_run(finished.run_id)
+    assert run.info.status == "FINISHED" and "sparktune.superseded_by" not in run.data.tags

@@ -61,9 +61,9 @@ def test_a_fresh_session_s_executors_import_neither_hyperopt_nor_its_dependencie
 def test_every_task_can_connect_to_the_driver_at_the_same_moment() -> None:
     import socket
 
-    from airflow_provider_sparktune.tuning.dispatch.resident import listen
+    from airflow_provider_sparktune.tuning.dispatch.channel import listen
 
-    listener = listen("127.0.0.1", 16, b"k" * 32)
+    listener = listen("127.0.0.1", 16)
     sockets = []
     try:  # nobody accepts yet: the kernel must queue all 16, not drop them to be retried 1 s later
         for _ in range(16):

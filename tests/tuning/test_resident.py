@@ -1,13 +1,18 @@
-"""The resident dispatcher on a real Spark standalone cluster: an executor lost mid-trial."""
+"""The resident dispatcher: an executor lost mid-trial on a real cluster, and what its channel refuses."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
+import socket
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +95,252 @@ def test_an_executor_lost_mid_trial_fails_that_trial_and_the_run_completes(
     assert len(started) >= result["ok"]
     assert any(m.stat().st_mtime > killed_at for m in started)  # tasks came back on a new executor
     assert spark_cluster.apps()["activeapps"] == []
+
+
+# -- the trial channel: a real dispatcher and its trial book, the executor's side played by the test --
+
+
+class Channel:
+    """A resident dispatcher listening for tasks, with no Spark job started: the test connects instead."""
+
+    def __init__(self, spark: Any, max_evals: int = 4) -> None:
+        from airflow_provider_sparktune.tuning.dispatch.base import DispatchPlan
+        from airflow_provider_sparktune.tuning.dispatch.channel import listen
+        from airflow_provider_sparktune.tuning.dispatch.resident import ResidentDispatcher
+        from airflow_provider_sparktune.tuning.dispatch.trials import TrialBook
+        from airflow_provider_sparktune.tuning.prepare import prepare_run
+        from airflow_provider_sparktune.tuning.stopping import StopRules
+
+        prepared = prepare_run(
+            {"x": {"hp": "uniform", "low": 0, "high": 1}},
+            lambda p: p["x"],
+            max_evals=max_evals,
+            parallelism=2,
+        )
+        spec = prepared.spec.resolved(prepared.facts, 2)
+        self.dispatcher = ResidentDispatcher(
+            DispatchPlan(
+                spark=spark,
+                book=TrialBook(spark, 2, None),
+                objective=prepared.objective,
+                space=prepared.space,
+                suggest=prepared.suggest,
+                spec=spec,
+                stops=StopRules(spec),
+                pruner=None,
+                job_group="sparktune-test-channel",
+            )
+        )
+        self.dispatcher._listener = listen("127.0.0.1", 2)
+        self.address = self.dispatcher._listener.address
+        threading.Thread(target=self.dispatcher._accept, daemon=True).start()
+
+    def client(self, key: bytes | None = None) -> Any:
+        """A task's connection, made in a thread: None when it did not get through within 5 s."""
+        from multiprocessing.connection import Client
+
+        made: list[Any] = []
+
+        def connect() -> None:
+            try:
+                made.append(Client(self.address, authkey=key or self.dispatcher.authkey))
+            except Exception as err:
+                made.append(err)
+
+        thread = threading.Thread(target=connect, daemon=True)
+        thread.start()
+        thread.join(5)
+        if made and isinstance(made[0], Exception):
+            raise made[0]
+        return made[0] if made else None
+
+    def trial(self, tid: int) -> dict[str, Any]:
+        found = self.dispatcher.book.find(tid)
+        assert found is not None
+        return found
+
+    def close(self) -> None:
+        self.dispatcher._close_listener(self.address)
+
+
+@pytest.fixture
+def channel(spark: Any) -> Iterator[Channel]:
+    made = Channel(spark)
+    yield made
+    made.close()
+
+
+@pytest.mark.integration
+def test_an_idle_connection_holds_up_no_task_and_a_wrong_key_is_logged(
+    channel: Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    from multiprocessing import AuthenticationError
+
+    idle = socket.create_connection(channel.address)  # connects and never says a word
+    try:
+        conn = channel.client()
+        assert conn is not None, "a task could not connect while an idle connection was open"
+        conn.send_bytes(b'["ready"]')
+        assert conn.recv()[0] == "trial"
+        conn.close()
+        with caplog.at_level(logging.WARNING), pytest.raises(AuthenticationError):
+            channel.client(b"x" * 32)
+    finally:
+        idle.close()
+    deadline = time.monotonic() + 5
+    while "wrong key" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "refused a connection to the trial channel from 127.0.0.1:" in caplog.text
+    assert "wrong key" in caplog.text
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        pytest.param(b"\x80\x04K\x01.", "a message that is not JSON", id="pickle"),
+        pytest.param(
+            b'["ok", 99, {"loss": 1.0}, 0.1]', "a result for trial 99 while it was running trial 0", id="tid"
+        ),
+        pytest.param(b'["ok", 0, {"status": "ok"}, 0.1]', "loss None: not a finite number", id="no-loss"),
+        pytest.param(b'{"loss": 1.0}', "not a [kind, ...] list", id="shape"),
+        pytest.param(b'["ready"]', "a 'ready' message instead of the trial's result", id="kind"),
+        pytest.param(b'["ok", 0, {"loss": 1.0}, 0.1' + b" " * (1 << 20) + b"]", "a message over", id="huge"),
+    ],
+)
+def test_a_reply_that_breaks_the_rules_fails_that_trial_with_the_reason(
+    channel: Channel, reply: bytes, reason: str
+) -> None:
+    from hyperopt import base
+
+    conn = channel.client()
+    assert conn is not None
+    conn.send_bytes(b'["ready"]')
+    _, tid, _, _ = conn.recv()
+    assert tid == 0
+    try:
+        conn.send_bytes(reply)
+    except OSError:  # over the cap: the driver read the length and hung up before the rest arrived
+        assert len(reply) > 1 << 20
+    deadline = time.monotonic() + 10
+    while channel.trial(tid)["state"] == base.JOB_STATE_RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    trial = channel.trial(tid)
+    assert trial["state"] == base.JOB_STATE_ERROR
+    kind, text = trial["misc"]["error"]
+    assert kind == "channel" and reason in text, text
+    assert tid not in channel.dispatcher.running
+    with pytest.raises((EOFError, OSError)):  # the driver hung up on the broken peer
+        conn.recv()
+
+
+def objective_with_a_model(params: dict[str, float]) -> Any:
+    """Returns its fitted model (a lock stands for it: no JSON, no pickle) for half the points."""
+    if params["x"] < 0.5:
+        return {"loss": params["x"], "model": threading.Lock()}
+    return params["x"]
+
+
+@pytest.mark.integration
+def test_a_result_with_a_model_in_it_fails_that_trial_with_a_clear_message(spark: Any) -> None:
+    from airflow_provider_sparktune.tuning.session import run_tuning
+
+    space = {"x": {"hp": "uniform", "low": 0, "high": 1}}
+    result = run_tuning(
+        space, objective_with_a_model, spark=spark, max_evals=8, parallelism=2, seed=0, timeout=120
+    )
+    failed = [r for r in result.records if r.status == "failed"]
+    ok = [r for r in result.records if r.status == "ok"]
+    assert failed and ok and len(failed) + len(ok) == 8, [(r.status, r.error) for r in result.records]
+    assert all(r.vals["x"] < 0.5 and "returned key(s) 'model'" in (r.error or "") for r in failed)
+    assert all("save models" in (r.error or "") for r in failed)
+
+
+@pytest.mark.integration
+def test_an_error_while_the_driver_serves_a_trial_fails_that_trial_not_the_run(spark: Any) -> None:
+    from hyperopt import hp
+    from hyperopt.pyll import scope
+
+    from airflow_provider_sparktune.tuning.session import run_tuning
+
+    @scope.define
+    def sparktune_test_locked(x: float) -> Any:
+        return {"x": x, "lock": threading.Lock()} if x < 0.5 else {"x": x}  # a lock cannot be sent
+
+    space = scope.sparktune_test_locked(hp.uniform("x", 0, 1))
+    result = run_tuning(space, lambda p: p["x"], spark=spark, max_evals=8, parallelism=2, seed=0, timeout=60)
+    by_status = {s: [r for r in result.records if r.status == s] for s in ("ok", "failed", "cancelled")}
+    assert result.trials_total == len(result.records) == 8  # every trial is accounted for
+    assert not by_status["cancelled"], [r.error for r in by_status["cancelled"]]  # none left running
+    assert by_status["failed"] and by_status["ok"]
+    for record in by_status["failed"]:
+        assert "the driver failed while serving this trial: TypeError" in (record.error or ""), record.error
+
+
+def objective_reporting_from_threads(params: dict[str, float], trial: Any) -> float:
+    """Callbacks of a boosting library report from their own threads: here eight at once."""
+
+    def callbacks() -> None:
+        for _ in range(40):
+            trial.report(params["x"], 0)
+
+    threads = [threading.Thread(target=callbacks) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return params["x"]
+
+
+@pytest.mark.integration
+def test_reports_from_several_threads_of_one_objective_do_not_interleave(spark: Any) -> None:
+    from airflow_provider_sparktune.tuning.session import run_tuning
+
+    space = {"x": {"hp": "uniform", "low": 0, "high": 1}}
+    result = run_tuning(
+        space, objective_reporting_from_threads, spark=spark, max_evals=6, parallelism=2, seed=0,
+        pruner="median", timeout=180,
+    )  # fmt: skip
+    assert [r.status for r in result.records] == ["ok"] * 6, [r.error for r in result.records]
+    assert all(len(r.curve) == 320 for r in result.records)
+
+
+class StateWatch(dict):  # type: ignore[type-arg]
+    """A trial's ``misc``: notes the trial's state at the moment its error text is set."""
+
+    def __init__(self, trial: dict[str, Any]) -> None:
+        super().__init__(trial["misc"])
+        self.trial = trial
+        self.state_at_error: list[int] = []
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key == "error":
+            self.state_at_error.append(self.trial["state"])
+        super().__setitem__(key, value)
+
+
+@pytest.mark.integration
+def test_a_failed_or_cancelled_trial_has_its_error_text_before_its_state(channel: Channel) -> None:
+    """The run's watcher reads trial documents without the lock: a failed state with no error yet
+    would be recorded as a failure without its reason."""
+    from hyperopt import base
+
+    lost = channel.client()
+    lost.send_bytes(b'["ready"]')
+    tid = lost.recv()[1]
+    watch = channel.trial(tid)["misc"] = StateWatch(channel.trial(tid))
+    lost.close()  # the task dies mid-trial
+    deadline = time.monotonic() + 10
+    while channel.trial(tid)["state"] == base.JOB_STATE_RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert watch.state_at_error == [base.JOB_STATE_RUNNING]
+    assert channel.trial(tid)["state"] == base.JOB_STATE_ERROR
+
+    running = channel.client()
+    running.send_bytes(b'["ready"]')
+    tid = running.recv()[1]
+    watch = channel.trial(tid)["misc"] = StateWatch(channel.trial(tid))
+    channel.dispatcher.book.cancel_open("killed", stamp=True)
+    assert watch.state_at_error == [base.JOB_STATE_RUNNING]
+    assert channel.trial(tid)["state"] == base.JOB_STATE_CANCEL
+    running.close()

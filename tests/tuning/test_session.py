@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from airflow_provider_sparktune.tracking.store import open_client
 from airflow_provider_sparktune.tracking.tracker import TuningTracker
 from airflow_provider_sparktune.tuning.session import submit_closing_writes
 from tests.tracking.test_tracker import record, result_of
-from tests.tuning.test_run import UNIT_SPACE, shifted_x
+from tests.tuning.test_run import UNIT_SPACE, half_second_x, shifted_x
 
 pytestmark = pytest.mark.integration
 
@@ -193,3 +194,118 @@ def test_the_tracking_uri_in_the_result_carries_no_credentials() -> None:
     session = TuningSession(prepared, options)
     assert session.mlflow_info["tracking_uri"] == "https://mlflow.example.com"  # XCom and the extra link
     assert session.redact("ftp://a:b@h/x took 7 s") == "ftp://h/x took * s"  # the caller's masker, then URIs
+
+
+def failing_x(params: dict[str, Any]) -> float:
+    raise ValueError(f"no loss for {params['x']}")
+
+
+def test_a_failed_run_logs_its_unwritten_writes_as_json_and_a_failing_spark_stop_hides_nothing(
+    spark: Any, mlflow_uri: str, experiment_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import sqlite3
+
+    from airflow_provider_sparktune.exceptions import SparktuneError
+    from airflow_provider_sparktune.tracking.store import sqlite_path
+    from airflow_provider_sparktune.tuning.prepare import prepare_run
+    from airflow_provider_sparktune.tuning.session import TuningSession
+
+    database = sqlite_path(mlflow_uri)
+    assert database is not None
+    held: list[sqlite3.Connection] = []
+
+    def hold_the_store(*_: Any) -> None:  # from the first finished trial on, no write gets through
+        if not held:
+            held.append(sqlite3.connect(database, timeout=30, check_same_thread=False))
+            held[0].execute("BEGIN EXCLUSIVE")
+            threading.Timer(12, held[0].rollback).start()  # then the parent run can be closed
+
+    def stop_spark() -> None:
+        raise RuntimeError("the Spark stop failed")
+
+    prepared = prepare_run(UNIT_SPACE, failing_x, max_evals=3, parallelism=1, seed=0)
+    session = TuningSession(
+        prepared, TrackingOptions(mlflow_uri, experiment_name, retry_timeout=1.0), on_trial=hold_the_store
+    )
+    with caplog.at_level(logging.INFO), pytest.raises(SparktuneError) as failed:
+        session.run(spark, stop_spark=stop_spark)
+    assert "no loss for" in str(failed.value)  # the run's own error, not the Spark stop's
+    assert "stopping Spark failed" in caplog.text
+    assert session.unwritten
+    line = next(r.getMessage() for r in caplog.records if "unwritten MLflow writes" in r.getMessage())
+    writes = json.loads(line.split("as JSON: ", 1)[1])
+    trial_writes = [w for w in writes if w["write"].startswith("trial ")]
+    assert trial_writes and all("no loss for" in w["data"]["error"] for w in trial_writes)
+    assert {w["data"]["status"] for w in trial_writes} == {"failed"}
+    [parent], _ = runs_of(mlflow_uri, experiment_name)
+    assert parent.info.status == "FAILED"
+
+
+def test_a_spark_stop_that_fails_after_a_good_run_still_closes_its_parent_run(
+    spark: Any, mlflow_uri: str, experiment_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow_provider_sparktune.tuning.prepare import prepare_run
+    from airflow_provider_sparktune.tuning.session import TuningSession
+
+    def stop_spark() -> None:
+        raise RuntimeError("the Spark stop failed")
+
+    prepared = prepare_run(UNIT_SPACE, shifted_x, objective_kwargs={"offset": 0.0}, max_evals=3, seed=0)
+    with caplog.at_level(logging.INFO):
+        result = TuningSession(prepared, TrackingOptions(mlflow_uri, experiment_name)).run(
+            spark, stop_spark=stop_spark
+        )
+    assert result.trials_ok == 3 and "stopping Spark failed" in caplog.text
+    [parent], trials = runs_of(mlflow_uri, experiment_name)
+    assert parent.info.status == "FINISHED" and len(trials) == 3
+
+
+def x_with_a_ranking_metric(params: dict[str, Any]) -> dict[str, Any]:
+    return {"loss": params["x"], "metrics": {"precision@10": 0.5, "recall": 0.25}}
+
+
+def test_an_objective_metric_mlflow_refuses_is_named_once_and_holds_up_no_write(
+    spark: Any, mlflow_uri: str, experiment_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow_provider_sparktune.tuning.prepare import prepare_run
+    from airflow_provider_sparktune.tuning.session import TuningSession
+
+    prepared = prepare_run(UNIT_SPACE, x_with_a_ranking_metric, max_evals=3, parallelism=1, seed=0)
+    session = TuningSession(prepared, TrackingOptions(mlflow_uri, experiment_name, retry_timeout=30))
+    with caplog.at_level(logging.INFO):
+        result = session.run(spark)
+    assert session.unwritten == [] and result.trials_ok == 3
+    assert all(r.metrics == {"precision@10": 0.5, "recall": 0.25} for r in result.records)  # XCom keeps it
+    named = [r.getMessage() for r in caplog.records if "objective metrics.precision@10" in r.getMessage()]
+    assert len(named) == 1 and "rename it in the objective's metrics, e.g. 'precision_10'" in named[0]
+    [parent], trials = runs_of(mlflow_uri, experiment_name)
+    assert parent.info.status == "FINISHED" and len(trials) == 3
+    assert all(t.data.metrics.keys() == {"loss", "recall"} for t in trials)
+
+
+def test_a_try_that_a_later_try_took_over_stops_and_leaves_the_later_decision_standing(
+    spark: Any, mlflow_uri: str, experiment_name: str
+) -> None:
+    from airflow_provider_sparktune.exceptions import TuningCancelledError
+    from airflow_provider_sparktune.tuning.prepare import prepare_run
+    from airflow_provider_sparktune.tuning.session import TuningSession
+
+    options = TrackingOptions(mlflow_uri, experiment_name, run_key="night-1")
+    prepared = prepare_run(UNIT_SPACE, half_second_x, max_evals=12, parallelism=1, seed=0)
+    retry: dict[str, Any] = {}
+
+    def a_retry_starts(*_: Any) -> None:  # the scheduler gave up on this try and started the next one
+        if not retry:
+            tracker = retry["tracker"] = TuningTracker(mlflow_uri, experiment_name)
+            tracker.start(run_name="try 2", tags=options.try_tags)
+            TuningSession(prepared, options)._resume(tracker)  # finds this try RUNNING: closes it
+
+    zombie = TuningSession(prepared, options, on_trial=a_retry_starts)
+    zombie.fence_check_s = 0.0
+    with pytest.raises(TuningCancelledError, match="superseded by MLflow run"):
+        zombie.run(spark)
+    run = open_client(mlflow_uri).get_run(zombie.mlflow_info["run_id"])
+    assert run.info.status == "FAILED"  # as the retry left it: not FINISHED, not KILLED over it
+    assert run.data.tags["sparktune.superseded_by"] == retry["tracker"].run_id
+    assert "best_loss" not in run.data.metrics

@@ -19,6 +19,7 @@ from airflow_provider_sparktune.tuning.space import (
     DISTRIBUTIONS,
     SpaceFacts,
     build_space,
+    compile_space,
     default_label,
     is_hyperopt_expression,
     parse_space_spec,
@@ -923,3 +924,16 @@ def test_a_non_string_key_is_reported_with_the_problems_after_it() -> None:
         validate_space({1: 2, "x": {"hp": "uniform", "low": 2, "high": 1}})
     assert "key 1 is not a string" in str(raised.value)
     assert "search_space.x: low must be < high" in str(raised.value)
+
+
+@pytest.mark.unit
+def test_a_space_key_mlflow_refuses_as_a_param_name_is_refused_with_a_fix() -> None:
+    spec = {"precision@k": {"hp": "quniform", "low": 1, "high": 10, "q": 1}, "model": {"lr/2": 0.1}}
+    with pytest.raises(SearchSpaceError) as refused:
+        compile_space(spec)
+    message = str(refused.value)
+    assert "search_space.precision@k: key 'precision@k' cannot be part of an MLflow param name" in message
+    assert "rename it, e.g. 'precision_k'" in message
+    compile_space(
+        {"model": {"lr/2": 0.1, "depth 2": {"hp": "choice", "options": [1, 2]}}}
+    )  # MLflow takes these

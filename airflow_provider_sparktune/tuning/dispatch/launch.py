@@ -11,7 +11,8 @@ Two Spark conf keys of the session tune the connect-back (set them in the connec
   ``spark.driver.host``; Spark Connect, the local address of this client's connection to the
   server (the address the server sees).
 * ``spark.sparktune.callbackBindAddress``: the local address to listen on. Default: the callback
-  host when it is an address of this machine, else every interface (behind a NAT, say).
+  host, which must then be an address of this machine; behind a NAT, set it (``0.0.0.0`` listens on
+  every interface). A callback host that is not local and no bind address fail the run, saying so.
 * ``spark.sparktune.callbackTimeout``: seconds to wait for the first task to connect back before
   the run fails with an error that says so (Spark Connect only; default 60).
 """
@@ -59,7 +60,7 @@ class Callback:
     """How the resident tasks reach this process."""
 
     host: str  # the address executors connect to
-    bind: str | None  # the local address to listen on; None: the host if local, else every interface
+    bind: str | None  # the local address to listen on; None: the host (an address of this machine)
     timeout: float | None  # how long to wait for the first task; None: as long as the job runs
 
 

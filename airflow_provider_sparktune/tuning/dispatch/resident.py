@@ -24,10 +24,19 @@ import threading
 import time
 import traceback
 from collections.abc import Iterable, Iterator
+from functools import partial
+from multiprocessing import AuthenticationError
 from typing import Any
 
 from airflow_provider_sparktune.exceptions import SparkConnectionError
 from airflow_provider_sparktune.tuning.dispatch.base import Dispatcher, DispatchPlan, Ending
+from airflow_provider_sparktune.tuning.dispatch.channel import (
+    HANDSHAKE_TIMEOUT_S,
+    ChannelError,
+    authenticate,
+    listen,
+    receive,
+)
 from airflow_provider_sparktune.tuning.dispatch.launch import (
     CALLBACK_HOST_CONF,
     CALLBACK_TIMEOUT_CONF,
@@ -49,61 +58,53 @@ def resident_task(
     """Runs on an executor: evaluate trials sent by the driver until it says stop.
 
     The driver sends concrete parameters, so the executor imports neither hyperopt nor the space:
-    a fresh Python worker pays only for the objective's own imports before its first trial.
+    a fresh Python worker pays only for the objective's own imports before its first trial. What
+    goes back is JSON of known keys (``channel``): a result that cannot travel fails its trial here.
     """
     for _ in partition:  # read the input: PySpark reuses a Python worker only when it did
         pass
     from multiprocessing.connection import Client
 
+    from airflow_provider_sparktune.tuning.dispatch.channel import encode, error_message, result_message
     from airflow_provider_sparktune.tuning.trial import current_decide
 
     evaluated = 0
+    talking = threading.Lock()  # callbacks of one objective may report from several threads
+    current: list[int | None] = [None]  # the trial whose reports are still asked about
     with Client(address, authkey=authkey) as conn:
 
-        def ask_driver(step: int, value: float) -> bool:
+        def ask_driver(tid: int, step: int, value: float) -> bool:
             """One round trip: the report goes to the driver's pruner, its decision comes back."""
-            conn.send(("report", step, value))
-            return bool(conn.recv()[1])
+            with talking:
+                if current[0] != tid:  # a thread that reports after its trial ended: stop it
+                    return True
+                conn.send_bytes(encode(["report", step, value]))
+                return bool(conn.recv()[1])
 
-        conn.send(("ready",))
+        conn.send_bytes(encode(["ready"]))
         while True:
             message = conn.recv()
             if message[0] == "stop":
                 break
             _, tid, params, pruning = message
             started = time.perf_counter()
-            token = current_decide.set(ask_driver if pruning else None)
+            current[0] = tid
+            token = current_decide.set(partial(ask_driver, tid) if pruning else None)
             try:
                 result = objective(params)
             except BaseException as err:  # the trial fails, the task goes on
-                reply: tuple[Any, ...] = ("error", tid, str(type(err)), traceback.format_exc())
+                reply = error_message(
+                    tid, str(type(err)), traceback.format_exc(), time.perf_counter() - started
+                )
             else:
-                reply = ("ok", tid, result)
+                reply = result_message(tid, result, time.perf_counter() - started)
             finally:
                 current_decide.reset(token)
-            conn.send((*reply, time.perf_counter() - started))
+            with talking:
+                current[0] = None
+                conn.send_bytes(reply)
             evaluated += 1
     yield evaluated
-
-
-def listen(host: str, parallelism: int, authkey: bytes, bind: str | None = None) -> Any:
-    """The driver's listener, with room for every task connecting at the same moment.
-
-    With warm workers all tasks connect at once; at the default backlog of 1 the kernel drops the
-    other connection attempts and TCP retries them 1, 3, 7, 15 s later. Without ``bind``, a callback
-    host that is not an address of this machine (a NAT's address, say) is listened for on every
-    interface; connections are authenticated either way.
-    """
-    from multiprocessing.connection import Listener
-
-    backlog = parallelism + 16
-    if bind is not None:
-        return Listener((bind, 0), authkey=authkey, backlog=backlog)
-    try:
-        return Listener((host, 0), authkey=authkey, backlog=backlog)
-    except OSError:
-        log.info("%s is not an address of this machine: listening on every interface", host)
-        return Listener(("0.0.0.0", 0), authkey=authkey, backlog=backlog)
 
 
 class ResidentDispatcher(Dispatcher):
@@ -141,7 +142,7 @@ class ResidentDispatcher(Dispatcher):
         if self.cancelled:  # cancelled before it started: no Spark job
             return None
         callback = self.launcher.callback()
-        self._listener = listen(callback.host, self.parallelism, self.authkey, callback.bind)
+        self._listener = listen(callback.host, self.parallelism, callback.bind)
         address = (callback.host, self._listener.address[1])
         job_started = time.monotonic()
         acceptor = threading.Thread(target=self._accept, name="sparktune-accept", daemon=True)
@@ -225,8 +226,6 @@ class ResidentDispatcher(Dispatcher):
         Over Spark Connect (a ``callback_timeout``), tasks that failed before any reached the driver
         would fail the same way again: the run ends at once with their error.
         """
-        from functools import partial
-
         task = partial(resident_task, address, self.authkey, self.plan.objective)
         for attempt in range(MAX_JOB_RESTARTS + 1):
             try:
@@ -255,17 +254,42 @@ class ResidentDispatcher(Dispatcher):
     # -- one connection per resident task ----------------------------------------------------------
 
     def _accept(self) -> None:
+        """Take connections as they come; each proves its key in a thread of its own."""
         while not self._closing.is_set():
             try:
                 conn = self._listener.accept()
-            except Exception:  # a client that failed authentication, or the wake-up at the end
+            except OSError:  # the wake-up at the end, or a connection reset before it was taken
                 continue
             if self._closing.is_set():
                 conn.close()
                 return
-            with self.lock:
-                self.connected += 1
-            threading.Thread(target=self._serve, args=(conn,), name="sparktune-serve", daemon=True).start()
+            try:
+                peer = self._listener.last_accepted
+            except AttributeError:  # closed meanwhile
+                peer = "?"
+            threading.Thread(
+                target=self._admit, args=(conn, peer), name="sparktune-serve", daemon=True
+            ).start()
+
+    def _admit(self, conn: Any, peer: Any) -> None:
+        """The key check with a time limit, then the trials: a silent or wrong peer holds up no one."""
+        try:
+            authenticate(conn, self.authkey)
+        except (AuthenticationError, EOFError, OSError) as err:
+            log.warning(
+                "refused a connection to the trial channel from %s: %s",
+                _peer_text(peer),
+                "wrong key"
+                if isinstance(err, AuthenticationError)
+                else f"no key within {HANDSHAKE_TIMEOUT_S:g} s"
+                if isinstance(err, (BlockingIOError, TimeoutError))
+                else f"gone before proving its key ({type(err).__name__}: {err})",
+            )
+            conn.close()
+            return
+        with self.lock:
+            self.connected += 1
+        self._serve(conn)
 
     def _close_listener(self, address: tuple[str, int]) -> None:
         """Closing a socket does not wake a thread blocked in accept(): connect once to end it."""
@@ -279,9 +303,11 @@ class ResidentDispatcher(Dispatcher):
         self._listener.close()
 
     def _serve(self, conn: Any) -> None:
+        """One resident task's trials, one at a time; whatever goes wrong fails the trial it was on."""
         tid: int | None = None
         try:
-            conn.recv()  # ("ready",)
+            if receive(conn)[0] != "ready":
+                raise ChannelError("no ready message first")
             while True:
                 trial = self._next_trial_or_stop()
                 if trial is None:
@@ -291,19 +317,35 @@ class ResidentDispatcher(Dispatcher):
                 try:
                     params = self._params(trial["spec"])
                 except Exception as err:  # hyperopt would have failed the same way on the executor
-                    self._finish(("error", tid, str(type(err)), traceback.format_exc(), 0.0))
+                    self._finish(["error", tid, str(type(err)), traceback.format_exc(), 0.0])
                     tid = None
                     continue
                 conn.send(("trial", tid, params, self.pruner is not None))
-                reply = conn.recv()
+                reply = receive(conn)
                 while reply[0] == "report":  # trial.report(): answer with the pruner's decision
                     conn.send(("decision", self._decide(tid, reply[1], reply[2])))
-                    reply = conn.recv()
+                    reply = receive(conn)
+                if reply[0] not in ("ok", "error"):
+                    raise ChannelError(f"a {reply[0]!r} message instead of the trial's result")
+                if reply[1] != tid:
+                    raise ChannelError(f"a result for trial {reply[1]} while it was running trial {tid}")
                 self._finish(reply)
                 tid = None
         except (EOFError, OSError):
             if tid is not None:
-                self._lost(tid)
+                self._fail(
+                    tid, "lost", "the Spark task running this trial was lost (executor lost or killed)"
+                )
+        except ChannelError as err:
+            log.warning("a resident trial task broke the channel's rules: %s; closing its connection", err)
+            if tid is not None:
+                self._fail(tid, "channel", f"the resident task running this trial sent {err}")
+        except Exception as err:
+            log.exception("serving a resident trial task failed")
+            if tid is not None:
+                self._fail(
+                    tid, "driver", f"the driver failed while serving this trial: {type(err).__name__}: {err}"
+                )
         finally:
             conn.close()
 
@@ -350,7 +392,8 @@ class ResidentDispatcher(Dispatcher):
 
         return pyll.rec_eval(self.domain.expr, memo=self.domain.memo_from_config(spec))
 
-    def _finish(self, reply: tuple[Any, ...]) -> None:
+    def _finish(self, reply: list[Any]) -> None:
+        """A checked reply (``channel.receive``) into the trial's document."""
         from hyperopt import base
 
         kind, tid = reply[0], reply[1]
@@ -371,14 +414,14 @@ class ResidentDispatcher(Dispatcher):
                 if ok and not pruned:
                     self.reports.complete(tid)
             else:
-                trial["misc"]["error"] = (reply[2], reply[3])
+                trial["misc"]["error"] = (reply[2], reply[3])  # before the state: the watcher reads unlocked
                 trial["state"] = base.JOB_STATE_ERROR
             self._observe(ok, loss)
             self.book.trials.refresh()
             self.lock.notify_all()
 
-    def _lost(self, tid: int) -> None:
-        """The task died mid-trial (executor lost, task killed): that trial fails, the run goes on."""
+    def _fail(self, tid: int, kind: str, reason: str) -> None:
+        """The trial fails with ``reason`` (its task was lost, or its reply broke the rules); the run goes on."""
         from hyperopt import base
 
         with self.lock:
@@ -386,12 +429,9 @@ class ResidentDispatcher(Dispatcher):
             if trial is None or tid not in self.running:
                 return
             self.running.discard(tid)
-            trial["state"] = base.JOB_STATE_ERROR
-            trial["misc"]["error"] = (
-                "lost",
-                "the Spark task running this trial was lost (executor lost or killed)",
-            )
+            trial["misc"]["error"] = (kind, reason)  # before the state: the watcher reads unlocked
             trial["refresh_time"] = now()
+            trial["state"] = base.JOB_STATE_ERROR
             self._observe(False, None)
             self.book.trials.refresh()
             self.lock.notify_all()
@@ -413,6 +453,10 @@ class ResidentDispatcher(Dispatcher):
         """Called with the lock held, once per finished trial: a stop rule ends new trials."""
         if self.stops.observe(ok, loss, remaining=self.queued < self.max_evals) is not None:
             self.stop_new = True
+
+
+def _peer_text(peer: Any) -> str:
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
 
 
 _PYTHON_ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|error|Exit)(: |$)")

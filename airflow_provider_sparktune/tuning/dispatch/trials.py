@@ -61,10 +61,10 @@ class TrialBook:
         self.trials._fmin_cancelled_reason = reason
         for trial in list(self.trials._dynamic_trials):
             if trial["state"] in (base.JOB_STATE_NEW, base.JOB_STATE_RUNNING):
-                trial["state"] = base.JOB_STATE_CANCEL
-                if stamp:
+                if stamp:  # before the state: the run's watcher reads documents without a lock
                     trial["misc"]["error"] = ("cancelled", reason)
                     trial["refresh_time"] = now()
+                trial["state"] = base.JOB_STATE_CANCEL
 
     @property
     def timed_out(self) -> bool:
