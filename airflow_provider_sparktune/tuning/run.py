@@ -269,7 +269,7 @@ class TuningRun:
         from hyperopt import base
 
         assert self.dispatcher is not None
-        for trial in self.book.finished():
+        for trial in self.book.newly_finished():
             if trial["tid"] in self.records:
                 continue
             if trial["state"] == base.JOB_STATE_CANCEL and trial.get("book_time") is None:

@@ -325,7 +325,7 @@ class ResidentDispatcher(Dispatcher):
                 return None
             try:
                 new_ids = self.book.new_ids(1)
-                self.book.trials.refresh()
+                self.book.refresh()
                 docs = self.suggest(new_ids, self.domain, self.book.trials, self.rstate.integers(2**31 - 1))
                 if not docs:
                     self.stop_new = True
@@ -374,7 +374,7 @@ class ResidentDispatcher(Dispatcher):
                 trial["misc"]["error"] = (reply[2], reply[3])
                 trial["state"] = base.JOB_STATE_ERROR
             self._observe(ok, loss)
-            self.book.trials.refresh()
+            self.book.refresh()
             self.lock.notify_all()
 
     def _lost(self, tid: int) -> None:
@@ -393,7 +393,7 @@ class ResidentDispatcher(Dispatcher):
             )
             trial["refresh_time"] = now()
             self._observe(False, None)
-            self.book.trials.refresh()
+            self.book.refresh()
             self.lock.notify_all()
 
     def _decide(self, tid: int, step: int, value: float) -> bool:
