@@ -320,6 +320,8 @@ class ResidentDispatcher(Dispatcher):
         """Ask ``algo`` for one new point now, with every result so far in the history."""
         from hyperopt import base
 
+        if self.plan.pace is not None:
+            self.plan.pace()
         with self.lock:
             if self.stop_new or self.queued >= self.max_evals:
                 return None
