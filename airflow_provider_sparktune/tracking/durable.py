@@ -54,10 +54,10 @@ class RetryingWriter:
         workers: int = 1,
         first_delay_s: float = 0.5,
         max_delay_s: float = 5.0,
-        max_pending: int = MAX_PENDING,
+        max_pending: int | None = None,
     ) -> None:
         self.first_delay_s, self.max_delay_s = first_delay_s, max_delay_s
-        self.max_pending = max(1, max_pending)
+        self.max_pending = max(1, MAX_PENDING if max_pending is None else max_pending)
         self._pending: deque[Write] = deque()
         self._in_flight: list[Write] = []  # taken by a thread, not yet written
         self._cond = threading.Condition()
