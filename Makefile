@@ -71,6 +71,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/pruning.py
 	$(BIN)/python benchmarks/cold_start.py
 	$(BIN)/python benchmarks/staging_scale.py
+	$(BIN)/python benchmarks/trials_scale.py
 
 # Mutation testing of the pure-logic modules (see [tool.mutmut] in pyproject.toml). Narrow it with
 # MUTANTS, a mutant-name glob: make mutate MUTANTS='airflow_provider_sparktune.tuning.space*'

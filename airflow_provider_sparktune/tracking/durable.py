@@ -12,6 +12,13 @@ minute. A write submitted with ``after_all`` (closing the parent run FINISHED) s
 earlier write is done. At the end, :meth:`close` waits for the queue to drain up to a
 deadline and returns what is still unwritten, so the caller can fail the task with everything in
 its log.
+
+The queue is bounded: at ``max_pending`` queued writes (counting the trials started and not yet
+reported) :meth:`wait_for_room` blocks, and the run waits there before it starts another trial
+(back-pressure). A write is never dropped and :meth:`submit` never blocks (the watcher that calls
+it also carries out a kill). A
+nightly run of 100,000 cheap trials against a slow tracking server then runs at the server's pace
+instead of queueing trial runs for hours after its last trial.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 SERVER_WRITERS = 8  # writer threads against a tracking server
+MAX_PENDING = 1000  # queued writes at which the run waits before starting another trial
 
 
 @dataclass(frozen=True)
@@ -55,8 +63,16 @@ def is_refused(err: BaseException) -> bool:
 class RetryingWriter:
     """Writer threads working through queued writes; a failed write is retried, not skipped."""
 
-    def __init__(self, *, workers: int = 1, first_delay_s: float = 0.5, max_delay_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        workers: int = 1,
+        first_delay_s: float = 0.5,
+        max_delay_s: float = 5.0,
+        max_pending: int | None = None,
+    ) -> None:
         self.first_delay_s, self.max_delay_s = first_delay_s, max_delay_s
+        self.max_pending = max(1, MAX_PENDING if max_pending is None else max_pending)
         self._pending: deque[Write] = deque()
         self._in_flight: list[Write] = []  # taken by a thread, not yet written
         self._cond = threading.Condition()
@@ -82,7 +98,7 @@ class RetryingWriter:
         ahead: bool = False,
         data: Any = None,
     ) -> None:
-        """Queue a write; returns at once.
+        """Queue a write; returns at once, also past ``max_pending`` (see :meth:`wait_for_room`).
 
         ``after_all``: start it once every earlier write is done. ``ahead``: start it before the writes
         already queued (the run summary, so that it is written beside the trial runs, not after them).
@@ -94,6 +110,28 @@ class RetryingWriter:
             else:
                 self._pending.append(Write(what, call, after_all, data))
             self._cond.notify_all()
+
+    def wait_for_room(self, timeout_s: float, coming: int = 0) -> bool:
+        """Wait up to ``timeout_s`` until the queue has room for ``coming`` writes more (fewer than
+        ``max_pending`` in all); True if so.
+
+        ``coming``: writes the caller will submit anyway (trials running or finished, not yet
+        reported). Closing the writer makes room: nothing waits for a queue being given up on.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while len(self._pending) + coming >= self.max_pending and not self._closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    @property
+    def queued(self) -> int:
+        """Writes not yet started (the ones in flight are not counted)."""
+        with self._cond:
+            return len(self._pending)
 
     def close(self, timeout_s: float) -> list[Write]:
         """Wait up to ``timeout_s`` for every queued write; return the writes that never succeeded."""
@@ -122,6 +160,7 @@ class RetryingWriter:
                 if self._pending and not (self._pending[0].after_all and self._in_flight):
                     write = self._pending.popleft()
                     self._in_flight.append(write)
+                    self._cond.notify_all()  # room in the queue for a run waiting in wait_for_room
                     return write
                 if not self._pending and self._closing:
                     return None

@@ -19,8 +19,14 @@ from airflow_provider_sparktune.tuning.prior import PriorTrial
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 1000
+PAGE_SIZE = 1000  # trial runs a search request returns: every trial of a 100k-trial try is paged through
 WARM_START_RUNS = 3  # the most recent successful runs of a tuning key that a warm start reads
+# A page of the best trial runs holds this many per point asked for: equal points and misfits are skipped
+WARM_START_PAGE_PER_POINT = 4
+# Trial runs by start time, oldest first (MLflow adds the run id as the last tie-break): pages keep
+# their order while a try that is still alive adds trial runs, which land behind what was read.
+_OLDEST_FIRST = ["attributes.start_time ASC"]
+_BEST_FIRST = ["metrics.loss ASC", "attributes.start_time ASC"]
 _COMPLETE = {"FINISHED": "ok", "FAILED": "failed"}
 
 
@@ -41,11 +47,18 @@ class WarmStartSource:
     points: tuple[PriorTrial, ...]
 
 
-def _search(client: Any, experiment_id: str, filter_string: str, **kwargs: Any) -> Iterator[Any]:
+def _search(
+    client: Any, experiment_id: str, filter_string: str, *, page_size: int | None = None, **kwargs: Any
+) -> Iterator[Any]:
+    """Runs matching ``filter_string``, page by page: a caller that stops early reads no further page."""
     token = None
     while True:
         page = client.search_runs(
-            [experiment_id], filter_string=filter_string, max_results=PAGE_SIZE, page_token=token, **kwargs
+            [experiment_id],
+            filter_string=filter_string,
+            max_results=page_size or PAGE_SIZE,
+            page_token=token,
+            **kwargs,
         )
         yield from page
         token = page.token
@@ -101,10 +114,13 @@ def earlier_tries(
 
 
 def trials_of(client: Any, experiment_id: str, parent_run_id: str) -> list[PriorTrial]:
-    """The completely written trial runs of one parent run, one per trial id, in trial id order."""
+    """The completely written trial runs of one parent run, one per trial id, in trial id order.
+
+    All of them, however many pages that takes: a resumed try counts them toward ``max_evals``.
+    """
     by_tid: dict[int, PriorTrial] = {}
     query = _tag_filter({schema.PARENT_RUN: parent_run_id})
-    for run in _search(client, experiment_id, query):
+    for run in _search(client, experiment_id, query, order_by=_OLDEST_FIRST):
         trial = _prior_trial(run)
         if trial is None:
             continue
@@ -152,24 +168,42 @@ def warm_start_source(
 ) -> WarmStartSource:
     """The ``k`` best distinct points of the ``runs`` most recent FINISHED runs of ``tuning_key``.
 
-    Runs carrying all ``exclude_tags`` (earlier tries of the run being started) are skipped.
+    Runs carrying all ``exclude_tags`` (earlier tries of the run being started) are skipped. Only the
+    best trial runs of each are read (ordered by loss, a few pages at most), not every trial run of
+    a night that ran 100,000.
     """
     query = _tag_filter({schema.TUNING_KEY: tuning_key}) + " and attributes.status = 'FINISHED'"
     parents = []
-    for run in _search(client, experiment_id, query, order_by=["attributes.start_time DESC"]):
+    pages = _search(client, experiment_id, query, page_size=runs + 5, order_by=["attributes.start_time DESC"])
+    for run in pages:
         if (exclude_tags and _has_tags(run, exclude_tags)) or schema.PARENT_RUN in run.data.tags:
             continue
         parents.append(run)
         if len(parents) >= runs:
             break
-    candidates = [
-        trial
-        for parent in parents
-        for trial in trials_of(client, experiment_id, parent.info.run_id)
-        if trial.status == "ok" and trial.loss is not None
-    ]
+    candidates = [trial for parent in parents for trial in best_trials_of(client, experiment_id, parent, k)]
     candidates.sort(key=lambda trial: trial.loss)  # type: ignore[arg-type, return-value]
     return WarmStartSource(tuple(p.info.run_id for p in parents), tuple(best_distinct(candidates, k)))
+
+
+def best_trials_of(client: Any, experiment_id: str, parent: Any, k: int) -> list[PriorTrial]:
+    """The successful trial runs of ``parent`` holding its ``k`` best distinct points, best first."""
+    query = (
+        _tag_filter({schema.PARENT_RUN: parent.info.run_id, schema.STATUS: "ok"})
+        + " and attributes.status = 'FINISHED'"
+    )
+    page_size = max(10, WARM_START_PAGE_PER_POINT * k)
+    found: list[PriorTrial] = []
+    points: set[str] = set()
+    for run in _search(client, experiment_id, query, page_size=page_size, order_by=_BEST_FIRST):
+        trial = _prior_trial(run)
+        if trial is None or trial.status != "ok" or trial.loss is None:
+            continue
+        found.append(trial)
+        points.add(point_key(trial.vals))
+        if len(points) >= k:
+            break
+    return found
 
 
 def best_distinct(trials: Sequence[PriorTrial], k: int) -> list[PriorTrial]:

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_sparktune.exceptions import TrackingError
@@ -289,14 +290,29 @@ class TuningTracker:
     def summary_write(self, result: TuningResult) -> Callable[[], None]:
         """The run's metrics and artifacts as a call that can be retried: a step that succeeded is not redone.
 
+        The trial list goes in parts (``trials/part-NNNNN.jsonl``, see ``trials_artifact``), each its
+        own step: a part written is not uploaded again when a later one fails.
+
         It needs no trial run written first, so it goes beside the last trial writes; only
         :meth:`close_finished` waits for them.
         """
-        trials: Any = [record.to_dict() for record in result.records]  # log_dict takes lists too
+        from airflow_provider_sparktune.tracking.trials_artifact import (
+            PART_RECORDS,
+            part_count,
+            part_name,
+            part_text,
+        )
+
+        records = result.records
+
+        def write_part(index: int) -> None:  # each part is made when it is written: no 100 MB string
+            part = records[index * PART_RECORDS : (index + 1) * PART_RECORDS]
+            self.client.log_text(self.run_id, part_text(part), part_name(index))
+
         steps: list[Callable[[], Any]] = [
             lambda: self._log_summary(result),
             lambda: self.client.log_dict(self.run_id, json_native(result.best_params), "best_params.json"),
-            lambda: self.client.log_dict(self.run_id, trials, "trials.json"),
+            *[partial(write_part, index) for index in range(part_count(len(records), PART_RECORDS))],
             lambda: self.client.log_figure(self.run_id, loss_plot(result.records), "loss_per_trial.png"),
         ]
 

@@ -84,6 +84,7 @@ def execute_run(
     resume: Sequence[PriorTrial] = (),
     warm_start: Sequence[PriorTrial] = (),
     started_at: float | None = None,
+    room: Callable[[float, int], bool] | None = None,
 ) -> TuningResult:
     """Run a prepared tuning on ``spark``; ``on_start`` sees the budget once "auto" is resolved.
 
@@ -92,7 +93,9 @@ def execute_run(
     ``resume``: finished trials of an earlier try; they count toward ``max_evals`` and are not run
     again. ``warm_start``: points evaluated first, before ``algo`` is asked. Both must fit the space
     (see :func:`prior.split_fitting`). ``started_at``: the epoch time ``startup_s`` counts from
-    (default: now).
+    (default: now). ``room(timeout_s, coming)``: back-pressure from what ``on_trial`` feeds (a
+    bounded write queue): waits up to ``timeout_s`` for room to report ``coming`` more trials (those
+    started and not reported yet), True when there is; no new trial starts until there is.
     """
     started_at = time.time() if started_at is None else started_at
     spec = prepared.spec.resolved(prepared.facts, task_slots=lambda: task_slots(spark))
@@ -102,7 +105,9 @@ def execute_run(
             staged.attach(spark)
         if on_start is not None:
             on_start(spec, prepared.facts)
-        run = TuningRun(spark, prepared, spec, on_trial, control or RunControl(), started_at=started_at)
+        run = TuningRun(
+            spark, prepared, spec, on_trial, control or RunControl(), started_at=started_at, room=room
+        )
         run.preload(resume, warm_start)
         return run.execute()
     finally:
@@ -114,6 +119,7 @@ class TuningRun:
     """One run: a dispatch thread, a watcher thread, and the state they share."""
 
     POLL_S = 0.2
+    PACE_S = 0.05  # how often a trial waiting for room looks again at what is not reported yet
     # After a kill's cancel, how long to let the dispatcher end cleanly before the result is made
     # without it: under a scheduler the task has 5 s between SIGTERM and SIGKILL to close its runs,
     # and cancelled Spark tasks can take longer than that to end.
@@ -128,6 +134,7 @@ class TuningRun:
         control: RunControl,
         *,
         started_at: float | None = None,
+        room: Callable[[float, int], bool] | None = None,
     ) -> None:
         self.spark, self.space, self.objective = spark, prepared.space, prepared.objective
         self.suggest: Suggest = prepared.suggest
@@ -146,6 +153,10 @@ class TuningRun:
         self.preloaded = 0
         self.preloaded_failed = 0
         self.warm: WarmStartSuggest | None = None
+        self.room = room
+        self.paced_s = 0.0  # time new trials waited for room to report them
+        self.paced_trials = 0  # trials the dispatcher started after asking for room
+        self._pace_lock = threading.Lock()
 
     def preload(self, resume: Sequence[PriorTrial], warm_start: Sequence[PriorTrial]) -> None:
         """Finished trials of an earlier try as done trial docs; warm-start points queued first."""
@@ -210,6 +221,7 @@ class TuningRun:
                 job_group=self.control.job_group,
                 already_queued=self.preloaded,
                 already_failed=self.preloaded_failed,
+                pace=None if self.room is None else self._pace,
             )
         )
         watcher = threading.Thread(target=self._watch, name="sparktune-watcher", daemon=True)
@@ -234,6 +246,35 @@ class TuningRun:
         if self.dispatch_error is not None:
             raise self.dispatch_error
         return self._result()
+
+    def _pace(self) -> None:
+        """Back-pressure, before each new trial: wait while there is no room to report more trials.
+
+        The trials started and not reported yet count as coming: the watcher reports them in rounds,
+        so without them a burst of instant trials between two rounds would overrun the bound. A
+        cancel, the end of the dispatch or the run's deadline ends the wait: those must not wait
+        for a tracking server that is down.
+        """
+        assert self.room is not None
+        if not self.room(0, self._unreported()):
+            started = time.monotonic()
+            if not self.paced_s:  # once per run: under a slow tracking server every trial may wait
+                log.info(
+                    "trial reports are behind (their MLflow writes are queued): new trials wait for room"
+                )
+            deadline = None if self.spec.timeout is None else self.started + self.spec.timeout
+            while not self.room(self.PACE_S, self._unreported()):
+                if self.control.cancel_requested or self.dispatched.is_set():
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+            self.paced_s += time.monotonic() - started
+        with self._pace_lock:  # resident tasks ask for trials from several threads
+            self.paced_trials += 1
+
+    def _unreported(self) -> int:
+        """Trials started by the dispatcher that the watcher has not reported yet (running or finished)."""
+        return max(0, self.paced_trials - (len(self.records) - self.preloaded))
 
     def _dispatch(self) -> None:
         assert self.dispatcher is not None
@@ -269,7 +310,7 @@ class TuningRun:
         from hyperopt import base
 
         assert self.dispatcher is not None
-        for trial in self.book.finished():
+        for trial in self.book.newly_finished():
             if trial["tid"] in self.records:
                 continue
             if trial["state"] == base.JOB_STATE_CANCEL and trial.get("book_time") is None:

@@ -232,6 +232,7 @@ class TuningSession:
                     resume=resume,
                     warm_start=warm,
                     started_at=started_at,
+                    room=writer.wait_for_room,  # back-pressure: trials wait for a full write queue
                 )
                 trials_over = time.monotonic()
                 result = dataclasses.replace(result, records=tuple(map(self._redacted, result.records)))

@@ -137,3 +137,43 @@ def test_a_write_mlflow_refuses_fails_alone_and_the_writes_behind_it_go_on(
     assert writer.failures == 1 and 'Invalid value "precision@10"' in (writer.last_error or "")
     assert tracker.client.get_run(run_id).data.metrics == {"precision_10": 0.5}
     assert "MLflow refused a write (bad metric)" in caplog.text
+
+
+@pytest.mark.unit
+def test_at_its_bound_the_queue_makes_the_run_wait_and_loses_no_write() -> None:
+    store = FlakyStore()
+    writer = RetryingWriter(first_delay_s=0.05, max_delay_s=0.1, max_pending=3)
+    for i in range(4):  # one taken by the writer thread (failing, retried), three queued
+        writer.submit(f"trial {i}", lambda i=i: store.write(i))
+    deadline = time.monotonic() + 5
+    while writer.queued > 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert writer.queued == 3
+    started = time.monotonic()
+    assert writer.wait_for_room(0.3) is False  # the run would wait here before its next trial
+    assert time.monotonic() - started >= 0.3
+    writer.submit("trial 4", lambda: store.write(4))  # a trial that was already running: never dropped
+    assert writer.queued == 4
+    store.up.set()
+    assert writer.wait_for_room(5) is True
+    assert writer.close(timeout_s=10) == []
+    assert store.written == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.unit
+def test_a_closing_writer_lets_a_waiting_run_go_on() -> None:
+    """A run that ends (or is killed) while the tracking server is down does not wait for it."""
+    writer = RetryingWriter(first_delay_s=0.05, max_pending=1)
+    writer.submit("trial 0", lambda: (_ for _ in ()).throw(ConnectionError("down")))
+    writer.submit("trial 1", lambda: None)
+
+    def close_soon() -> None:
+        time.sleep(0.2)
+        writer.close(3)
+
+    closing = threading.Thread(target=close_soon)
+    closing.start()
+    started = time.monotonic()
+    assert writer.wait_for_room(10) is True
+    assert time.monotonic() - started < 2  # at close, not once close has given up 3 s later
+    closing.join()

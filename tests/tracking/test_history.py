@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_sparktune.tracking import history
 from airflow_provider_sparktune.tracking.history import best_distinct, earlier_tries, warm_start_source
 from airflow_provider_sparktune.tuning.prior import PriorTrial
 
@@ -124,6 +125,65 @@ def test_warm_start_reads_only_the_three_most_recent_finished_runs(
     )
     assert source.parent_run_ids == (nights[3], nights[2], nights[1])  # newest first
     assert [t.vals["x"] for t in source.points] == [0.2, 0.3, 0.4]
+
+
+class CountingClient:
+    """A real MlflowClient that counts the runs its searches return."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.runs_read = 0
+
+    def search_runs(self, *args: Any, **kwargs: Any) -> Any:
+        page = self.client.search_runs(*args, **kwargs)
+        self.runs_read += len(page)
+        return page
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+@pytest.mark.integration
+def test_warm_start_reads_the_best_trial_runs_of_a_night_not_all_of_them(
+    mlflow_uri: str, experiment_name: str
+) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    experiment_id = client.create_experiment(experiment_name)
+    night = parent(client, experiment_id, "scheduled__1", status="FINISHED")
+    losses = [(tid * 7919 % 60) / 60 for tid in range(60)]  # 60 distinct losses in a shuffled order
+    for tid, x in enumerate(losses):
+        trial(client, experiment_id, night, tid, x)
+    trial(client, experiment_id, night, 60, -1.0, status="RUNNING")  # cut off mid-write: not a point
+    counting = CountingClient(client)
+
+    source = warm_start_source(counting, experiment_id, tuning_key="d.t", k=3, exclude_tags={})
+    assert [t.vals["x"] for t in source.points] == sorted(losses)[:3]
+    assert counting.runs_read <= 1 + 2 * max(10, 4 * 3)  # the parent, and at most two pages of trial runs
+
+
+@pytest.mark.integration
+def test_a_resumed_try_finds_every_trial_of_the_earlier_tries_across_pages(
+    mlflow_uri: str, experiment_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow import MlflowClient
+
+    monkeypatch.setattr(history, "PAGE_SIZE", 2)
+    client = MlflowClient(mlflow_uri)
+    experiment_id = client.create_experiment(experiment_name)
+    first = parent(client, experiment_id, "manual__1", status="FAILED")
+    for tid in range(5):
+        trial(client, experiment_id, first, tid, tid / 10)
+    second = parent(client, experiment_id, "manual__1", status="FAILED")
+    for tid in range(3):
+        trial(client, experiment_id, second, tid, 1 + tid / 10)
+    current = parent(client, experiment_id, "manual__1")
+
+    tries = earlier_tries(
+        client, experiment_id, attempt_tags={"airflow.run_id": "manual__1"}, current_parent=current
+    )
+    assert sorted(t.vals["x"] for t in tries.trials) == [0.0, 0.1, 0.2, 0.3, 0.4, 1.0, 1.1, 1.2]
 
 
 @pytest.mark.unit

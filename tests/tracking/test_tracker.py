@@ -16,6 +16,7 @@ from airflow_provider_sparktune.tracking.tracker import (
     flatten,
     local_artifact_root,
 )
+from airflow_provider_sparktune.tracking.trials_artifact import read_trials
 from airflow_provider_sparktune.tuning.records import TrialRecord, TuningResult
 from airflow_provider_sparktune.tuning.spec import TuningSpec
 from tests.servers import free_port
@@ -121,11 +122,10 @@ def test_parent_and_child_runs_read_back(store_uri: str, experiment_name: str) -
     assert parent.data.metrics["trial_overhead_s"] == 0.25
     assert parent.data.metrics["startup_s"] == 1.5
     artifacts = {f.path for f in client.list_artifacts(tracker.run_id)}
-    assert {"best_params.json", "trials.json", "loss_per_trial.png", "search_space.json"} <= artifacts
+    assert {"best_params.json", "trials", "loss_per_trial.png", "search_space.json"} <= artifacts
     best_params_file = client.download_artifacts(tracker.run_id, "best_params.json")
     assert json.loads(Path(best_params_file).read_text()) == {"model": {"name": "model a", "x": 2}}
-    trials_file = client.download_artifacts(tracker.run_id, "trials.json")
-    assert [t["status"] for t in json.loads(Path(trials_file).read_text())] == ["ok", "failed", "ok"]
+    assert [t["status"] for t in read_trials(client, tracker.run_id)] == ["ok", "failed", "ok"]
 
     children = client.search_runs(
         [tracker.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{tracker.run_id}'"
@@ -167,7 +167,7 @@ def test_the_summary_leaves_the_parent_running_until_it_is_closed(
     parent = client.get_run(tracker.run_id)
     assert parent.info.status == "RUNNING"  # trial runs may still be on their way
     assert parent.data.metrics["best_loss"] == 0.5
-    assert {"best_params.json", "trials.json", "loss_per_trial.png"} <= {
+    assert {"best_params.json", "trials", "loss_per_trial.png"} <= {
         f.path for f in client.list_artifacts(tracker.run_id)
     }
     tracker.close_finished()

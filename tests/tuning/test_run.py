@@ -575,3 +575,29 @@ def test_a_failing_search_algorithm_ends_the_resident_run_at_once_with_its_own_e
         execute_run(dataclasses.replace(prepared, suggest=breaks_on_third_suggestion), spark)
     assert len(calls) == 3  # no suggestion asked after the failure
     assert no_active_jobs(spark) == []
+
+
+@pytest.mark.integration
+def test_new_trials_wait_for_room_in_a_full_write_queue_and_none_is_lost(spark: Any) -> None:
+    """Instant trials against a store that takes 20 ms a write: the dispatcher slows to its pace."""
+    from airflow_provider_sparktune.tracking.durable import RetryingWriter
+
+    writer = RetryingWriter(max_pending=3)
+    written: list[int] = []
+    most_queued = 0
+
+    def on_trial(record: Any, progress: Any) -> None:
+        nonlocal most_queued
+        writer.submit(f"trial {record.tid}", lambda: (time.sleep(0.02), written.append(record.tid)))
+        most_queued = max(most_queued, writer.queued)
+
+    result = execute_run(
+        prepare_run(UNIT_SPACE, x_objective, max_evals=40, parallelism=2, seed=0),
+        spark,
+        on_trial=on_trial,
+        room=writer.wait_for_room,
+    )
+    assert writer.close(30) == []
+    assert result.trials_ok == 40
+    assert sorted(written) == list(range(40))
+    assert most_queued <= 3 + 2  # the bound, and the trials that were running when the run waited

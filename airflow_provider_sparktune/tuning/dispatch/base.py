@@ -6,6 +6,7 @@ Starting and cancelling Spark work (job groups, Spark Connect tags) is in ``laun
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -36,6 +37,9 @@ class DispatchPlan:
     job_group: str  # every Spark job of the run carries it, so one call cancels them all
     already_queued: int = 0  # trials finished by earlier tries: they count toward max_evals
     already_failed: int = 0  # of those, the failed ones
+    # called before a new trial is asked for, outside any lock: waits while the reports of finished
+    # trials are behind (a full MLflow write queue), so the dispatcher slows instead of queueing
+    pace: Callable[[], None] | None = None
 
 
 class Dispatcher(ABC):

@@ -362,12 +362,14 @@ class ResidentDispatcher(Dispatcher):
         """Ask ``algo`` for one new point now, with every result so far in the history."""
         from hyperopt import base
 
+        if self.plan.pace is not None:
+            self.plan.pace()
         with self.lock:
             if self.stop_new or self.queued >= self.max_evals:
                 return None
             try:
                 new_ids = self.book.new_ids(1)
-                self.book.trials.refresh()
+                self.book.refresh()
                 docs = self.suggest(new_ids, self.domain, self.book.trials, self.rstate.integers(2**31 - 1))
                 if not docs:
                     self.stop_new = True
@@ -417,7 +419,7 @@ class ResidentDispatcher(Dispatcher):
                 trial["misc"]["error"] = (reply[2], reply[3])  # before the state: the watcher reads unlocked
                 trial["state"] = base.JOB_STATE_ERROR
             self._observe(ok, loss)
-            self.book.trials.refresh()
+            self.book.refresh()
             self.lock.notify_all()
 
     def _fail(self, tid: int, kind: str, reason: str) -> None:
@@ -433,7 +435,7 @@ class ResidentDispatcher(Dispatcher):
             trial["refresh_time"] = now()
             trial["state"] = base.JOB_STATE_ERROR
             self._observe(False, None)
-            self.book.trials.refresh()
+            self.book.refresh()
             self.lock.notify_all()
 
     def _decide(self, tid: int, step: int, value: float) -> bool:

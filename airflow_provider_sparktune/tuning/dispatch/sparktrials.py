@@ -8,15 +8,27 @@ cancelling, and its timeout is SparkTrials' own (the book was made with ``timeou
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_sparktune.tuning.dispatch.base import Dispatcher, Ending
 from airflow_provider_sparktune.tuning.dispatch.launch import cancel_job_group, job_group
 
 if TYPE_CHECKING:
+    from airflow_provider_sparktune.tuning.algorithms import Suggest
     from airflow_provider_sparktune.tuning.records import Progress, TrialRecord
 
 log = logging.getLogger(__name__)
+
+
+def paced(suggest: Suggest, pace: Callable[[], None]) -> Suggest:
+    """``suggest`` that first waits for ``pace``: fmin asks for points from its own loop thread."""
+
+    def suggest_paced(new_ids: list[int], domain: Any, trials: Any, seed: int) -> list[Any]:
+        pace()
+        return suggest(new_ids, domain, trials, seed)
+
+    return suggest_paced
 
 
 class SparkTrialsDispatcher(Dispatcher):
@@ -29,7 +41,7 @@ class SparkTrialsDispatcher(Dispatcher):
             fmin(
                 fn=plan.objective,
                 space=plan.space,
-                algo=plan.suggest,
+                algo=plan.suggest if plan.pace is None else paced(plan.suggest, plan.pace),
                 # fmin counts finished docs except errors toward max_evals; resumed failures count too
                 max_evals=int(plan.spec.max_evals) - plan.already_failed,
                 trials=plan.book.trials,
