@@ -38,3 +38,7 @@ AIRFLOW_TRY_NUMBER = "airflow.try_number"
 
 # Run statuses by trial status; a reader trusts only complete trial runs (FINISHED or FAILED)
 RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED", "pruned": "FINISHED"}
+
+# Nightly loop: whether a run beat the earlier runs of its tuning key (also in XCom and the asset event)
+IMPROVED = "sparktune.improved"  # "true" | "false"
+PREVIOUS_BEST_LOSS = "sparktune.previous_best_loss"  # "" on the first run of a tuning key

@@ -5,7 +5,12 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_sparktune.tracking.history import best_distinct, earlier_tries, warm_start_source
+from airflow_provider_sparktune.tracking.history import (
+    best_distinct,
+    earlier_tries,
+    previous_best_loss,
+    warm_start_source,
+)
 from airflow_provider_sparktune.tuning.prior import PriorTrial
 
 
@@ -134,3 +139,41 @@ def test_best_distinct_keeps_the_first_of_equal_points() -> None:
         PriorTrial({"x": 2}, "ok", 0.3, "c"),
     ]
     assert [t.source_run_id for t in best_distinct(trials, 5)] == ["a", "c"]
+
+
+@pytest.mark.integration
+def test_previous_best_loss_is_the_lowest_of_earlier_finished_runs_of_the_key(
+    mlflow_uri: str, experiment_name: str
+) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    experiment_id = client.create_experiment(experiment_name)
+
+    def night(run_id: str, best: float | None, status: str = "FINISHED", key: str = "d.t") -> str:
+        created = parent(client, experiment_id, run_id, key=key)
+        if best is not None:
+            client.log_metric(created, "best_loss", best)
+        client.set_terminated(created, status=status)
+        return created
+
+    def previous(current: str, airflow_run_id: str) -> float | None:
+        return previous_best_loss(
+            client,
+            experiment_id,
+            tuning_key="d.t",
+            current_run=current,
+            exclude_tags={"airflow.run_id": airflow_run_id},
+        )
+
+    first = night("scheduled__1", 0.5)
+    assert previous(first, "scheduled__1") is None  # the first night has nothing to beat
+    night("scheduled__2", 0.3)
+    night("scheduled__3", 0.4)
+    night("scheduled__4", 0.1, status="FAILED")  # a failed night set no record
+    night("scheduled__5", 0.05, key="other.key")
+    night("scheduled__6", None)  # no best_loss (cut off before its summary)
+    earlier_try = night("scheduled__7", 0.01)  # an earlier try of tonight's run
+    tonight = night("scheduled__7", 0.35)
+    assert previous(tonight, "scheduled__7") == pytest.approx(0.3)
+    assert previous(earlier_try, "scheduled__8") == pytest.approx(0.3)
