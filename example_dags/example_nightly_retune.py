@@ -7,6 +7,8 @@
    staging plan: broadcast below 2 GiB, reload from storage above.
 3. ``tune`` (HyperoptSparkOperator) runs the built-in estimator objective: no Python objective to
    write, each trial cross-validates the classifier with the trial's hyperparameters.
+   Its asset, ``sparktune://tuning/example_nightly_retune.tune``, gets an event carrying the result:
+   ``example_nightly_report`` (example_nightly_consumers.py) runs on it.
 4. ``train_final_model`` fits the classifier on all the data with ``best_params`` and logs it to MLflow.
 
 Without connections this runs Spark ``local[*]`` and a SQLite MLflow store under AIRFLOW_HOME
@@ -21,6 +23,7 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, task
 
+from airflow_provider_sparktune.operators.assets import tuning_asset
 from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOperator
 from airflow_provider_sparktune.sensors.staged_data import StagedDataSensor
 
@@ -97,6 +100,9 @@ with DAG(
         max_evals=8,
         parallelism=2,
         seed=7,
+        # One event per successful night, its extra = this task's XCom value; example_nightly_report
+        # (example_nightly_consumers.py) is scheduled on it.
+        outlets=[tuning_asset("example_nightly_retune.tune")],
     )
 
     @task

@@ -61,3 +61,30 @@ def attach_extra(context: Mapping[str, Any], assets: Iterable[Asset], extra: Map
     events = context["outlet_events"]
     for asset in assets:
         events[asset].extra = dict(extra)
+
+
+def latest_event(context: Mapping[str, Any], asset: Asset) -> dict[str, Any]:
+    """The newest event of ``asset`` for a consumer task: its ``extra`` plus where it came from.
+
+    A run the asset scheduled reads the events that triggered it (several nights may have been
+    folded into one run: the newest wins); a run started by hand reads the newest event the asset has
+    (the task must list ``asset`` in its ``inlets``). Raises ``LookupError`` when there is none.
+    """
+    triggering = context.get("triggering_asset_events") or {}
+    events = list(triggering[asset]) if asset in triggering else []
+    triggered = bool(events)
+    if not triggered:
+        inlet = context["inlet_events"][asset]
+        events = [inlet[-1]] if len(inlet) else []
+    if not events:
+        raise LookupError(f"asset {asset.uri}: no event yet; run the task that emits it first")
+    newest = max(events, key=lambda event: event.timestamp)
+    return {
+        **dict(newest.extra or {}),
+        "event": {
+            "source_dag_id": newest.source_dag_id,
+            "source_run_id": newest.source_run_id,
+            "timestamp": newest.timestamp.isoformat(),
+            "triggered": triggered,
+        },
+    }

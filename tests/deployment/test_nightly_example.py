@@ -1,4 +1,5 @@
-"""The nightly example DAG on its schedule: the second scheduled run warm starts from the first."""
+"""The nightly example DAG on its schedule: the second scheduled run warm starts from the first, and
+each night's asset event starts a run of the consumer DAG with exactly that night's parameters."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from tests.deployment.harness import AirflowApi, Deployment, existing_store, parent_runs, trial_runs
 
 DAG = "example_nightly_retune"
+REPORT = "example_nightly_report"
+TUNED_URI = "sparktune://tuning/example_nightly_retune.tune"
 
 
 def stop_later_runs(api: AirflowApi, keep: set[str]) -> None:
@@ -32,6 +35,27 @@ def failed_tasks(deployment: Deployment, api: AirflowApi, run_ids: list[str]) ->
     return "\n".join(out)
 
 
+def triggering_runs(api: AirflowApi, report_run: dict[str, Any]) -> list[str]:
+    """The tuning runs whose events started this report run, oldest first."""
+    path = f"/dags/{REPORT}/dagRuns/{report_run['dag_run_id']}/upstreamAssetEvents"
+    events = sorted(api.get(path)["asset_events"], key=lambda e: e["timestamp"])
+    return [e["source_run_id"] for e in events if e["uri"] == TUNED_URI]
+
+
+def wait_for_reports(api: AirflowApi, tuning_runs: set[str], timeout_s: float = 300) -> list[dict[str, Any]]:
+    """Until the report runs that the events of ``tuning_runs`` started have all finished."""
+
+    def reports() -> list[dict[str, Any]]:
+        return [r for r in api.dag_runs(REPORT) if r["run_type"] == "asset_triggered"]
+
+    def done(runs: list[dict[str, Any]]) -> bool:
+        finished = [r for r in runs if r["state"] in ("success", "failed")]
+        seen = {run_id for r in finished for run_id in triggering_runs(api, r)}
+        return tuning_runs <= seen
+
+    return api.wait_for(f"{REPORT} runs started by {sorted(tuning_runs)}", reports, done, timeout_s)  # type: ignore[no-any-return]
+
+
 @pytest.mark.deployment
 def test_second_scheduled_run_warm_starts_from_the_first(
     deployment: Deployment, api: AirflowApi, tmp_path: Path
@@ -40,6 +64,7 @@ def test_second_scheduled_run_warm_starts_from_the_first(
     api.set_connection("mlflow_default", "mlflow", uri)
     first_two: list[dict[str, Any]] = []
     try:
+        api.set_paused(REPORT, False)  # scheduled on the tuning asset: runs when a night emits its event
         api.set_paused(DAG, False)  # the scheduler catches up from start_date, one run at a time
         deadline = time.monotonic() + 600
         while True:
@@ -52,8 +77,10 @@ def test_second_scheduled_run_warm_starts_from_the_first(
             assert not failed, failed_tasks(deployment, api, failed)
             assert time.monotonic() < deadline, f"two scheduled runs did not finish: {runs}"
             time.sleep(2)
+        report_runs = wait_for_reports(api, {r["dag_run_id"] for r in first_two})
     finally:
         stop_later_runs(api, {r["dag_run_id"] for r in first_two})
+        api.set_paused(REPORT, True)
         api.delete_connection("mlflow_default")
 
     logs = [
@@ -67,6 +94,23 @@ def test_second_scheduled_run_warm_starts_from_the_first(
     assert first["trials"]["total"] == second["trials"]["total"] == 8
     final = api.xcom(DAG, first_two[1]["dag_run_id"], "train_final_model")
     assert final["params"]["random_state"] == 0 and final["run_id"]
+
+    # Each night's event started a report run (asset_triggered), which read exactly that night's result.
+    for run_id in (r["dag_run_id"] for r in first_two):
+        tuned = api.xcom(DAG, run_id, "tune")
+        [event] = [e for e in api.get("/assets/events", source_run_id=run_id)["asset_events"]]
+        assert event["uri"] == TUNED_URI and event["extra"] == tuned
+        [report_run] = [r for r in report_runs if run_id in triggering_runs(api, r)]
+        assert report_run["run_type"] == "asset_triggered" and report_run["state"] == "success"
+        read = api.xcom(REPORT, report_run["dag_run_id"], "read_tuning_event")
+        newest = triggering_runs(api, report_run)[-1]  # two nights folded into one run: the newest
+        assert read["triggered"] is True and read["source_run_id"] == newest
+        if newest == run_id:
+            assert read["best_params"] == tuned["best_params"] and read["best_loss"] == tuned["best_loss"]
+            assert read["mlflow_run_id"] == tuned["mlflow"]["run_id"] == event["extra"]["mlflow"]["run_id"]
+    assert api.xcom(DAG, first_two[0]["dag_run_id"], "tune")["improved"] is True  # the first night
+    second_night = api.xcom(DAG, first_two[1]["dag_run_id"], "tune")
+    assert second_night["previous_best_loss"] == first["best_loss"]
 
     [parent1] = parent_runs(uri, f"{DAG}.tune", first_two[0]["dag_run_id"])
     [parent2] = parent_runs(uri, f"{DAG}.tune", first_two[1]["dag_run_id"])
