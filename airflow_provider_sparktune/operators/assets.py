@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Asset
 
 SCHEME = "sparktune"
+_CONTAINER_AT_ACCOUNT = ("abfs", "abfss", "wasb", "wasbs")  # Azure: container@account is the host
 
 
 def tuning_asset(tuning_key: str) -> Asset:
@@ -46,7 +47,10 @@ def redact_uri(uri: Any) -> Any:
     parts = urlsplit(uri)
     if not parts.netloc or "@" not in parts.netloc:
         return uri
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    userinfo, _, host = parts.netloc.rpartition("@")
+    if parts.scheme.lower() in _CONTAINER_AT_ACCOUNT and ":" not in userinfo:
+        return uri  # abfss://container@account...: the address, not a user
+    return urlunsplit(parts._replace(netloc=host))
 
 
 def event_assets(outlets: Iterable[Any]) -> list[Asset]:

@@ -157,6 +157,7 @@ class HyperoptSparkOperator(BaseOperator):
         self.pruner = pruner
         self.mlflow_retry_timeout = mlflow_retry_timeout
         self.emit_if_not_improved = emit_if_not_improved
+        self._result: dict[str, Any] | None = None
         self._control: RunControl | None = None
 
     @cached_property
@@ -253,6 +254,7 @@ class HyperoptSparkOperator(BaseOperator):
                 to_xcom(result, mlflow=session.mlflow_info, staging=staging), session, context
             )
         context["ti"].xcom_push(key="best_params", value=value["best_params"])
+        self._result = value  # for lineage: the listener asks after execute, from this process or a fork
         if session.unwritten:
             context["ti"].xcom_push(key="return_value", value=value)
             self.log.error(
@@ -390,6 +392,12 @@ class HyperoptSparkOperator(BaseOperator):
             plan.threshold_bytes,
         )
         return plan.with_threshold(threshold)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the dataset tuned on (input), the night's MLflow run (output), the summary facet."""
+        from airflow_provider_sparktune.operators.lineage import data_uri_of, tuning_lineage
+
+        return tuning_lineage(self._result, data_uri_of(self.data))
 
     def on_kill(self) -> None:
         """Cancel this task's Spark job group; no new trial starts and the MLflow run ends KILLED."""

@@ -78,6 +78,7 @@ class StagedDataSensor(BaseSensorOperator):
         self.data_conn_id = data_conn_id
         self.deferrable = deferrable
         self._observed: list[int] | None = None
+        self._plan: dict[str, Any] | None = None  # the plan returned, for lineage
 
     @cached_property
     def hook(self) -> DataStagingHook:
@@ -121,6 +122,7 @@ class StagedDataSensor(BaseSensorOperator):
             readiness = self.hook.check_readiness(self.uri, previous=readiness.observed, **conditions)
         if readiness.ready and readiness.plan is not None:
             self._log_plan(readiness.plan)
+            self._plan = readiness.plan.to_dict()  # for lineage
             return PokeReturnValue(is_done=True, xcom_value=readiness.plan.to_dict())
         self.log.info("not ready: %s", readiness.message)
         self._remember(context, readiness.observed)
@@ -156,10 +158,17 @@ class StagedDataSensor(BaseSensorOperator):
         if status == "success":
             plan = StagingPlan.from_value(event.get("plan"), "event.plan")
             self._log_plan(plan, pokes=event.get("pokes"))
-            return plan.to_dict()
+            self._plan = plan.to_dict()  # for lineage
+            return self._plan
         if status == "timeout":
             raise AirflowSensorTimeout(f"Sensor has timed out: {event.get('message')}")
         raise StagingError(str(event.get("message") or f"the trigger sent no usable event: {event!r}"))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the dataset waited for (input) and the staging plan as a run facet."""
+        from airflow_provider_sparktune.operators.lineage import staging_lineage
+
+        return staging_lineage(self._plan, str(self.uri))
 
     def _log_plan(self, plan: StagingPlan, pokes: Any = None) -> None:
         self.log.info(

@@ -27,6 +27,8 @@ def test_asset_uris_use_the_provider_scheme_and_are_accepted_as_they_are() -> No
         ("https://token@mlflow.example.com/path?x=1", "https://mlflow.example.com/path?x=1"),
         ("s3://key:secret@bucket/features/", "s3://bucket/features/"),
         ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+        ("abfss://box@acct.dfs.core.windows.net/f", "abfss://box@acct.dfs.core.windows.net/f"),
+        ("abfs://box:key@acct.dfs.core.windows.net/f", "abfs://acct.dfs.core.windows.net/f"),
         ("/data/features", "/data/features"),
         ("http://mlflow:5000", "http://mlflow:5000"),
         (None, None),
