@@ -136,8 +136,8 @@ def _bad_uri(model_uri: str) -> TuningConfigError:
 def model_source(client: Any, model_uri: str) -> ModelSource:
     """The run and source of ``runs:/<run id>/<path>`` or an MLflow 3 ``models:/m-<id>``.
 
-    A model whose files are in the run's artifacts is registered from the ``runs:/`` URI; one that
-    MLflow 3 logged as a logged model of the run, from ``models:/<model id>``. ``mlflow.register_model``
+    A model MLflow 3 logged as a logged model of the run is registered from ``models:/<model id>``; one
+    whose files are in the run's own artifacts, from the ``runs:/`` URI. ``mlflow.register_model``
     does the same through the process-wide tracking URI, which a task must not change.
     """
     if model_uri.startswith("models:/m-"):
@@ -152,8 +152,6 @@ def model_source(client: Any, model_uri: str) -> ModelSource:
     path = path.strip("/")
     if not run_id or not path:
         raise _bad_uri(model_uri)
-    if any(item.path == f"{path}/MLmodel" for item in client.list_artifacts(run_id, path)):
-        return ModelSource(run_id, model_uri)
     run = client.get_run(run_id)
     logged: list[Any] = []
     token = None
@@ -165,10 +163,12 @@ def model_source(client: Any, model_uri: str) -> ModelSource:
         token = page.token
         if not token:
             break
-    if not logged:
-        raise TuningConfigError(f"model_uri: run {run_id} logged no model at {path!r}; {_bad_uri(model_uri)}")
-    newest = max(logged, key=lambda m: m.creation_timestamp or 0)
-    return ModelSource(run_id, f"models:/{newest.model_id}", newest.model_id)
+    if logged:  # MLflow 3's log_model: listing the run's artifacts would show the logged model's files too
+        newest = max(logged, key=lambda m: m.creation_timestamp or 0)
+        return ModelSource(run_id, f"models:/{newest.model_id}", newest.model_id)
+    if any(item.path == f"{path}/MLmodel" for item in client.list_artifacts(run_id, path)):
+        return ModelSource(run_id, model_uri)  # a model written into the run's own artifacts
+    raise TuningConfigError(f"model_uri: run {run_id} logged no model at {path!r}; {_bad_uri(model_uri)}")
 
 
 def _create_registered_model(client: Any, name: str) -> None:

@@ -37,6 +37,7 @@ DAG_IDS = [
     "deploy_sensor_reschedule",
     "example_nightly_retune",
     "example_nightly_report",
+    "example_nightly_serving",
 ]
 
 
