@@ -140,6 +140,7 @@ class ModelRegistryGateOperator(BaseOperator):
         with self.mlflow_hook.credentials():
             result = gate_model(
                 open_client(uri),
+                tracking_uri=uri,
                 shown_uri=str(redact_uri(uri)),
                 model_uri=str(self.model_uri).strip(),
                 name=str(self.registered_model_name).strip(),

@@ -185,6 +185,7 @@ def _create_registered_model(client: Any, name: str) -> None:
 def gate_model(
     client: Any,
     *,
+    tracking_uri: str,
     shown_uri: str,
     model_uri: str,
     name: str,
@@ -196,10 +197,11 @@ def gate_model(
 ) -> GateResult:
     """Register ``model_uri`` as a new version of ``name`` and gate it against ``champion_alias``.
 
-    ``client`` reads the runs and writes the registry; ``shown_uri`` is its tracking URI as error
-    messages may show it (no credentials).
+    ``client`` reads the runs and writes the registry at ``tracking_uri``; ``shown_uri`` is that URI
+    as error messages may show it (no credentials).
     """
     from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
     source = model_source(client, model_uri)
     run_id = source.run_id
@@ -232,9 +234,12 @@ def gate_model(
     try:
         if not exists:
             _create_registered_model(client, name)
-        registered = client.create_model_version(
-            name, source.source, run_id=run_id, tags=dict(tags or {}), model_id=source.model_id
-        )
+        # A SQL registry store looks a logged model up through the process-wide tracking URI: point it
+        # at this store for the call (MLflow's own scoped setter, which restores "unset" too).
+        with _use_tracking_uri(tracking_uri):
+            registered = client.create_model_version(
+                name, source.source, run_id=run_id, tags=dict(tags or {}), model_id=source.model_id
+            )
     except MlflowException as err:
         raise _refused(name, shown_uri, "register a new version", err, run_id) from err
     version = str(registered.version)

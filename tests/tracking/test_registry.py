@@ -78,6 +78,7 @@ def gate(server_uri: str, run_id: str, name: str, rule: GateRule | None = None, 
 
     return gate_model(
         open_client(server_uri),
+        tracking_uri=server_uri,
         shown_uri=server_uri,
         model_uri=f"runs:/{run_id}/model",
         name=name,
