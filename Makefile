@@ -1,5 +1,6 @@
 # Quick start: `make demo` runs the example DAG on embedded defaults, `make demo-nightly` the nightly
-# re-tuning example (sensor, built-in estimator objective, final model), `make test` runs the suite.
+# re-tuning loop (sensor, built-in estimator objective, final model, registry gate, the consumer DAGs
+# reading the asset events), `make test` runs the suite.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -19,7 +20,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn]'
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn,openlineage]'
 	@java -version >/dev/null 2>&1 || { echo "Java 17+ is required by Spark: install a JDK (e.g. openjdk-17-jre-headless)"; exit 1; }
 	touch $(STAMP)
 
@@ -35,6 +36,8 @@ demo: $(AIRFLOW_HOME)/airflow.db
 
 demo-nightly: $(AIRFLOW_HOME)/airflow.db
 	$(BIN)/airflow dags test example_nightly_retune
+	$(BIN)/airflow dags test example_nightly_report
+	$(BIN)/airflow dags test example_nightly_serving
 	@$(BIN)/python -m airflow_provider_sparktune.tracking.summary --tracking-uri "$(MLFLOW_TRACKING_URI)" --experiment example_nightly_retune.tune
 
 # The real thing without Docker: api-server, scheduler, dag-processor and triggerer (airflow standalone,

@@ -48,3 +48,7 @@ class TrialPruned(SparktuneError):
 
     The trial's last reported value becomes its loss; the run goes on.
     """
+
+
+class RegistryError(SparktuneError):
+    """The MLflow model registry refused a registration or an alias move; the model run is kept."""

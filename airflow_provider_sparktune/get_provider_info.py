@@ -23,7 +23,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Sparktune",
-                "python-modules": ["airflow_provider_sparktune.operators.hyperopt_spark"],
+                "python-modules": [
+                    "airflow_provider_sparktune.operators.hyperopt_spark",
+                    "airflow_provider_sparktune.operators.registry_gate",
+                ],
             }
         ],
         "hooks": [

@@ -1,4 +1,4 @@
-"""Nightly re-tuning: wait for the day's training data, tune a gradient-boosting classifier, train the model.
+"""Nightly re-tuning: wait for the day's data, tune a gradient-boosting classifier, train the model, gate it.
 
 1. ``export_features`` stands in for the upstream job: it writes the day's dataset (scikit-learn's
    breast cancer data, nothing is downloaded) as a partitioned Parquet directory and a ``_SUCCESS``
@@ -7,7 +7,13 @@
    staging plan: broadcast below 2 GiB, reload from storage above.
 3. ``tune`` (HyperoptSparkOperator) runs the built-in estimator objective: no Python objective to
    write, each trial cross-validates the classifier with the trial's hyperparameters.
+   Its asset, ``sparktune://tuning/example_nightly_retune.tune``, gets an event carrying the result:
+   ``example_nightly_report`` (example_nightly_consumers.py) runs on it.
 4. ``train_final_model`` fits the classifier on all the data with ``best_params`` and logs it to MLflow.
+5. ``gate`` (ModelRegistryGateOperator) registers that model as a new version of
+   ``example_nightly_retune.model`` and moves the ``champion`` alias to it only if its cross-validated
+   ROC AUC beats the champion's by 0.002 (the first night promotes). A promotion emits an event on
+   ``sparktune://model/example_nightly_retune.model/champion``: ``example_nightly_serving`` runs on it.
 
 Without connections this runs Spark ``local[*]`` and a SQLite MLflow store under AIRFLOW_HOME
 (``make demo-nightly``).
@@ -21,7 +27,9 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param, task
 
+from airflow_provider_sparktune.operators.assets import model_asset, tuning_asset
 from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOperator
+from airflow_provider_sparktune.operators.registry_gate import ModelRegistryGateOperator
 from airflow_provider_sparktune.sensors.staged_data import StagedDataSensor
 
 DEFAULT_DATA_ROOT = os.path.join(os.environ.get("AIRFLOW_HOME", "/tmp"), "sparktune-example-data")
@@ -30,6 +38,7 @@ DEFAULT_DATA_ROOT = os.path.join(os.environ.get("AIRFLOW_HOME", "/tmp"), "sparkt
 RUN_DAY = "{{ dag_run.run_after | ds }}"
 DATASET_URI = "{{ params.data_root }}/breast_cancer/ds=" + RUN_DAY + "/"
 ESTIMATOR = "sklearn.ensemble.GradientBoostingClassifier"
+MODEL_NAME = "example_nightly_retune.model"  # the registered model (and the final models' experiment)
 FIXED_PARAMS = {"random_state": 0}
 
 SEARCH_SPACE = {
@@ -97,6 +106,9 @@ with DAG(
         max_evals=8,
         parallelism=2,
         seed=7,
+        # One event per successful night, its extra = this task's XCom value; example_nightly_report
+        # (example_nightly_consumers.py) is scheduled on it.
+        outlets=[tuning_asset("example_nightly_retune.tune")],
     )
 
     @task
@@ -126,12 +138,11 @@ with DAG(
         uri = hook.get_tracking_uri()
         with hook.credentials():
             client = mlflow.MlflowClient(uri)
-            name = "example_nightly_retune.model"
-            experiment = client.get_experiment_by_name(name)
+            experiment = client.get_experiment_by_name(MODEL_NAME)
             experiment_id = (
                 experiment.experiment_id
                 if experiment is not None
-                else client.create_experiment(name, artifact_location=local_artifact_root(uri))
+                else client.create_experiment(MODEL_NAME, artifact_location=local_artifact_root(uri))
             )
             mlflow.set_tracking_uri(uri)
             with mlflow.start_run(experiment_id=experiment_id, run_name=f"final model {plan['uri']}") as run:
@@ -156,5 +167,17 @@ with DAG(
         print(f"final model: run {run.info.run_id}, cv roc_auc {-tuning['best_loss']:.4f}, params {params}")
         return {"run_id": run.info.run_id, "model_uri": f"runs:/{run.info.run_id}/model", "params": params}
 
+    final_model = train_final_model(tune.output, wait_for_data.output)
+    gate = ModelRegistryGateOperator(
+        task_id="gate",
+        model_uri="{{ ti.xcom_pull(task_ids='train_final_model')['model_uri'] }}",
+        registered_model_name=MODEL_NAME,
+        metric="cv_roc_auc",  # logged by train_final_model; higher is better
+        min_absolute_change=0.002,  # a champion is replaced for a real gain, not for noise
+        tuning=tune.output,  # the version is tagged with the tuning run and the dataset
+        # An event only when the champion moved: example_nightly_serving schedules on it.
+        outlets=[model_asset(MODEL_NAME)],
+    )
+
     export_features(day=RUN_DAY) >> wait_for_data
-    train_final_model(tune.output, wait_for_data.output)
+    final_model >> gate

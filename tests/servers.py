@@ -506,3 +506,72 @@ def ftp_server(root: Path, user: str, password: str) -> Iterator[FtpServer]:
     finally:
         server.close_all()
         thread.join(10)
+
+
+@contextmanager
+def registry_refusing_proxy(upstream: str) -> Iterator[TokenProxy]:
+    """A loopback HTTP proxy in front of ``upstream`` whose model registry refuses every write (403).
+
+    It stands where a tracking server with access control would, for a user who may log runs but not
+    register models: MLflow's own PERMISSION_DENIED answer for registered-model and model-version
+    writes, everything else passed through. Runs in a thread of the test process.
+    """
+    import http.server
+    import threading
+    import urllib.error
+
+    port = free_port()
+    proxy = TokenProxy(f"http://127.0.0.1:{port}")
+    lock = threading.Lock()
+    denied = json.dumps(
+        {
+            "error_code": "PERMISSION_DENIED",
+            "message": "Permission denied: user may not write registered models",
+        }
+    ).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else None
+            registry = "/registered-models/" in self.path or "/model-versions/" in self.path
+            if registry and self.command != "GET":
+                with lock:
+                    proxy.refused += 1
+                status, payload, kind = 403, denied, "application/json"
+            else:
+                with lock:
+                    proxy.authorized += 1
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                request = urllib.request.Request(
+                    upstream + self.path, data=body, headers=headers, method=self.command
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as response:
+                        status, payload, kind = (
+                            response.status,
+                            response.read(),
+                            response.headers.get("Content-Type"),
+                        )
+                except urllib.error.HTTPError as err:
+                    status, payload, kind = err.code, err.read(), err.headers.get("Content-Type")
+            self.send_response(status)
+            self.send_header("Content-Type", kind or "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _forward
+
+        def log_message(self, format: str, *args: Any) -> None:  # keep the test output quiet
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="registry-proxy", daemon=True)
+    thread.start()
+    try:
+        yield proxy
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)

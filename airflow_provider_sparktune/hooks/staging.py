@@ -273,4 +273,22 @@ class DataStagingHook(BaseHook):
     def open(self, plan: StagingPlan) -> StagedData:
         """The handle trials read ``data.value`` from, after checking the data can be read."""
         self.check_allowed(plan.uri)
-        return StagedData.open(plan, self.get_storage_options(plan.uri))
+        staged = StagedData.open(plan, self.get_storage_options(plan.uri))
+        self._report_input(plan.uri)
+        return staged
+
+    def _report_input(self, uri: str) -> None:
+        """Hook-level lineage (Airflow's hook lineage collector): this task read ``uri``.
+
+        Lineage is a by-product: a URI the collector cannot turn into an asset is logged, never fatal.
+        """
+        from airflow.sdk.lineage import get_hook_lineage_collector
+
+        from airflow_provider_sparktune.operators.assets import redact_uri
+
+        shown = str(redact_uri(uri))
+        asset_uri = shown if "://" in shown else f"file://{shown}"
+        try:
+            get_hook_lineage_collector().add_input_asset(context=self, uri=asset_uri)
+        except Exception as err:
+            self.log.debug("hook lineage: %s not recorded: %s", asset_uri, err)

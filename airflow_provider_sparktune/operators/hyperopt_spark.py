@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_sparktune.data.staging import StagedData, StagingPlan
     from airflow_provider_sparktune.tuning.run import RunControl
-    from airflow_provider_sparktune.tuning.session import TrackingOptions
+    from airflow_provider_sparktune.tuning.session import TrackingOptions, TuningSession
 
 
 def mask_secrets(text: str) -> str:
@@ -82,6 +82,10 @@ class HyperoptSparkOperator(BaseOperator):
     :param pruner: stop hopeless trials early (templated): ``None``, ``"median"``, ``"successive_halving"``
         or a dict with ``"name"`` and that pruner's settings; the objective reports through ``trial``.
     :param mlflow_retry_timeout: seconds to keep retrying MLflow writes after the last trial.
+    :param emit_if_not_improved: with ``outlets``: whether a night whose best loss did not beat the
+        earlier runs of ``tuning_key`` still emits its asset event (default True: every successful
+        night announces its parameters, ``improved`` in the event says which kind of night it was;
+        False: only improving nights start the consumers). A failed task never emits.
     """
 
     template_fields: Sequence[str] = (
@@ -138,6 +142,7 @@ class HyperoptSparkOperator(BaseOperator):
         max_failure_ratio: float | str | None = None,
         pruner: str | Mapping[str, Any] | None = None,
         mlflow_retry_timeout: float = 300.0,
+        emit_if_not_improved: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -171,6 +176,8 @@ class HyperoptSparkOperator(BaseOperator):
         self.max_failure_ratio = max_failure_ratio
         self.pruner = pruner
         self.mlflow_retry_timeout = mlflow_retry_timeout
+        self.emit_if_not_improved = emit_if_not_improved
+        self._result: dict[str, Any] | None = None
         self._control: RunControl | None = None
 
     @cached_property
@@ -271,9 +278,12 @@ class HyperoptSparkOperator(BaseOperator):
             result = session.run(
                 self.spark_hook.get_session, stop_spark=self.spark_hook.stop, started_at=started_at
             )
-        staging = redact_values(prepared.staged.plan.to_dict()) if prepared.staged is not None else None
-        value = to_xcom(result, mlflow=session.mlflow_info, staging=staging)
+            staging = redact_values(prepared.staged.plan.to_dict()) if prepared.staged is not None else None
+            value = self._compare_with_earlier_runs(
+                to_xcom(result, mlflow=session.mlflow_info, staging=staging), session, context
+            )
         context["ti"].xcom_push(key="best_params", value=value["best_params"])
+        self._result = value  # for lineage: the listener asks after execute, from this process or a fork
         if session.unwritten:
             context["ti"].xcom_push(key="return_value", value=value)
             self.log.error(
@@ -282,7 +292,74 @@ class HyperoptSparkOperator(BaseOperator):
             raise session.unwritten_error(
                 "the best result is in XCom and every trial is in this task log as JSON"
             )
+        self._announce(context, value)
         return value
+
+    def _compare_with_earlier_runs(
+        self, value: dict[str, Any], session: TuningSession, context: Context
+    ) -> dict[str, Any]:
+        """``value`` with ``improved`` and ``previous_best_loss`` (also tagged on the parent run).
+
+        The comparison is a convenience for consumers: MLflow failing to answer it leaves both None
+        (logged), it never fails a night whose trials are all recorded.
+        """
+        from airflow_provider_sparktune.operators.xcom import with_comparison
+        from airflow_provider_sparktune.tracking import schema
+        from airflow_provider_sparktune.tracking.history import previous_best_loss
+
+        key = session.options.key
+        improved: bool | None = None
+        previous: float | None = None
+        tracker = session.tracker
+        if tracker is not None and not session.unwritten:
+            try:
+                previous = previous_best_loss(
+                    tracker.client,
+                    tracker.experiment_id,
+                    tuning_key=key,
+                    current_run=tracker.run_id,
+                    exclude_tags={schema.AIRFLOW_RUN_ID: str(context.get("run_id", ""))},
+                )
+                best = value.get("best_loss")
+                improved = best is not None and (previous is None or best < previous)
+                tracker.set_tags(
+                    {
+                        schema.IMPROVED: str(improved).lower(),
+                        schema.PREVIOUS_BEST_LOSS: "" if previous is None else repr(previous),
+                    }
+                )
+            except Exception as err:  # the trials are recorded; only the comparison is missing
+                self.log.warning("could not compare with earlier runs of %r: %s", key, err)
+                improved = previous = None
+        self.log.info(
+            "tuning key %r: best loss %s, earlier best %s, improved: %s",
+            key,
+            value.get("best_loss"),
+            previous,
+            improved,
+        )
+        return with_comparison(value, tuning_key=key, improved=improved, previous_best_loss=previous)
+
+    def _announce(self, context: Context, value: dict[str, Any]) -> None:
+        """Attach ``value`` to the events of this task's asset outlets, or drop them on a night that
+        did not improve when ``emit_if_not_improved`` is False (Airflow emits what remains on success)."""
+        from airflow_provider_sparktune.operators.assets import attach_extra, event_assets
+
+        assets = event_assets(self.outlets)
+        if not assets:
+            return
+        emit = arguments.flag("emit_if_not_improved", self.emit_if_not_improved)
+        if value.get("improved") is False and not emit:
+            self.outlets = [o for o in self.outlets if o not in assets]
+            self.log.info(
+                "no asset event for %s: best loss %s did not beat %s (emit_if_not_improved=False)",
+                ", ".join(a.uri for a in assets),
+                value.get("best_loss"),
+                value.get("previous_best_loss"),
+            )
+            return
+        attach_extra(context, assets, value)
+        self.log.info("asset event for %s: %s", ", ".join(a.uri for a in assets), value["best_params"])
 
     def _tracking_options(self, context: Context) -> TrackingOptions:
         """The Airflow identity of this try: a retry resumes the tries of the same task instance."""
@@ -345,6 +422,12 @@ class HyperoptSparkOperator(BaseOperator):
             plan.threshold_bytes,
         )
         return plan.with_threshold(threshold)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the dataset tuned on (input), the night's MLflow run (output), the summary facet."""
+        from airflow_provider_sparktune.operators.lineage import data_uri_of, tuning_lineage
+
+        return tuning_lineage(self._result, data_uri_of(self.data))
 
     def on_kill(self) -> None:
         """Cancel this task's Spark job group; no new trial starts and the MLflow run ends KILLED."""

@@ -40,3 +40,23 @@ def to_xcom(
             "drain_s": None if result.drain_s is None else round(result.drain_s, 3),
         }
     )
+
+
+def with_comparison(
+    value: Mapping[str, Any], *, tuning_key: str, improved: bool | None, previous_best_loss: float | None
+) -> dict[str, Any]:
+    """The XCom value the operator returns and its asset events carry: ``value`` with the comparison
+    against earlier runs of the tuning key, and no user or password in any URI it holds."""
+    from airflow_provider_sparktune.operators.assets import redact_uri
+
+    out = dict(value)
+    out["mlflow"] = {
+        **out.get("mlflow", {}),
+        "tracking_uri": redact_uri(out.get("mlflow", {}).get("tracking_uri", "")),
+    }
+    if isinstance(out.get("staging"), Mapping):
+        out["staging"] = {**out["staging"], "uri": redact_uri(out["staging"].get("uri"))}
+    out["tuning_key"] = tuning_key
+    out["improved"] = improved
+    out["previous_best_loss"] = previous_best_loss
+    return json_native(out)

@@ -83,6 +83,7 @@ class StagedDataSensor(BaseSensorOperator):
         self.allowed_data_prefixes = allowed_data_prefixes
         self.deferrable = deferrable
         self._observed: list[int] | None = None
+        self._plan: dict[str, Any] | None = None  # the plan returned, for lineage
 
     @cached_property
     def hook(self) -> DataStagingHook:
@@ -133,7 +134,8 @@ class StagedDataSensor(BaseSensorOperator):
             readiness = self.hook.check_readiness(self.uri, previous=readiness.observed, **conditions)
         if readiness.ready and readiness.plan is not None:
             self._log_plan(readiness.plan)
-            return PokeReturnValue(is_done=True, xcom_value=redact_values(readiness.plan.to_dict()))
+            self._plan = redact_values(readiness.plan.to_dict())  # also for lineage
+            return PokeReturnValue(is_done=True, xcom_value=self._plan)
         self.log.info("not ready: %s", readiness.message)
         self._remember(context, readiness.observed)
         return False
@@ -169,10 +171,17 @@ class StagedDataSensor(BaseSensorOperator):
         if status == "success":
             plan = StagingPlan.from_value(event.get("plan"), "event.plan")
             self._log_plan(plan, pokes=event.get("pokes"))
-            return redact_values(plan.to_dict())
+            self._plan = redact_values(plan.to_dict())  # also for lineage
+            return self._plan
         if status == "timeout":
             raise AirflowSensorTimeout(f"Sensor has timed out: {event.get('message')}")
         raise StagingError(str(event.get("message") or f"the trigger sent no usable event: {event!r}"))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the dataset waited for (input) and the staging plan as a run facet."""
+        from airflow_provider_sparktune.operators.lineage import staging_lineage
+
+        return staging_lineage(self._plan, str(self.uri))
 
     def _log_plan(self, plan: StagingPlan, pokes: Any = None) -> None:
         self.log.info(

@@ -223,3 +223,25 @@ def best_distinct(trials: Sequence[PriorTrial], k: int) -> list[PriorTrial]:
 
 def point_key(vals: Any) -> str:
     return json.dumps(vals, sort_keys=True)
+
+
+def previous_best_loss(
+    client: Any, experiment_id: str, *, tuning_key: str, current_run: str, exclude_tags: Mapping[str, str]
+) -> float | None:
+    """The lowest ``best_loss`` of the earlier FINISHED runs of ``tuning_key``: what tonight must beat.
+
+    ``None`` on the first night. Runs carrying all ``exclude_tags`` (other tries of tonight's run) and
+    ``current_run`` itself are skipped, so a retry compares with the nights before, not with itself.
+    """
+    query = _tag_filter({schema.TUNING_KEY: tuning_key}) + " and attributes.status = 'FINISHED'"
+    for run in _search(client, experiment_id, query, order_by=["metrics.best_loss ASC"]):
+        if run.info.run_id == current_run or schema.PARENT_RUN in run.data.tags:
+            continue
+        if (exclude_tags and _has_tags(run, exclude_tags)) or run.data.tags.get(
+            schema.TUNING_KEY
+        ) != tuning_key:
+            continue
+        loss = run.data.metrics.get("best_loss")
+        if loss is not None:
+            return float(loss)
+    return None

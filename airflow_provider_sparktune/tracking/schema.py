@@ -38,3 +38,17 @@ AIRFLOW_TRY_NUMBER = "airflow.try_number"
 
 # Run statuses by trial status; a reader trusts only complete trial runs (FINISHED or FAILED)
 RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED", "pruned": "FINISHED"}
+
+# Nightly loop: whether a run beat the earlier runs of its tuning key (also in XCom and the asset event)
+IMPROVED = "sparktune.improved"  # "true" | "false"
+PREVIOUS_BEST_LOSS = "sparktune.previous_best_loss"  # "" on the first run of a tuning key
+
+# Registry gate: on the model version it registered (the decision also in XCom and the task log)
+TUNING_RUN_ID = "sparktune.tuning_run_id"  # the parent run of the tuning night that chose the params
+DATA_URI = "sparktune.data_uri"  # the dataset the model was trained on, without credentials
+GATE_DECISION = "sparktune.gate.decision"  # promote | challenger | keep
+GATE_REASON = "sparktune.gate.reason"
+GATE_METRIC = "sparktune.gate.metric"
+GATE_VALUE = "sparktune.gate.value"
+GATE_CHAMPION_VERSION = "sparktune.gate.champion_version"  # "" on the first night
+GATE_CHAMPION_VALUE = "sparktune.gate.champion_value"

@@ -23,7 +23,11 @@ from tests.deployment.harness import (
     postgres_usable,
 )
 
-DAG_FILES = [*sorted(TEST_DAGS.glob("deploy_*.py")), EXAMPLE_DAGS / "example_nightly_retune.py"]
+DAG_FILES = [
+    *sorted(TEST_DAGS.glob("deploy_*.py")),
+    EXAMPLE_DAGS / "example_nightly_retune.py",
+    EXAMPLE_DAGS / "example_nightly_consumers.py",
+]
 DAG_IDS = [
     "deploy_parallel_tuning",
     "deploy_mark_failed",
@@ -32,6 +36,8 @@ DAG_IDS = [
     "deploy_sensor_deferrable",
     "deploy_sensor_reschedule",
     "example_nightly_retune",
+    "example_nightly_report",
+    "example_nightly_serving",
 ]
 
 

@@ -19,7 +19,7 @@ def test_nightly_example_is_a_daily_dag(airflow_db: Any) -> None:
     assert bag.import_errors == {}
     dag = bag.get_dag("example_nightly_retune")
     assert dag.schedule == "@daily"
-    assert set(dag.task_ids) == {"export_features", "wait_for_data", "tune", "train_final_model"}
+    assert set(dag.task_ids) == {"export_features", "wait_for_data", "tune", "train_final_model", "gate"}
 
 
 @pytest.mark.integration
@@ -68,3 +68,19 @@ def test_nightly_example_waits_tunes_and_trains_the_final_model(
 
     model = mlflow.sklearn.load_model(final["model_uri"])
     assert model.n_estimators == final["params"]["n_estimators"]
+
+    # The gate: a new version of the registered model, promoted unless the champion is better by 0.002.
+    gate = xcom_values(dag_run.run_id, "gate")["return_value"]
+    version = client.get_model_version("example_nightly_retune.model", gate["version"])
+    assert version.run_id == final["run_id"]
+    assert gate["value"] == pytest.approx(-tuning["best_loss"])  # cv_roc_auc of the tuned params
+    assert version.tags["sparktune.gate.decision"] == gate["decision"] in ("promote", "keep")
+    assert version.tags["sparktune.tuning_run_id"] == tuning["mlflow"]["run_id"]
+    assert version.tags["sparktune.data_uri"] == plan["uri"]
+    aliases = client.get_registered_model("example_nightly_retune.model").aliases
+    if gate["previous_champion_version"] is None:
+        assert gate["decision"] == "promote"  # the first night
+    if gate["decision"] == "promote":
+        assert str(aliases["champion"]) == gate["version"]
+    else:
+        assert str(aliases["champion"]) == gate["previous_champion_version"]

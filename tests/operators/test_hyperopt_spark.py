@@ -1231,3 +1231,67 @@ def test_execution_timeout_kills_the_run_within_the_bound(
     while spark.sparkContext.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert spark.sparkContext.statusTracker().getActiveJobsIds() == []
+
+
+# -- asset events -----------------------------------------------------------------------------
+
+
+def asset_events(dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """The asset events one DAG run emitted, from the metadata DB: the asset's URI and the extra."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (
+            session.query(AssetEvent, AssetModel.uri)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetEvent.source_dag_id == dag_id, AssetEvent.source_run_id == run_id)
+            .all()
+        )
+        return [{"uri": uri, "extra": event.extra} for event, uri in rows]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("dag_id", ["asset_every_night", "asset_improving_nights"])
+def test_a_successful_night_emits_its_xcom_value_as_the_asset_event(
+    spark: Any,
+    airflow_db: Any,
+    mlflow_uri: str,
+    experiment_name: str,
+    dag_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    dag = DagBag(dag_folder=str(TEST_DAGS / "asset_events.py")).get_dag(dag_id)
+    uri = f"sparktune://tuning/{dag_id}.tune"
+
+    first = dag.test(run_conf={"experiment": experiment_name})
+    assert first.state == "success"
+    value = xcom_values(first.run_id, "tune")["return_value"]
+    assert (value["improved"], value["previous_best_loss"]) == (True, None)  # the first night
+    assert value["tuning_key"] == f"{dag_id}.tune"
+    assert asset_events(dag_id, first.run_id) == [{"uri": uri, "extra": value}]
+    assert json.loads(json.dumps(value, allow_nan=False)) == value
+
+    worse = dag.test(run_conf={"experiment": experiment_name, "offset": 5.0})  # same points, loss + 5
+    assert worse.state == "success"
+    second = xcom_values(worse.run_id, "tune")["return_value"]
+    assert second["improved"] is False
+    assert second["previous_best_loss"] == pytest.approx(value["best_loss"])
+    parent = MlflowClient(mlflow_uri).get_run(second["mlflow"]["run_id"])
+    assert parent.data.tags["sparktune.improved"] == "false"
+    assert float(parent.data.tags["sparktune.previous_best_loss"]) == pytest.approx(value["best_loss"])
+    emitted = asset_events(dag_id, worse.run_id)
+    if dag_id == "asset_every_night":
+        assert emitted == [{"uri": uri, "extra": second}]
+    else:  # emit_if_not_improved=False: a night that did not improve starts no consumer
+        assert emitted == []
+        assert "no asset event for sparktune://tuning/" in task_log(worse.run_id, capfd.readouterr().out)
+
+    failed = dag.test(run_conf={"experiment": experiment_name, "fail": True})
+    assert failed.state == "failed"
+    assert asset_events(dag_id, failed.run_id) == []  # no event on failure

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from airflow_provider_sparktune.operators.xcom import to_xcom
+from airflow_provider_sparktune.operators.xcom import to_xcom, with_comparison
 from airflow_provider_sparktune.tuning.records import TrialRecord, TuningResult
 from airflow_provider_sparktune.tuning.spec import TuningSpec
 from airflow_provider_sparktune.tuning.values import json_native
@@ -265,3 +265,20 @@ def test_to_xcom_does_not_include_records_or_spec() -> None:
 def test_to_xcom_numpy_float64_argmin_is_plain_float() -> None:
     out = to_xcom(make_result(argmin={"lr": [np.float64(0.68)]}))
     assert type(out["argmin"]["lr"][0]) is float
+
+
+def test_with_comparison_adds_the_nightly_fields_and_strips_credentials_from_uris() -> None:
+    mlflow = {"tracking_uri": "https://user:secret@mlflow:5000", "experiment_id": "3", "run_id": "abc"}
+    staging = {"uri": "s3://key:secret@bucket/features/", "mode": "reload"}
+    out = with_comparison(
+        to_xcom(make_result(), mlflow=mlflow, staging=staging),
+        tuning_key="d.t",
+        improved=True,
+        previous_best_loss=np.float64(0.5),
+    )
+    assert set(out) == XCOM_KEYS | {"tuning_key", "improved", "previous_best_loss"}
+    assert out["mlflow"] == {"tracking_uri": "https://mlflow:5000", "experiment_id": "3", "run_id": "abc"}
+    assert out["staging"] == {"uri": "s3://bucket/features/", "mode": "reload"}
+    assert (out["tuning_key"], out["improved"], out["previous_best_loss"]) == ("d.t", True, 0.5)
+    assert "secret" not in json.dumps(out)
+    assert_plain_json(out)

@@ -6,7 +6,12 @@ from typing import Any
 import pytest
 
 from airflow_provider_sparktune.tracking import history
-from airflow_provider_sparktune.tracking.history import best_distinct, earlier_tries, warm_start_source
+from airflow_provider_sparktune.tracking.history import (
+    best_distinct,
+    earlier_tries,
+    previous_best_loss,
+    warm_start_source,
+)
 from airflow_provider_sparktune.tuning.prior import PriorTrial
 
 
@@ -214,3 +219,41 @@ def test_a_point_two_tries_both_finished_is_resumed_once(mlflow_uri: str, experi
     found = earlier_tries(client, experiment_id, attempt_tags=attempt, current_parent=current)
     assert found.parent_run_ids == (zombie, second)
     assert [t.vals["x"] for t in found.trials] == [0.1, 0.2, 0.2, 0.3]
+
+
+@pytest.mark.integration
+def test_previous_best_loss_is_the_lowest_of_earlier_finished_runs_of_the_key(
+    mlflow_uri: str, experiment_name: str
+) -> None:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    experiment_id = client.create_experiment(experiment_name)
+
+    def night(run_id: str, best: float | None, status: str = "FINISHED", key: str = "d.t") -> str:
+        created = parent(client, experiment_id, run_id, key=key)
+        if best is not None:
+            client.log_metric(created, "best_loss", best)
+        client.set_terminated(created, status=status)
+        return created
+
+    def previous(current: str, airflow_run_id: str) -> float | None:
+        return previous_best_loss(
+            client,
+            experiment_id,
+            tuning_key="d.t",
+            current_run=current,
+            exclude_tags={"airflow.run_id": airflow_run_id},
+        )
+
+    first = night("scheduled__1", 0.5)
+    assert previous(first, "scheduled__1") is None  # the first night has nothing to beat
+    night("scheduled__2", 0.3)
+    night("scheduled__3", 0.4)
+    night("scheduled__4", 0.1, status="FAILED")  # a failed night set no record
+    night("scheduled__5", 0.05, key="other.key")
+    night("scheduled__6", None)  # no best_loss (cut off before its summary)
+    earlier_try = night("scheduled__7", 0.01)  # an earlier try of tonight's run
+    tonight = night("scheduled__7", 0.35)
+    assert previous(tonight, "scheduled__7") == pytest.approx(0.3)
+    assert previous(earlier_try, "scheduled__8") == pytest.approx(0.3)
