@@ -48,3 +48,7 @@ class TrialPruned(SparktuneError):
 
     The trial's last reported value becomes its loss; the run goes on.
     """
+
+
+class SparkVersionError(SparktuneError):
+    """The installed pyspark and pyspark-client are on different Spark lines; the message names both."""
