@@ -283,7 +283,7 @@ class TuningTracker:
             lambda: self._log_summary(result),
             lambda: self.client.log_dict(self.run_id, json_native(result.best_params), "best_params.json"),
             lambda: self.client.log_dict(self.run_id, trials, "trials.json"),
-            lambda: self.client.log_figure(self.run_id, loss_plot(result.records), "loss_per_trial.png"),
+            lambda: self._log_loss_plot(result),
         ]
 
         def write() -> None:
@@ -296,6 +296,11 @@ class TuningTracker:
     def close_finished(self) -> None:
         """Mark the parent run FINISHED: readers take that as "every trial run and the summary are in"."""
         self.client.set_terminated(self.run_id, status="FINISHED")
+
+    def _log_loss_plot(self, result: TuningResult) -> None:
+        figure = loss_plot(result.records)
+        if figure is not None:
+            self.client.log_figure(self.run_id, figure, "loss_per_trial.png")
 
     def _log_summary(self, result: TuningResult) -> None:
         metrics = {
@@ -346,8 +351,17 @@ class TuningTracker:
 
 
 def loss_plot(records: Sequence[TrialRecord]) -> Any:
-    """Loss per trial and the running best, drawn without pyplot so no GUI backend is needed."""
-    from matplotlib.figure import Figure
+    """Loss per trial and the running best, drawn without pyplot so no GUI backend is needed.
+
+    None without matplotlib (the ``plot`` extra): the run's other artifacts do not need it.
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        log.info(
+            "matplotlib is not installed: no loss_per_trial.png (pip install 'airflow-provider-sparktune[plot]')"
+        )
+        return None
 
     figure = Figure(figsize=(7, 4), dpi=100)
     axes = figure.add_subplot()
