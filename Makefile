@@ -89,19 +89,20 @@ MATRIX_TESTS ?= tests/data/test_staging.py tests/tuning/test_run.py tests/tuning
 	tests/tuning/test_daemon.py tests/tuning/test_launch.py::test_trials_run_on_the_connect_servers_executors \
 	tests/test_spark_version.py
 test-matrix: $(STAMP)
-	@set -e; for pair in $(MATRIX); do \
+	@failed=""; for pair in $(MATRIX); do \
 		spark=$${pair%%:*}; client=$${pair##*:}; env=.matrix/$$spark; \
 		if [ ! -x $$env/bin/python ] || [ pyproject.toml -nt $$env/.installed ]; then \
-			$(BIN)/uv venv --quiet --allow-existing --python $(BIN)/python $$env; \
+			$(BIN)/uv venv --quiet --allow-existing --python $(BIN)/python $$env && \
 			$(BIN)/uv pip install --python $$env/bin/python --quiet -e '.[dev,sklearn,plot]' \
-				"pyspark==$$spark" "pyspark-client==$$client"; \
-			touch $$env/.installed; \
+				"pyspark==$$spark" "pyspark-client==$$client" && touch $$env/.installed || exit 1; \
 		fi; \
 		echo "== pyspark $$spark, pyspark-client $$client ($$env)"; \
 		start=$$(date +%s); \
-		PYSPARK_PYTHON=$(CURDIR)/$$env/bin/python $$env/bin/python -m pytest -p no:cacheprovider $(MATRIX_TESTS); \
+		PYSPARK_PYTHON=$(CURDIR)/$$env/bin/python $$env/bin/python -m pytest -p no:cacheprovider $(MATRIX_TESTS) \
+			|| failed="$$failed $$spark"; \
 		echo "== pyspark $$spark: $$(( $$(date +%s) - start )) s"; \
-	done
+	done; \
+	if [ -n "$$failed" ]; then echo "== test-matrix failed on pyspark$$failed"; exit 1; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
