@@ -441,4 +441,6 @@ def test_a_pyspark_that_cannot_count_executors_starts_the_run_without_waiting(
     session = SimpleNamespace(sparkContext=SimpleNamespace())  # no JVM SparkContext behind it
     hook._wait_for_executors(session, "spark://h:7077", time.monotonic() + 30, 30.0)
     printed = capsys.readouterr()  # the hook's log is Airflow's structured logger
-    assert "This pyspark does not count executors: not waiting for one to register" in printed.out + printed.err
+    assert (
+        "This pyspark does not count executors: not waiting for one to register" in printed.out + printed.err
+    )
