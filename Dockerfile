@@ -18,7 +18,7 @@ USER airflow
 ARG AIRFLOW_VERSION
 COPY --chown=airflow:root pyproject.toml README.md /opt/sparktune/
 COPY --chown=airflow:root airflow_provider_sparktune /opt/sparktune/airflow_provider_sparktune
-RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "/opt/sparktune[sklearn]"
+RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "/opt/sparktune[sklearn,plot]"
 
 # Executors start this interpreter for every trial; spark-class comes from the installed pyspark.
 ENV PYSPARK_PYTHON=/usr/local/bin/python

@@ -13,14 +13,14 @@ export AIRFLOW__CORE__UNIT_TEST_MODE ?= False
 export PYSPARK_PYTHON ?= $(CURDIR)/$(BIN)/python
 export MLFLOW_TRACKING_URI ?= sqlite:///$(AIRFLOW_HOME)/mlflow.db
 
-.PHONY: install demo demo-nightly airflow test test-unit test-integration lint bench mutate clean
+.PHONY: install demo demo-nightly airflow test test-unit test-integration test-matrix lint bench mutate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn,openlineage]'
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn,openlineage,plot]'
 	@java -version >/dev/null 2>&1 || { echo "Java 17+ is required by Spark: install a JDK (e.g. openjdk-17-jre-headless)"; exit 1; }
 	touch $(STAMP)
 
@@ -83,6 +83,30 @@ mutate: $(STAMP)
 	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn,mutate]'
 	$(BIN)/mutmut run --max-children $$(nproc) $(MUTANTS)
 	$(BIN)/mutmut results
+
+# The suite's Spark core, the resident dispatcher with this provider's daemon and one Spark Connect run,
+# against the oldest and the newest supported pyspark, each in a virtualenv of its own under
+# .matrix/<pyspark version> (made once, refreshed when pyproject.toml changes). MATRIX lists
+# pyspark:pyspark-client pairs: make test-matrix MATRIX=4.1.4:4.1.3
+MATRIX ?= 4.0.0:4.0.0 4.2.1:4.2.0
+MATRIX_TESTS ?= tests/data/test_staging.py tests/tuning/test_run.py tests/tuning/test_resident.py \
+	tests/tuning/test_daemon.py tests/tuning/test_launch.py::test_trials_run_on_the_connect_servers_executors \
+	tests/test_spark_version.py
+test-matrix: $(STAMP)
+	@failed=""; for pair in $(MATRIX); do \
+		spark=$${pair%%:*}; client=$${pair##*:}; env=.matrix/$$spark; \
+		if [ ! -x $$env/bin/python ] || [ pyproject.toml -nt $$env/.installed ]; then \
+			$(BIN)/uv venv --quiet --allow-existing --python $(BIN)/python $$env && \
+			$(BIN)/uv pip install --python $$env/bin/python --quiet -e '.[dev,sklearn,plot]' \
+				"pyspark==$$spark" "pyspark-client==$$client" && touch $$env/.installed || exit 1; \
+		fi; \
+		echo "== pyspark $$spark, pyspark-client $$client ($$env)"; \
+		start=$$(date +%s); \
+		PYSPARK_PYTHON=$(CURDIR)/$$env/bin/python $$env/bin/python -m pytest -p no:cacheprovider $(MATRIX_TESTS) \
+			|| failed="$$failed $$spark"; \
+		echo "== pyspark $$spark: $$(( $$(date +%s) - start )) s"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "== test-matrix failed on pyspark$$failed"; exit 1; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

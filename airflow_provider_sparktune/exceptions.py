@@ -52,3 +52,7 @@ class TrialPruned(SparktuneError):
 
 class RegistryError(SparktuneError):
     """The MLflow model registry refused a registration or an alias move; the model run is kept."""
+
+
+class SparkVersionError(SparktuneError):
+    """The installed pyspark and pyspark-client are on different Spark lines; the message names both."""

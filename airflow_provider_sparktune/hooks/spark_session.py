@@ -9,6 +9,7 @@ resident dispatcher.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlparse
 
@@ -74,6 +75,17 @@ class _WorkerPopenArgs(dict[str, Any]):
         super().__setitem__(key, value)
 
 
+def gateway_launch_supported(context: Any, launch: Callable[..., Any]) -> bool:
+    """Whether this pyspark lets the driver JVM be started here: its gateway slots on ``SparkContext``
+    (private) and ``launch_gateway(popen_kwargs=...)``. Without them PySpark starts the JVM itself.
+    """
+    try:
+        parameters = inspect.signature(launch).parameters
+    except (TypeError, ValueError):
+        return False
+    return "popen_kwargs" in parameters and all(hasattr(context, a) for a in ("_lock", "_gateway", "_jvm"))
+
+
 def launch_logged_gateway(conf: Mapping[str, str]) -> None:
     """Start the driver JVM with its output going to Python logging rather than the process's stderr.
 
@@ -86,9 +98,14 @@ def launch_logged_gateway(conf: Mapping[str, str]) -> None:
     """
     import subprocess
 
-    from pyspark import SparkConf, SparkContext
+    from pyspark import SparkConf, SparkContext, __version__
     from pyspark.java_gateway import launch_gateway
 
+    if not gateway_launch_supported(SparkContext, launch_gateway):
+        jvm_log.warning(
+            "pyspark %s starts the driver JVM itself: its output goes to this process's stderr", __version__
+        )
+        return
     with SparkContext._lock:
         if SparkContext._gateway is not None:
             return
@@ -297,7 +314,7 @@ class SparkSessionHook(BaseHook):
         master, conf, timeout = self.resolve()
         if is_connect_url(master):
             return self._connect_session(master, conf, timeout)
-        if SparkContext._active_spark_context is not None:
+        if getattr(SparkContext, "_active_spark_context", None) is not None:
             self._session = SparkSession.builder.getOrCreate()
             self.log.info("Reusing the running SparkSession (master %s)", self._session.sparkContext.master)
             return self._session
@@ -407,8 +424,16 @@ class SparkSessionHook(BaseHook):
         raise self._no_executor_error(master, timeout)
 
     def _wait_for_executors(self, session: Any, master: str, deadline: float, timeout: float) -> None:
-        """Fail at the deadline when no executor registers (master down, no free workers)."""
-        jsc = session.sparkContext._jsc.sc()
+        """Fail at the deadline when no executor registers (master down, no free workers).
+
+        The count comes from the JVM SparkContext (no public Python API has it); a pyspark without
+        that route starts the run at once, and its tasks wait for executors as Spark's own jobs do.
+        """
+        try:
+            jsc = session.sparkContext._jsc.sc()
+        except AttributeError:
+            self.log.warning("This pyspark does not count executors: not waiting for one to register")
+            return
         while time.monotonic() < deadline:
             if jsc.isStopped():
                 break

@@ -313,7 +313,7 @@ class TuningTracker:
             lambda: self._log_summary(result),
             lambda: self.client.log_dict(self.run_id, json_native(result.best_params), "best_params.json"),
             *[partial(write_part, index) for index in range(part_count(len(records), PART_RECORDS))],
-            lambda: self.client.log_figure(self.run_id, loss_plot(result.records), "loss_per_trial.png"),
+            lambda: self._log_loss_plot(result),
         ]
 
         def write() -> None:
@@ -351,6 +351,11 @@ class TuningTracker:
         self.set_tags({schema.SUPERSEDED_BY: self.run_id}, run_id=parent_run_id)
         self.client.set_terminated(parent_run_id, status="FAILED")
         return True
+
+    def _log_loss_plot(self, result: TuningResult) -> None:
+        figure = loss_plot(result.records)
+        if figure is not None:
+            self.client.log_figure(self.run_id, figure, "loss_per_trial.png")
 
     def _log_summary(self, result: TuningResult) -> None:
         metrics = {
@@ -403,8 +408,17 @@ class TuningTracker:
 
 
 def loss_plot(records: Sequence[TrialRecord]) -> Any:
-    """Loss per trial and the running best, drawn without pyplot so no GUI backend is needed."""
-    from matplotlib.figure import Figure
+    """Loss per trial and the running best, drawn without pyplot so no GUI backend is needed.
+
+    None without matplotlib (the ``plot`` extra): the run's other artifacts do not need it.
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        log.info(
+            "matplotlib is not installed: no loss_per_trial.png (pip install 'airflow-provider-sparktune[plot]')"
+        )
+        return None
 
     figure = Figure(figsize=(7, 4), dpi=100)
     axes = figure.add_subplot()

@@ -16,6 +16,7 @@ from airflow_provider_sparktune.exceptions import SparkConnectionError
 from airflow_provider_sparktune.hooks.spark_session import (
     SparkSessionHook,
     conf_from_extra,
+    gateway_launch_supported,
     jvm_line_levels,
     redact,
     resolve_master,
@@ -418,3 +419,35 @@ def test_new_session_takes_the_connection_and_logs_spark_output(tmp_path: Path) 
     jvm_lines = [line for line in done.stdout.splitlines() if "spark_jvm" in line]
     assert any("Setting default log level" in line for line in jvm_lines), done.stdout[-3000:]
     assert done.stderr.strip() == ""
+
+
+@pytest.mark.unit
+def test_the_driver_jvm_is_started_here_only_where_pyspark_lets_it() -> None:
+    from pyspark import SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    assert gateway_launch_supported(SparkContext, launch_gateway)  # every supported pyspark
+
+    class ContextWithoutGatewaySlots:
+        pass
+
+    def launch_without_popen_kwargs(conf: Any = None) -> None:
+        pass
+
+    assert not gateway_launch_supported(ContextWithoutGatewaySlots, launch_gateway)
+    assert not gateway_launch_supported(SparkContext, launch_without_popen_kwargs)
+
+
+@pytest.mark.unit
+def test_a_pyspark_that_cannot_count_executors_starts_the_run_without_waiting(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from types import SimpleNamespace
+
+    hook = SparkSessionHook("spark_default")
+    session = SimpleNamespace(sparkContext=SimpleNamespace())  # no JVM SparkContext behind it
+    hook._wait_for_executors(session, "spark://h:7077", time.monotonic() + 30, 30.0)
+    printed = capsys.readouterr()  # the hook's log is Airflow's structured logger
+    assert (
+        "This pyspark does not count executors: not waiting for one to register" in printed.out + printed.err
+    )

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -140,6 +142,29 @@ def test_parent_and_child_runs_read_back(store_uri: str, experiment_name: str) -
     assert "ValueError: boom" in by_tid[1].data.tags["sparktune.error"]
     assert "loss" not in by_tid[1].data.metrics
     assert by_tid[2].info.end_time - by_tid[2].info.start_time == pytest.approx(1000, abs=5)
+
+
+@pytest.mark.integration
+def test_without_matplotlib_the_run_finishes_without_its_plot(
+    store_uri: str, experiment_name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mlflow import MlflowClient
+
+    for name in ("matplotlib", "matplotlib.figure"):
+        monkeypatch.setitem(sys.modules, name, None)  # what an install without the plot extra has
+    tracker = TuningTracker(store_uri, experiment_name)
+    tracker.start(run_name="tune try 1", tags={}, search_space={"x": {"hp": "uniform", "low": 0, "high": 1}})
+    records = [record(0, loss=2.0), record(1, loss=0.5)]
+    with caplog.at_level(logging.INFO, logger="airflow_provider_sparktune.tracking.tracker"):
+        tracker.finish(result_of(records))
+
+    client = MlflowClient(store_uri)
+    assert client.get_run(tracker.run_id).info.status == "FINISHED"
+    artifacts = {f.path for f in client.list_artifacts(tracker.run_id)}
+    assert {"best_params.json", "trials.json"} <= artifacts and "loss_per_trial.png" not in artifacts
+    assert [r.getMessage() for r in caplog.records if "matplotlib" in r.getMessage()] == [
+        "matplotlib is not installed: no loss_per_trial.png (pip install 'airflow-provider-sparktune[plot]')"
+    ]
 
 
 @pytest.mark.integration

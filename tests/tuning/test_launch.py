@@ -30,6 +30,7 @@ from airflow_provider_sparktune.tuning.dispatch.launch import (
     CALLBACK_HOST_CONF,
     CALLBACK_TIMEOUT_CONF,
     _python_mismatch,
+    _server_endpoint,
     is_connect,
     refuse_sparktrials_on_connect,
     task_slots,
@@ -63,6 +64,16 @@ def test_a_python_version_mismatch_names_both_versions_and_the_fix() -> None:
     assert "server runs Python 3.12" in message and "client runs Python 3.11" in message
     assert "PYSPARK_PYTHON" in message
     assert _python_mismatch(RuntimeError("[PYTHON_EXCEPTION] ZeroDivisionError: division by zero")) is None
+
+
+@pytest.mark.unit
+def test_a_connect_client_that_hides_its_server_asks_for_the_callback_host() -> None:
+    from types import SimpleNamespace
+
+    with pytest.raises(
+        SparkConnectionError, match=rf"set {CALLBACK_HOST_CONF} to an address of this machine"
+    ):
+        _server_endpoint(SimpleNamespace(client=SimpleNamespace()))  # a client without its channel builder
 
 
 @pytest.mark.unit

@@ -11,6 +11,11 @@ Run as PySpark's daemon (``spark.python.daemon.module``, which the Spark hook se
 makes): the worker code is imported here once and inherited by every fork; the zips' directories are
 re-read only when a zip changed. Nothing that starts a thread is imported before the forks (PySpark's
 reason to import late: pandas and pyarrow start threads).
+
+The fast start leans on PySpark's internals (``pyspark.daemon.manager``, the worker modules' names),
+so it runs only on the pyspark lines it is tested with (``SUPPORTED_LINES``); on any other, or when
+those internals are missing, the executor's pyspark runs its own daemon, and says so on the
+executor's stderr.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ import gc
 import os
 import sys
 import traceback
+from collections.abc import Callable
+
+from airflow_provider_sparktune.spark_version import SUPPORTED_LINES, spark_line
 
 DAEMON_MODULE = "airflow_provider_sparktune.tuning.dispatch.daemon"
 DAEMON_MODULE_CONF = "spark.python.daemon.module"
@@ -73,16 +81,49 @@ def keep_zip_directories() -> None:
     zipimport.zipimporter.invalidate_caches = invalidate_caches  # type: ignore[method-assign]
 
 
-def main() -> None:
+def pyspark_daemon() -> None:
+    """PySpark's own daemon, unchanged: what ``spark.python.daemon.module`` runs by default."""
+    import runpy
+
+    runpy.run_module("pyspark.daemon", run_name="__main__", alter_sys=True)
+
+
+def fast_daemon() -> None:
+    """Preload, then PySpark's daemon loop in this process, so every fork inherits what was loaded."""
+    try:
+        from pyspark.daemon import manager
+    except ImportError:
+        print(
+            "sparktune daemon: pyspark.daemon has no manager(); running PySpark's own daemon", file=sys.stderr
+        )
+        pyspark_daemon()
+        return
     try:
         preload()
         keep_zip_directories()
     except Exception:  # the daemon must start: workers then import for themselves, as PySpark does
         traceback.print_exc(file=sys.stderr)
     gc.freeze()  # the forks share these objects: no collection touches (and copies) their pages
-    from pyspark.daemon import manager
-
     manager()
+
+
+def daemon_for(version: str) -> Callable[[], None]:
+    """The fast start on a tested pyspark line; PySpark's own daemon on any other, said on stderr."""
+    if spark_line(version) in SUPPORTED_LINES:
+        return fast_daemon
+    lines = ", ".join(f"{major}.{minor}" for major, minor in SUPPORTED_LINES)
+    print(
+        f"sparktune daemon: pyspark {version} is not a line the fast worker start is tested with ({lines}); "
+        "new Python workers start through PySpark's own daemon",
+        file=sys.stderr,
+    )
+    return pyspark_daemon
+
+
+def main() -> None:
+    from pyspark.version import __version__
+
+    daemon_for(__version__)()
 
 
 if __name__ == "__main__":

@@ -29,6 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_sparktune.exceptions import SparkConnectionError, TuningConfigError
+from airflow_provider_sparktune.spark_version import check_one_spark_line
+
+# Every Spark-using module of the provider imports this one: a mixed pyspark install is refused here.
+check_one_spark_line()
 
 log = logging.getLogger(__name__)
 
@@ -216,10 +220,15 @@ def task_slots(spark: Any) -> int:
 
 
 def _server_endpoint(spark: Any) -> tuple[str, int]:
-    """(host, port) this Connect client talks to."""
-    builder = spark.client._builder
-    host, _, port = str(builder.endpoint).rpartition(":")
-    return host.strip("[]"), int(port)
+    """(host, port) this Connect client talks to, read from the client's channel (no public API has it)."""
+    try:
+        host, _, port = str(spark.client._builder.endpoint).rpartition(":")
+        return host.strip("[]"), int(port)
+    except (AttributeError, ValueError) as err:
+        raise SparkConnectionError(
+            f"{CALLBACK_HOST_CONF}: this pyspark's Spark Connect client does not tell its server's address "
+            f"({err}); set {CALLBACK_HOST_CONF} to an address of this machine the server's executors can reach"
+        ) from err
 
 
 def _python_mismatch(err: BaseException) -> SparkConnectionError | None:
