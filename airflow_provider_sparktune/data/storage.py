@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -200,9 +201,16 @@ def detect_format(uri: str, listing: Listing | None = None, given: str | None = 
     return fmt
 
 
+def _without_content(line: str) -> str:
+    """A parser's message without the row it quotes (``Expected 1 columns, got 3: a,b,c``): a URI from
+    run conf can name any file the worker reads, and the message reaches the task log."""
+    return re.sub(r"(got \d+)\s*:.*$", r"\1", line)
+
+
 def read_error(uri: str, fmt: str, err: BaseException) -> StagingError:
     return StagingError(
-        f"data {uri!r}: cannot read it as {fmt} ({type(err).__name__}: {_first_line(err)}); check that the "
+        f"data {uri!r}: cannot read it as {fmt} ({type(err).__name__}: {_without_content(_first_line(err))}); "
+        "check that the "
         f"upstream job finished writing it (StagedDataSensor with success_marker waits for that), that it "
         f"is not corrupt, and that data_format is right"
     )

@@ -261,3 +261,16 @@ def test_csv_with_a_header_only_is_an_empty_dataset(tmp_path: Path) -> None:
         inspect_dataset(str(tmp_path / "h.csv"), "csv")
     with pytest.raises(StagingError, match="the dataset is empty"):
         read_dataset(str(tmp_path / "h.csv"), "csv")
+
+
+@pytest.mark.unit
+def test_a_parse_error_does_not_quote_the_files_contents(tmp_path: Path) -> None:
+    """A URI from run conf may name any file the worker reads: its rows stay out of the task log."""
+    from airflow_provider_sparktune.data.storage import read_raw
+
+    path = tmp_path / "secrets.csv"
+    path.write_text("name\nuser,hunter2,extra\n")
+    with pytest.raises(StagingError) as exc:
+        read_raw(str(path), "csv")
+    assert "cannot read it as csv" in str(exc.value) and "got 3" in str(exc.value)
+    assert "hunter2" not in str(exc.value)
