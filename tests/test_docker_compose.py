@@ -121,7 +121,7 @@ def test_dockerfile_installs_java_and_this_provider() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert "FROM apache/airflow:" in dockerfile
     assert "openjdk-17-jre-headless" in dockerfile
-    assert '"/opt/sparktune[sklearn]"' in dockerfile
+    assert '"/opt/sparktune[sklearn,plot]"' in dockerfile
     assert "PYSPARK_PYTHON=" in dockerfile
     assert (REPO / "docker" / "spark-class").stat().st_mode & 0o111
 

@@ -161,7 +161,7 @@ def test_without_matplotlib_the_run_finishes_without_its_plot(
     client = MlflowClient(store_uri)
     assert client.get_run(tracker.run_id).info.status == "FINISHED"
     artifacts = {f.path for f in client.list_artifacts(tracker.run_id)}
-    assert {"best_params.json", "trials.json"} <= artifacts and "loss_per_trial.png" not in artifacts
+    assert {"best_params.json", "trials"} <= artifacts and "loss_per_trial.png" not in artifacts
     assert [r.getMessage() for r in caplog.records if "matplotlib" in r.getMessage()] == [
         "matplotlib is not installed: no loss_per_trial.png (pip install 'airflow-provider-sparktune[plot]')"
     ]
