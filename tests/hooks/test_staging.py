@@ -194,3 +194,22 @@ def test_a_success_marker_lies_in_the_dataset(tmp_path: Path, marker: str, insid
         return
     with pytest.raises(StagingError, match=r"^success_marker: '.*' is outside the dataset"):
         hook.check_readiness(str(root), success_marker=marker, require_stable=False)
+
+
+def test_open_reports_its_input_to_airflow_s_hook_lineage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk import lineage, plugins_manager
+
+    root = tmp_path / "ds"
+    root.mkdir()
+    parquet(root / "part-0.parquet")
+    # a hook lineage reader is registered, as the OpenLineage provider does when lineage is enabled
+    monkeypatch.setattr(plugins_manager, "get_hook_lineage_readers_plugins", lambda: [lineage.HookLineageReader])
+    lineage.get_hook_lineage_collector.cache_clear()
+    try:
+        hook = DataStagingHook("no_such_data_conn")
+        hook.open(hook.plan(str(root)))
+        collected = lineage.get_hook_lineage_collector().collected_assets
+    finally:
+        lineage.get_hook_lineage_collector.cache_clear()
+    assert [info.asset.uri for info in collected.inputs] == [f"file://{root}"]
+    assert collected.inputs[0].context is hook and collected.outputs == []
