@@ -196,14 +196,18 @@ def test_a_success_marker_lies_in_the_dataset(tmp_path: Path, marker: str, insid
         hook.check_readiness(str(root), success_marker=marker, require_stable=False)
 
 
-def test_open_reports_its_input_to_airflow_s_hook_lineage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_reports_its_input_to_airflow_s_hook_lineage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from airflow.sdk import lineage, plugins_manager
 
     root = tmp_path / "ds"
     root.mkdir()
     parquet(root / "part-0.parquet")
     # a hook lineage reader is registered, as the OpenLineage provider does when lineage is enabled
-    monkeypatch.setattr(plugins_manager, "get_hook_lineage_readers_plugins", lambda: [lineage.HookLineageReader])
+    monkeypatch.setattr(
+        plugins_manager, "get_hook_lineage_readers_plugins", lambda: [lineage.HookLineageReader]
+    )
     lineage.get_hook_lineage_collector.cache_clear()
     try:
         hook = DataStagingHook("no_such_data_conn")
