@@ -383,21 +383,24 @@ def kill_group(process: subprocess.Popen[bytes]) -> None:
 
 @dataclass
 class TokenProxy:
-    """Counts of what a ``token_checking_proxy`` let through and refused."""
+    """Counts of what a loopback proxy (``token_checking_proxy``, ``registry_refusing_proxy``) let
+    through and refused."""
 
     uri: str
     authorized: int = 0
     refused: int = 0
 
 
-@contextmanager
-def token_checking_proxy(upstream: str, token: str) -> Iterator[TokenProxy]:
-    """A loopback HTTP proxy in front of ``upstream`` that refuses (401) requests without the bearer token.
+Refusal = tuple[int, bytes, str]
 
-    It stands where a tracking server behind authentication would: a request reaches MLflow only if
-    it carries ``Authorization: Bearer <token>``. Runs in a thread of the test process and is shut
-    down when the block ends.
-    """
+
+@contextmanager
+def _filtering_proxy(
+    upstream: str, refuse: Callable[[str, str, Any], Refusal | None], name: str
+) -> Iterator[TokenProxy]:
+    """A loopback HTTP proxy in front of ``upstream``: ``refuse(method, path, headers)`` answers a
+    request itself (status, body, content type) or lets it through (None). Runs in a thread of the
+    test process and is shut down when the block ends."""
     import http.server
     import threading
     import urllib.error
@@ -408,30 +411,32 @@ def token_checking_proxy(upstream: str, token: str) -> Iterator[TokenProxy]:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def _forward(self) -> None:
-            if self.headers.get("Authorization") != f"Bearer {token}":
-                with lock:
-                    proxy.refused += 1
-                self.send_response(401)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            with lock:
-                proxy.authorized += 1
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "authorization")}
-            request = urllib.request.Request(
-                upstream + self.path, data=body, headers=headers, method=self.command
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=30) as response:
-                    status, payload, kind = (
-                        response.status,
-                        response.read(),
-                        response.headers.get("Content-Type"),
-                    )
-            except urllib.error.HTTPError as err:
-                status, payload, kind = err.code, err.read(), err.headers.get("Content-Type")
+            refusal = refuse(self.command, self.path, self.headers)
+            with lock:
+                if refusal is None:
+                    proxy.authorized += 1
+                else:
+                    proxy.refused += 1
+            if refusal is None:
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in ("host", "authorization")
+                }
+                request = urllib.request.Request(
+                    upstream + self.path, data=body, headers=headers, method=self.command
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as response:
+                        status, payload, kind = (
+                            response.status,
+                            response.read(),
+                            response.headers.get("Content-Type"),
+                        )
+                except urllib.error.HTTPError as err:
+                    status, payload, kind = err.code, err.read(), err.headers.get("Content-Type")
+            else:
+                status, payload, kind = refusal
             self.send_response(status)
             self.send_header("Content-Type", kind or "application/json")
             self.send_header("Content-Length", str(len(payload)))
@@ -444,7 +449,7 @@ def token_checking_proxy(upstream: str, token: str) -> Iterator[TokenProxy]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="token-proxy", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
     thread.start()
     try:
         yield proxy
@@ -452,6 +457,21 @@ def token_checking_proxy(upstream: str, token: str) -> Iterator[TokenProxy]:
         server.shutdown()
         server.server_close()
         thread.join(10)
+
+
+@contextmanager
+def token_checking_proxy(upstream: str, token: str) -> Iterator[TokenProxy]:
+    """A loopback HTTP proxy in front of ``upstream`` that refuses (401) requests without the bearer token.
+
+    It stands where a tracking server behind authentication would: a request reaches MLflow only if
+    it carries ``Authorization: Bearer <token>``.
+    """
+
+    def refuse(method: str, path: str, headers: Any) -> Refusal | None:
+        return None if headers.get("Authorization") == f"Bearer {token}" else (401, b"", "application/json")
+
+    with _filtering_proxy(upstream, refuse, "token-proxy") as proxy:
+        yield proxy
 
 
 @dataclass
@@ -514,15 +534,8 @@ def registry_refusing_proxy(upstream: str) -> Iterator[TokenProxy]:
 
     It stands where a tracking server with access control would, for a user who may log runs but not
     register models: MLflow's own PERMISSION_DENIED answer for registered-model and model-version
-    writes, everything else passed through. Runs in a thread of the test process.
+    writes, everything else passed through.
     """
-    import http.server
-    import threading
-    import urllib.error
-
-    port = free_port()
-    proxy = TokenProxy(f"http://127.0.0.1:{port}")
-    lock = threading.Lock()
     denied = json.dumps(
         {
             "error_code": "PERMISSION_DENIED",
@@ -530,48 +543,9 @@ def registry_refusing_proxy(upstream: str) -> Iterator[TokenProxy]:
         }
     ).encode()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def _forward(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
-            registry = "/registered-models/" in self.path or "/model-versions/" in self.path
-            if registry and self.command != "GET":
-                with lock:
-                    proxy.refused += 1
-                status, payload, kind = 403, denied, "application/json"
-            else:
-                with lock:
-                    proxy.authorized += 1
-                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
-                request = urllib.request.Request(
-                    upstream + self.path, data=body, headers=headers, method=self.command
-                )
-                try:
-                    with urllib.request.urlopen(request, timeout=30) as response:
-                        status, payload, kind = (
-                            response.status,
-                            response.read(),
-                            response.headers.get("Content-Type"),
-                        )
-                except urllib.error.HTTPError as err:
-                    status, payload, kind = err.code, err.read(), err.headers.get("Content-Type")
-            self.send_response(status)
-            self.send_header("Content-Type", kind or "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    def refuse(method: str, path: str, headers: Any) -> Refusal | None:
+        registry = "/registered-models/" in path or "/model-versions/" in path
+        return (403, denied, "application/json") if registry and method != "GET" else None
 
-        do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _forward
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep the test output quiet
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="registry-proxy", daemon=True)
-    thread.start()
-    try:
+    with _filtering_proxy(upstream, refuse, "registry-proxy") as proxy:
         yield proxy
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
