@@ -1,7 +1,8 @@
-"""Apache Airflow provider for scheduled hyperparameter tuning with hyperopt SparkTrials and MLflow.
+"""Apache Airflow provider for scheduled hyperparameter tuning on Spark, tracked in MLflow.
 
-The tuning core works without Airflow: ``from airflow_provider_sparktune import run_tuning``. Names
-are loaded on first use, so importing the package (as every Spark executor does) stays cheap.
+The tuning core works without Airflow, and its public names are all here:
+``from airflow_provider_sparktune import run_tuning, build_space``. Names are loaded on first use,
+so importing the package (as every Spark executor does) stays cheap.
 """
 
 from __future__ import annotations
@@ -27,8 +28,16 @@ _LAZY = {
     "TrackingOptions": "airflow_provider_sparktune.tuning.session",
     "TuningResult": "airflow_provider_sparktune.tuning.records",
     "TrialRecord": "airflow_provider_sparktune.tuning.records",
+    "Progress": "airflow_provider_sparktune.tuning.records",
     "TuningSpec": "airflow_provider_sparktune.tuning.spec",
+    "PreparedRun": "airflow_provider_sparktune.tuning.prepare",
+    "prepare_run": "airflow_provider_sparktune.tuning.prepare",
+    "RunControl": "airflow_provider_sparktune.tuning.run",
+    "execute_run": "airflow_provider_sparktune.tuning.run",
     "build_space": "airflow_provider_sparktune.tuning.space",
+    "validate_space": "airflow_provider_sparktune.tuning.space",
+    "space_facts": "airflow_provider_sparktune.tuning.space",
+    "SpaceFacts": "airflow_provider_sparktune.tuning.space",
 }
 
 __all__ = [

@@ -102,11 +102,11 @@ def task_child(case: dict[str, Any]) -> dict[str, Any]:
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     started_at = time.time()
-    from airflow_provider_sparktune.tracking import durable
+    from airflow_provider_sparktune.tracking import write_queue
     from airflow_provider_sparktune.tuning.prepare import prepare_run
     from airflow_provider_sparktune.tuning.session import TrackingOptions, TuningSession
 
-    durable.SERVER_WRITERS = case["writers"]
+    write_queue.SERVER_WRITERS = case["writers"]
     prepared = prepare_run(SPACE, _instant, max_evals=case["n"], parallelism=case["p"], seed=0)
     session = TuningSession(prepared, TrackingOptions(case["tracking_uri"], f"bench-{time.time_ns()}"))
 

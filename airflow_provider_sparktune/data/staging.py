@@ -322,7 +322,7 @@ class StagedData:
             self.plan = replace(self.plan, size_bytes=listing.size_bytes)
             return self._fall_back_to_reload(decide(listing.size_bytes, self.plan.threshold_bytes)[1])
         from airflow_provider_sparktune.data.host_copy import COPY_SUFFIX, copy_dataset, remove_copy
-        from airflow_provider_sparktune.tuning.dispatch.launch import is_connect
+        from airflow_provider_sparktune.session_kind import is_connect
 
         connect = is_connect(spark)
         name = f"sparktune-data-{uuid.uuid4().hex[:12]}{COPY_SUFFIX[self.plan.format]}"

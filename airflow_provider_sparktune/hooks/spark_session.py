@@ -30,9 +30,9 @@ from airflow_provider_sparktune.redaction import redact_uri
 from airflow_provider_sparktune.tracking.tracker import CREDENTIAL_ENV
 from airflow_provider_sparktune.tuning.dispatch.daemon import DAEMON_MODULE, DAEMON_MODULE_CONF
 from airflow_provider_sparktune.tuning.dispatch.launch import CALLBACK_HOST_CONF, CALLBACK_TIMEOUT_CONF
+from airflow_provider_sparktune.values import DEFAULT_SPARK_WAIT_S, positive_seconds
 
 DEFAULT_MASTER = "local[*]"
-DEFAULT_CONNECT_TIMEOUT_S = 60.0
 _MASTER_SCHEMES = ("local", "spark://", "yarn", "k8s://", "mesos://", "sc://")
 CONNECTION_TYPES = ("spark", "spark_connect")
 _TOKEN = re.compile(r"(token=)[^;]*")
@@ -295,14 +295,8 @@ class SparkSessionHook(BaseHook):
         if value is None:
             where, value = "spark_conn_id: extra connect_timeout", extra.get("connect_timeout")
             if value is None:
-                return DEFAULT_CONNECT_TIMEOUT_S
-        try:
-            seconds = float(value)
-        except (TypeError, ValueError):
-            seconds = float("nan")
-        if isinstance(value, bool) or not seconds > 0 or seconds == float("inf"):
-            raise SparkConnectionError(f"{where}: {value!r} must be a positive number of seconds")
-        return seconds
+                return DEFAULT_SPARK_WAIT_S
+        return positive_seconds(where, value, SparkConnectionError, text=True)
 
     def get_session(self) -> Any:
         """The SparkSession to run trials on; created once per hook."""

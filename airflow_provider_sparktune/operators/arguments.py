@@ -7,11 +7,11 @@ so a bad value from a template or run conf fails the task before MLflow or Spark
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from airflow_provider_sparktune.exceptions import TuningConfigError
+from airflow_provider_sparktune.values import positive_seconds
 
 _TRUE, _FALSE = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 _UNSET = ("", "none", "null")  # what a template renders for None
@@ -53,17 +53,11 @@ def flag(name: str, value: Any, *, allow_none: bool = False) -> bool | None:
 
 
 def positive_number(name: str, value: Any, *, allow_none: bool = True) -> float | None:
+    """Seconds, or the text a template renders for them (None where ``allow_none``)."""
     value = coerce(name, value, float)
     if value is None and allow_none:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise TuningConfigError(f"{name}: {value!r} must be a positive number of seconds")
-    return float(value)
+    return positive_seconds(name, value)
 
 
 def mapping(name: str, value: Any) -> dict[str, Any] | None:

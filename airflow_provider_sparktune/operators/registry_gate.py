@@ -128,7 +128,7 @@ class ModelRegistryGateOperator(BaseOperator):
         from airflow_provider_sparktune.operators.assets import redact_uri
         from airflow_provider_sparktune.tracking.registry import gate_model
         from airflow_provider_sparktune.tracking.store import open_client, telemetry_off_unless_asked
-        from airflow_provider_sparktune.tuning.values import json_native
+        from airflow_provider_sparktune.values import json_native
 
         rule = self._rule()
         arguments.name("registered_model_name", self.registered_model_name, allow_none=False)

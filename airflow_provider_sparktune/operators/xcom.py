@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_sparktune.tuning.values import json_native
+from airflow_provider_sparktune.values import json_native
 
 if TYPE_CHECKING:
     from airflow_provider_sparktune.tuning.records import TuningResult

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from airflow_provider_sparktune.tracking import schema
-from airflow_provider_sparktune.tuning.prior import PriorTrial
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +28,23 @@ _OLDEST_FIRST = ["attributes.start_time ASC"]
 _BEST_FIRST = ["metrics.loss ASC", "attributes.start_time ASC"]
 _COMPLETE = {"FINISHED": "ok", "FAILED": "failed"}
 
+EarlierStatus = Literal["ok", "failed", "pruned"]
+
+
+@dataclass(frozen=True)
+class EarlierTrial:
+    """A finished trial of an earlier run, as read back from MLflow."""
+
+    vals: dict[str, Any]  # {label: value} of the active labels, as in misc.vals without the lists
+    status: EarlierStatus
+    loss: float | None
+    source_run_id: str  # the MLflow trial run it came from
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    pruned_step: int | None = None  # a pruned trial: where it stopped; its loss is its last report
+
 
 @dataclass(frozen=True)
 class EarlierTries:
@@ -36,7 +52,7 @@ class EarlierTries:
 
     parent_run_ids: tuple[str, ...]
     still_running: tuple[str, ...]  # parents a killed try could not close
-    trials: tuple[PriorTrial, ...]
+    trials: tuple[EarlierTrial, ...]
 
 
 @dataclass(frozen=True)
@@ -44,7 +60,7 @@ class WarmStartSource:
     """The best points of recent successful runs of a tuning key, best first."""
 
     parent_run_ids: tuple[str, ...]
-    points: tuple[PriorTrial, ...]
+    points: tuple[EarlierTrial, ...]
 
 
 def _search(
@@ -96,7 +112,7 @@ def earlier_tries(
         and schema.PARENT_RUN not in run.data.tags
     ]
     parents.sort(key=lambda run: run.info.start_time or 0)
-    trials: list[PriorTrial] = []
+    trials: list[EarlierTrial] = []
     earlier: set[str] = set()  # points of the tries before: two tries alive at once may share some
     for parent in parents:
         own = [
@@ -113,15 +129,15 @@ def earlier_tries(
     )
 
 
-def trials_of(client: Any, experiment_id: str, parent_run_id: str) -> list[PriorTrial]:
+def trials_of(client: Any, experiment_id: str, parent_run_id: str) -> list[EarlierTrial]:
     """The completely written trial runs of one parent run, one per trial id, in trial id order.
 
     All of them, however many pages that takes: a resumed try counts them toward ``max_evals``.
     """
-    by_tid: dict[int, PriorTrial] = {}
+    by_tid: dict[int, EarlierTrial] = {}
     query = _tag_filter({schema.PARENT_RUN: parent_run_id})
     for run in _search(client, experiment_id, query, order_by=_OLDEST_FIRST):
-        trial = _prior_trial(run)
+        trial = _earlier_trial(run)
         if trial is None:
             continue
         tid = int(run.data.tags.get(schema.TID, -1))
@@ -129,7 +145,7 @@ def trials_of(client: Any, experiment_id: str, parent_run_id: str) -> list[Prior
     return [by_tid[tid] for tid in sorted(by_tid)]
 
 
-def _prior_trial(run: Any) -> PriorTrial | None:
+def _earlier_trial(run: Any) -> EarlierTrial | None:
     tags, status = run.data.tags, _COMPLETE.get(run.info.status)
     if status is None or tags.get(schema.STATUS) not in ("ok", "failed", "pruned"):
         return None
@@ -144,7 +160,7 @@ def _prior_trial(run: Any) -> PriorTrial | None:
     if not isinstance(vals, dict) or (tags[schema.STATUS] in ("ok", "pruned") and loss is None):
         return None
     metrics = {k: float(v) for k, v in run.data.metrics.items() if k != "loss"}
-    return PriorTrial(
+    return EarlierTrial(
         vals=vals,
         status=tags[schema.STATUS],
         loss=None if loss is None else float(loss),
@@ -186,17 +202,17 @@ def warm_start_source(
     return WarmStartSource(tuple(p.info.run_id for p in parents), tuple(best_distinct(candidates, k)))
 
 
-def best_trials_of(client: Any, experiment_id: str, parent: Any, k: int) -> list[PriorTrial]:
+def best_trials_of(client: Any, experiment_id: str, parent: Any, k: int) -> list[EarlierTrial]:
     """The successful trial runs of ``parent`` holding its ``k`` best distinct points, best first."""
     query = (
         _tag_filter({schema.PARENT_RUN: parent.info.run_id, schema.STATUS: "ok"})
         + " and attributes.status = 'FINISHED'"
     )
     page_size = max(10, WARM_START_PAGE_PER_POINT * k)
-    found: list[PriorTrial] = []
+    found: list[EarlierTrial] = []
     points: set[str] = set()
     for run in _search(client, experiment_id, query, page_size=page_size, order_by=_BEST_FIRST):
-        trial = _prior_trial(run)
+        trial = _earlier_trial(run)
         if trial is None or trial.status != "ok" or trial.loss is None:
             continue
         found.append(trial)
@@ -206,10 +222,10 @@ def best_trials_of(client: Any, experiment_id: str, parent: Any, k: int) -> list
     return found
 
 
-def best_distinct(trials: Sequence[PriorTrial], k: int) -> list[PriorTrial]:
+def best_distinct(trials: Sequence[EarlierTrial], k: int) -> list[EarlierTrial]:
     """The first ``k`` trials with distinct points (trials already sorted best first)."""
     seen: set[str] = set()
-    chosen: list[PriorTrial] = []
+    chosen: list[EarlierTrial] = []
     for trial in trials:
         key = point_key(trial.vals)
         if key in seen:

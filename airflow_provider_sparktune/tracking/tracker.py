@@ -20,7 +20,7 @@ from airflow_provider_sparktune.exceptions import TrackingError
 from airflow_provider_sparktune.redaction import redact_uri
 from airflow_provider_sparktune.tracking import schema
 from airflow_provider_sparktune.tracking.store import is_server_uri, open_client, sqlite_path
-from airflow_provider_sparktune.tuning.values import json_native
+from airflow_provider_sparktune.values import json_native
 
 if TYPE_CHECKING:
     from airflow_provider_sparktune.tuning.records import TrialRecord, TuningResult
@@ -46,7 +46,7 @@ CREDENTIAL_ENV = (
 )
 CLIENT_SETTINGS = {
     # MLflow's REST client retries a refused request for minutes by default; the write-behind queue
-    # (durable.py) does the waiting instead, so each request gives up quickly.
+    # (write_queue.py) does the waiting instead, so each request gives up quickly.
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",

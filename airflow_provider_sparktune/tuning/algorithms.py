@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_provider_sparktune.exceptions import TuningConfigError
-from airflow_provider_sparktune.tuning.prior import PriorTrial, new_trial_doc
+from airflow_provider_sparktune.tracking.history import EarlierTrial
+from airflow_provider_sparktune.tuning.earlier_trials import new_trial_doc
 
 Suggest = Callable[..., list[Any]]  # hyperopt's algo signature: (new_ids, domain, trials, seed) -> docs
 
@@ -48,10 +49,10 @@ def per_trial_seeded(algo: Suggest, base_seed: int | None) -> Suggest:
 class WarmStartSuggest:
     """Suggests the given points first, in order, then asks ``algo``; remembers which tid got which."""
 
-    def __init__(self, points: Sequence[PriorTrial], labels: Sequence[str], algo: Suggest) -> None:
+    def __init__(self, points: Sequence[EarlierTrial], labels: Sequence[str], algo: Suggest) -> None:
         self.points = list(points)
         self.labels, self.algo = labels, algo
-        self.assigned: dict[int, PriorTrial] = {}
+        self.assigned: dict[int, EarlierTrial] = {}
 
     def __call__(self, new_ids: list[int], domain: Any, trials: Any, seed: int) -> list[Any]:
         docs: list[Any] = []

@@ -11,13 +11,12 @@ import functools
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 from airflow_provider_sparktune.exceptions import TuningConfigError
-from airflow_provider_sparktune.tuning.values import is_int
+from airflow_provider_sparktune.values import is_int
 
-PRUNERS = ("median", "successive_halving")
 # Steps and settings are bounded: a pruner decides under the dispatcher's lock, and a setting from run
 # conf such as min_early_stopping_rate=10**9 would otherwise make ``reduction_factor ** rung`` a
 # number of gigabytes, stalling every trial of the run.
@@ -42,18 +41,42 @@ class Reports:
             self.completed.add(tid)
 
 
-class MedianPruner:
+def _setting(default: Any, low: int, high: int) -> Any:
+    """A pruner setting: its default and the integer range a DAG or run conf may set it to."""
+    return field(default=default, metadata={"low": low, "high": high})
+
+
+class _Settings:
+    """Each pruner's settings are its dataclass fields: the defaults, the bounds and the check live here."""
+
+    name: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        for setting in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, setting.name)
+            if setting.name == "min_resource" and value == "auto":
+                continue
+            low, high = setting.metadata["low"], setting.metadata["high"]
+            if not is_int(value) or not low <= value <= high:
+                raise TuningConfigError(
+                    f"pruner.{setting.name}: {value!r} must be an integer from {low} to {high}"
+                    + (' or "auto"' if setting.name == "min_resource" else "")
+                )
+
+    def settings(self) -> dict[str, Any]:
+        """``{"name": ..., every setting}``: what the spec holds and MLflow logs."""
+        return {"name": self.name, **{s.name: getattr(self, s.name) for s in fields(self)}}  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class MedianPruner(_Settings):
     """Prune when the trial's best value so far is worse than the median of completed trials at this step."""
 
-    def __init__(
-        self,
-        n_startup_trials: int = 5,
-        n_warmup_steps: int = 0,
-        interval_steps: int = 1,
-        n_min_trials: int = 1,
-    ) -> None:
-        self.n_startup_trials, self.n_warmup_steps = n_startup_trials, n_warmup_steps
-        self.interval_steps, self.n_min_trials = interval_steps, n_min_trials
+    name: ClassVar[str] = "median"
+    n_startup_trials: int = _setting(5, 0, 1_000_000)
+    n_warmup_steps: int = _setting(0, 0, MAX_STEP)
+    interval_steps: int = _setting(1, 1, MAX_STEP)
+    n_min_trials: int = _setting(1, 1, 1_000_000)
 
     def prune(self, tid: int, step: int, reports: Reports) -> bool:
         import numpy as np
@@ -80,18 +103,15 @@ class MedianPruner:
         return before < nearest
 
 
-class SuccessiveHalvingPruner:
+@dataclass(frozen=True)
+class SuccessiveHalvingPruner(_Settings):
     """Asynchronous successive halving (ASHA): at each rung, only the best 1/reduction_factor go on."""
 
-    def __init__(
-        self,
-        min_resource: int | str = "auto",
-        reduction_factor: int = 4,
-        min_early_stopping_rate: int = 0,
-        bootstrap_count: int = 0,
-    ) -> None:
-        self.min_resource, self.reduction_factor = min_resource, reduction_factor
-        self.min_early_stopping_rate, self.bootstrap_count = min_early_stopping_rate, bootstrap_count
+    name: ClassVar[str] = "successive_halving"
+    min_resource: int | str = _setting("auto", 1, MAX_STEP)  # or "auto"
+    reduction_factor: int = _setting(4, 2, 100)
+    min_early_stopping_rate: int = _setting(0, 0, 30)
+    bootstrap_count: int = _setting(0, 0, 1_000_000)
 
     def prune(self, tid: int, step: int, reports: Reports) -> bool:
         step = min(step, MAX_STEP)
@@ -127,27 +147,8 @@ class SuccessiveHalvingPruner:
 
 
 Pruner = MedianPruner | SuccessiveHalvingPruner
-
-_SETTINGS: dict[str, dict[str, Any]] = {
-    "median": {"n_startup_trials": 5, "n_warmup_steps": 0, "interval_steps": 1, "n_min_trials": 1},
-    "successive_halving": {
-        "min_resource": "auto",
-        "reduction_factor": 4,
-        "min_early_stopping_rate": 0,
-        "bootstrap_count": 0,
-    },
-}
-_MINIMUM = {"interval_steps": 1, "n_min_trials": 1, "reduction_factor": 2, "min_resource": 1}
-_MAXIMUM = {
-    "n_startup_trials": 1_000_000,
-    "n_warmup_steps": MAX_STEP,
-    "interval_steps": MAX_STEP,
-    "n_min_trials": 1_000_000,
-    "min_resource": MAX_STEP,
-    "reduction_factor": 100,
-    "min_early_stopping_rate": 30,
-    "bootstrap_count": 1_000_000,
-}
+_PRUNERS: dict[str, type[Pruner]] = {cls.name: cls for cls in (MedianPruner, SuccessiveHalvingPruner)}
+PRUNERS = tuple(_PRUNERS)
 
 
 def pruner_settings(value: Any) -> dict[str, Any] | None:
@@ -162,27 +163,17 @@ def pruner_settings(value: Any) -> dict[str, Any] | None:
             'with "name" and its settings, e.g. {"name": "median", "n_startup_trials": 5}'
         )
     name = value["name"]
-    if name not in _SETTINGS:
+    if name not in _PRUNERS:
         raise TuningConfigError(
             f"pruner: unknown pruner {name!r}; use one of {', '.join(map(repr, PRUNERS))}"
         )
-    defaults = _SETTINGS[name]
-    unknown = sorted(set(value) - {"name"} - set(defaults))
+    known = [s.name for s in fields(_PRUNERS[name])]
+    unknown = sorted(set(value) - {"name"} - set(known))
     if unknown:
         raise TuningConfigError(
-            f"pruner.{unknown[0]}: not a setting of the {name} pruner; use {', '.join(defaults)}"
+            f"pruner.{unknown[0]}: not a setting of the {name} pruner; use {', '.join(known)}"
         )
-    settings = {**defaults, **{k: v for k, v in value.items() if k != "name"}}
-    for key, setting in settings.items():
-        if key == "min_resource" and setting == "auto":
-            continue
-        low, high = _MINIMUM.get(key, 0), _MAXIMUM[key]
-        if not is_int(setting) or not low <= setting <= high:
-            raise TuningConfigError(
-                f"pruner.{key}: {setting!r} must be an integer from {low} to {high}"
-                + (' or "auto"' if key == "min_resource" else "")
-            )
-    return {"name": name, **settings}
+    return _PRUNERS[name](**{k: v for k, v in value.items() if k != "name"}).settings()
 
 
 def pruner_from_text(text: str) -> Any:
@@ -199,5 +190,4 @@ def pruner_from_text(text: str) -> Any:
 def make_pruner(settings: Mapping[str, Any] | None) -> Pruner | None:
     if settings is None:
         return None
-    kwargs = {k: v for k, v in settings.items() if k != "name"}
-    return MedianPruner(**kwargs) if settings["name"] == "median" else SuccessiveHalvingPruner(**kwargs)
+    return _PRUNERS[settings["name"]](**{k: v for k, v in settings.items() if k != "name"})

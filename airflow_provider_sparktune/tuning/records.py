@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_provider_sparktune.tuning.values import json_native
+from airflow_provider_sparktune.values import json_native
 
 if TYPE_CHECKING:
     from airflow_provider_sparktune.tuning.spec import TuningSpec

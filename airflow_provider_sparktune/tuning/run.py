@@ -30,13 +30,14 @@ from airflow_provider_sparktune.exceptions import (
     TooManyFailedTrialsError,
     TuningCancelledError,
 )
+from airflow_provider_sparktune.tracking.history import EarlierTrial
 from airflow_provider_sparktune.tuning.algorithms import Suggest, WarmStartSuggest
 from airflow_provider_sparktune.tuning.dispatch import make_dispatcher
 from airflow_provider_sparktune.tuning.dispatch.base import Dispatcher, DispatchPlan, Ending
 from airflow_provider_sparktune.tuning.dispatch.launch import task_slots
 from airflow_provider_sparktune.tuning.dispatch.trials import TrialBook
+from airflow_provider_sparktune.tuning.earlier_trials import finished_trial_doc, space_labels
 from airflow_provider_sparktune.tuning.prepare import PreparedRun
-from airflow_provider_sparktune.tuning.prior import PriorTrial, finished_trial_doc, space_labels
 from airflow_provider_sparktune.tuning.pruners import make_pruner
 from airflow_provider_sparktune.tuning.records import (
     Progress,
@@ -51,7 +52,7 @@ from airflow_provider_sparktune.tuning.space import SpaceFacts
 from airflow_provider_sparktune.tuning.spec import TuningSpec
 from airflow_provider_sparktune.tuning.stopping import StopRules, failure_stop_message, no_success_message
 from airflow_provider_sparktune.tuning.trial import CURVE_KEY, PRUNED_STEP_KEY
-from airflow_provider_sparktune.tuning.values import json_native
+from airflow_provider_sparktune.values import json_native
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,8 @@ def execute_run(
     on_trial: TrialCallback | None = None,
     control: RunControl | None = None,
     on_start: Callable[[TuningSpec, SpaceFacts], None] | None = None,
-    resume: Sequence[PriorTrial] = (),
-    warm_start: Sequence[PriorTrial] = (),
+    resume: Sequence[EarlierTrial] = (),
+    warm_start: Sequence[EarlierTrial] = (),
     started_at: float | None = None,
     room: Callable[[float, int], bool] | None = None,
 ) -> TuningResult:
@@ -92,7 +93,7 @@ def execute_run(
     so ``on_start`` sees the final plan, and the driver's copy is removed however the run ends.
     ``resume``: finished trials of an earlier try; they count toward ``max_evals`` and are not run
     again. ``warm_start``: points evaluated first, before ``algo`` is asked. Both must fit the space
-    (see :func:`prior.split_fitting`). ``started_at``: the epoch time ``startup_s`` counts from
+    (see :func:`earlier_trials.split_fitting`). ``started_at``: the epoch time ``startup_s`` counts from
     (default: now). ``room(timeout_s, coming)``: back-pressure from what ``on_trial`` feeds (a
     bounded write queue): waits up to ``timeout_s`` for room to report ``coming`` more trials (those
     started and not reported yet), True when there is; no new trial starts until there is.
@@ -158,7 +159,7 @@ class TuningRun:
         self.paced_trials = 0  # trials the dispatcher started after asking for room
         self._pace_lock = threading.Lock()
 
-    def preload(self, resume: Sequence[PriorTrial], warm_start: Sequence[PriorTrial]) -> None:
+    def preload(self, resume: Sequence[EarlierTrial], warm_start: Sequence[EarlierTrial]) -> None:
         """Finished trials of an earlier try as done trial docs; warm-start points queued first."""
         if not resume and not warm_start:
             return
@@ -167,16 +168,16 @@ class TuningRun:
             tids = self.book.new_ids(len(resume))
             self.book.add(
                 [
-                    finished_trial_doc(self.book.trials, tid, prior, labels)
-                    for tid, prior in zip(tids, resume, strict=True)
+                    finished_trial_doc(self.book.trials, tid, earlier, labels)
+                    for tid, earlier in zip(tids, resume, strict=True)
                 ]
             )
-            for tid, prior in zip(tids, resume, strict=True):
-                record = self._prior_record(tid, prior)
+            for tid, earlier in zip(tids, resume, strict=True):
+                record = self._earlier_record(tid, earlier)
                 self.records[tid] = record
                 self._update_best(record)
             self.preloaded = len(resume)
-            self.preloaded_failed = sum(prior.status != "ok" for prior in resume)
+            self.preloaded_failed = sum(earlier.status != "ok" for earlier in resume)
             log.info(
                 "resumed %d finished trial(s) of earlier tries (%d failed); %d left to run",
                 self.preloaded,
@@ -187,24 +188,24 @@ class TuningRun:
             self.warm = WarmStartSuggest(warm_start, labels, self.suggest)
             self.suggest = self.warm
 
-    def _prior_record(self, tid: int, prior: PriorTrial) -> TrialRecord:
+    def _earlier_record(self, tid: int, earlier: EarlierTrial) -> TrialRecord:
         from hyperopt import space_eval
 
-        params = json_native(space_eval(self.space, prior.vals))
-        ok = prior.status in ("ok", "pruned")
+        params = json_native(space_eval(self.space, earlier.vals))
+        ok = earlier.status in ("ok", "pruned")
         return TrialRecord(
             tid=tid,
-            status=prior.status,
-            loss=prior.loss if ok else None,
+            status=earlier.status,
+            loss=earlier.loss if ok else None,
             params=params if isinstance(params, dict) else {"value": params},
-            vals=json_native(prior.vals),
-            metrics=dict(prior.metrics) if ok else {},
-            error=None if ok else prior.error,
-            started_at=prior.started_at,
-            finished_at=prior.finished_at,
+            vals=json_native(earlier.vals),
+            metrics=dict(earlier.metrics) if ok else {},
+            error=None if ok else earlier.error,
+            started_at=earlier.started_at,
+            finished_at=earlier.finished_at,
             origin="resumed",
-            source_run_id=prior.source_run_id,
-            pruned_step=prior.pruned_step,
+            source_run_id=earlier.source_run_id,
+            pruned_step=earlier.pruned_step,
         )
 
     def execute(self) -> TuningResult:

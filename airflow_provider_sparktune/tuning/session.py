@@ -28,12 +28,12 @@ from airflow_provider_sparktune.tuning.prepare import PreparedRun, prepare_run
 from airflow_provider_sparktune.tuning.records import Progress, TrialCallback, TrialRecord, TuningResult
 from airflow_provider_sparktune.tuning.run import RunControl, execute_run
 from airflow_provider_sparktune.tuning.spec import check_count
-from airflow_provider_sparktune.tuning.values import is_number, json_native
+from airflow_provider_sparktune.values import json_native, positive_seconds
 
 if TYPE_CHECKING:
-    from airflow_provider_sparktune.tracking.durable import RetryingWriter, Write
+    from airflow_provider_sparktune.tracking.history import EarlierTrial
     from airflow_provider_sparktune.tracking.tracker import TuningTracker
-    from airflow_provider_sparktune.tuning.prior import PriorTrial
+    from airflow_provider_sparktune.tracking.write_queue import RetryingWriter, Write
     from airflow_provider_sparktune.tuning.spec import TuningSpec
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,7 @@ class TrackingOptions:
     def __post_init__(self) -> None:
         check_tuning_key(self.key)
         check_count("warm_start_k", self.warm_start_k)
-        if not is_number(self.retry_timeout) or self.retry_timeout <= 0:
-            raise TuningConfigError(f"mlflow_retry_timeout: {self.retry_timeout!r} must be a positive number")
+        positive_seconds("mlflow_retry_timeout", self.retry_timeout)
 
     @property
     def key(self) -> str:
@@ -192,8 +191,8 @@ class TuningSession:
         from airflow_provider_sparktune.tracking.store import is_server_uri, telemetry_off_unless_asked
 
         telemetry_off_unless_asked()  # before MLflow is imported
-        from airflow_provider_sparktune.tracking.durable import SERVER_WRITERS, RetryingWriter
         from airflow_provider_sparktune.tracking.tracker import check_reachable, client_settings
+        from airflow_provider_sparktune.tracking.write_queue import SERVER_WRITERS, RetryingWriter
 
         started_at = time.time() if started_at is None else started_at
         facts = self.prepared.facts
@@ -319,10 +318,10 @@ class TuningSession:
         )
         return tracker
 
-    def _resume(self, tracker: TuningTracker) -> list[PriorTrial]:
+    def _resume(self, tracker: TuningTracker) -> list[EarlierTrial]:
         """Finished trials of earlier tries of this run; the new parent run links to theirs."""
         from airflow_provider_sparktune.tracking.history import earlier_tries
-        from airflow_provider_sparktune.tuning.prior import split_fitting
+        from airflow_provider_sparktune.tuning.earlier_trials import split_fitting
 
         attempt = self.options.try_tags
         if not attempt:
@@ -350,10 +349,10 @@ class TuningSession:
         )
         return kept
 
-    def _warm_start(self, tracker: TuningTracker, resume: list[PriorTrial]) -> list[PriorTrial]:
+    def _warm_start(self, tracker: TuningTracker, resume: list[EarlierTrial]) -> list[EarlierTrial]:
         """The best points of the latest successful runs of the tuning key that fit today's space."""
         from airflow_provider_sparktune.tracking.history import point_key, warm_start_source
-        from airflow_provider_sparktune.tuning.prior import split_fitting
+        from airflow_provider_sparktune.tuning.earlier_trials import split_fitting
 
         options = self.options
         if not options.warm_start:

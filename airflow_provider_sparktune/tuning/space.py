@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_sparktune.exceptions import SearchSpaceError
-from airflow_provider_sparktune.tuning.values import is_number
+from airflow_provider_sparktune.values import is_number
 
 ROOT = "search_space"
 MAX_PARALLELISM = 128  # SparkTrials' hard cap on concurrent trials

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from airflow_provider_sparktune.exceptions import TuningConfigError
 from airflow_provider_sparktune.tuning.pruners import pruner_from_text, pruner_settings
 from airflow_provider_sparktune.tuning.space import MAX_PARALLELISM, SpaceFacts
-from airflow_provider_sparktune.tuning.values import is_int, is_number
+from airflow_provider_sparktune.values import is_int, is_number, positive_seconds
 
 ALGORITHMS = ("tpe", "rand", "anneal", "atpe")
 DISPATCHERS = ("resident", "sparktrials")
@@ -51,8 +51,8 @@ class TuningSpec:
             )
         if self.seed is not None and (not is_int(self.seed) or self.seed < 0):
             raise TuningConfigError(f"seed: {self.seed!r} must be a non-negative integer or None")
-        if self.timeout is not None and (not is_number(self.timeout) or self.timeout <= 0):
-            raise TuningConfigError(f"timeout: {self.timeout!r} must be a positive number of seconds or None")
+        if self.timeout is not None:
+            positive_seconds("timeout", self.timeout)
         if self.loss_threshold is not None and not is_number(self.loss_threshold):
             raise TuningConfigError(
                 f"loss_threshold: {self.loss_threshold!r} must be a finite number or None"

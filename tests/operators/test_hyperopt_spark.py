@@ -704,7 +704,7 @@ def test_mlflow_restarting_mid_run_loses_nothing(
     """A real DAG run; the tracking server goes away mid-run and trials keep starting and finishing."""
     from airflow.dag_processing.dagbag import DagBag
 
-    caplog.set_level("WARNING", logger="airflow_provider_sparktune.tracking.durable")
+    caplog.set_level("WARNING", logger="airflow_provider_sparktune.tracking.write_queue")
     server = mlflow_outage_server
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", server.connection())
     marks, gate = tmp_path / "trials.txt", tmp_path / "mlflow-is-down"

@@ -13,7 +13,7 @@ import pytest
 from airflow_provider_sparktune.operators.xcom import to_xcom, with_comparison
 from airflow_provider_sparktune.tuning.records import TrialRecord, TuningResult
 from airflow_provider_sparktune.tuning.spec import TuningSpec
-from airflow_provider_sparktune.tuning.values import json_native
+from airflow_provider_sparktune.values import json_native
 
 pytestmark = pytest.mark.unit
 

@@ -12,7 +12,7 @@ from airflow_provider_sparktune.tracking.history import (
     previous_best_loss,
     warm_start_source,
 )
-from airflow_provider_sparktune.tuning.prior import PriorTrial
+from airflow_provider_sparktune.tuning.earlier_trials import EarlierTrial
 
 
 def parent(
@@ -194,9 +194,9 @@ def test_a_resumed_try_finds_every_trial_of_the_earlier_tries_across_pages(
 @pytest.mark.unit
 def test_best_distinct_keeps_the_first_of_equal_points() -> None:
     trials = [
-        PriorTrial({"x": 1}, "ok", 0.1, "a"),
-        PriorTrial({"x": 1}, "ok", 0.2, "b"),
-        PriorTrial({"x": 2}, "ok", 0.3, "c"),
+        EarlierTrial({"x": 1}, "ok", 0.1, "a"),
+        EarlierTrial({"x": 1}, "ok", 0.2, "b"),
+        EarlierTrial({"x": 2}, "ok", 0.3, "c"),
     ]
     assert [t.source_run_id for t in best_distinct(trials, 5)] == ["a", "c"]
 

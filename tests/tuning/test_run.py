@@ -17,8 +17,8 @@ from airflow_provider_sparktune.exceptions import (
     TuningCancelledError,
     TuningConfigError,
 )
+from airflow_provider_sparktune.tuning.earlier_trials import EarlierTrial
 from airflow_provider_sparktune.tuning.prepare import prepare_run
-from airflow_provider_sparktune.tuning.prior import PriorTrial
 from airflow_provider_sparktune.tuning.run import RunControl, execute_run
 from airflow_provider_sparktune.tuning.session import run_tuning
 from airflow_provider_sparktune.tuning.spec import TuningSpec
@@ -389,9 +389,9 @@ def test_the_drivers_copy_is_removed_even_when_the_run_fails_to_start(spark: Any
 @pytest.mark.integration
 def test_resumed_trials_count_toward_max_evals_and_are_not_run_again(spark: Any, dispatcher: str) -> None:
     resume = [
-        PriorTrial({"x": 0.01}, "ok", 0.01, "run-a", metrics={"auc": 0.9}),
-        PriorTrial({"x": 0.9}, "failed", None, "run-b", error="boom"),
-        PriorTrial({"x": 0.5}, "ok", 0.5, "run-c"),
+        EarlierTrial({"x": 0.01}, "ok", 0.01, "run-a", metrics={"auc": 0.9}),
+        EarlierTrial({"x": 0.9}, "failed", None, "run-b", error="boom"),
+        EarlierTrial({"x": 0.5}, "ok", 0.5, "run-c"),
     ]
     evaluated: list[int] = []
     prepared = prepare_run(UNIT_SPACE, x_objective, max_evals=6, parallelism=2, seed=3, dispatcher=dispatcher)
@@ -409,7 +409,7 @@ def test_resumed_trials_count_toward_max_evals_and_are_not_run_again(spark: Any,
 
 @pytest.mark.integration
 def test_warm_start_points_are_evaluated_first(spark: Any) -> None:
-    warm = [PriorTrial({"x": 0.2}, "ok", 0.2, "best"), PriorTrial({"x": 0.3}, "ok", 0.3, "second")]
+    warm = [EarlierTrial({"x": 0.2}, "ok", 0.2, "best"), EarlierTrial({"x": 0.3}, "ok", 0.3, "second")]
     prepared = prepare_run(
         UNIT_SPACE, shifted_x, objective_kwargs={"offset": 1.0}, max_evals=4, parallelism=1, seed=0
     )
@@ -488,7 +488,7 @@ def test_resumed_failures_do_not_count_toward_this_tries_failure_limit(
 ) -> None:
     """Four failures resumed from an earlier try plus two in this one: six, past the automatic limit
     of max(3, parallelism) = 3, yet this try has only two and goes on to finish its budget."""
-    resume = [PriorTrial({"x": 0.1 * i}, "failed", None, f"run-{i}", error="boom") for i in range(1, 5)]
+    resume = [EarlierTrial({"x": 0.1 * i}, "failed", None, f"run-{i}", error="boom") for i in range(1, 5)]
     prepared = prepare_run(
         UNIT_SPACE,
         fails_first_calls,
@@ -580,7 +580,7 @@ def test_a_failing_search_algorithm_ends_the_resident_run_at_once_with_its_own_e
 @pytest.mark.integration
 def test_new_trials_wait_for_room_in_a_full_write_queue_and_none_is_lost(spark: Any) -> None:
     """Instant trials against a store that takes 20 ms a write: the dispatcher slows to its pace."""
-    from airflow_provider_sparktune.tracking.durable import RetryingWriter
+    from airflow_provider_sparktune.tracking.write_queue import RetryingWriter
 
     writer = RetryingWriter(max_pending=3)
     written: list[int] = []

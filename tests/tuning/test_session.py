@@ -12,9 +12,9 @@ import pytest
 
 from airflow_provider_sparktune import TrackingOptions, run_tuning
 from airflow_provider_sparktune.exceptions import TuningConfigError
-from airflow_provider_sparktune.tracking.durable import RetryingWriter
 from airflow_provider_sparktune.tracking.store import open_client
 from airflow_provider_sparktune.tracking.tracker import TuningTracker
+from airflow_provider_sparktune.tracking.write_queue import RetryingWriter
 from airflow_provider_sparktune.tuning.session import submit_closing_writes
 from tests.tracking.test_tracker import record, result_of
 from tests.tuning.test_run import UNIT_SPACE, half_second_x, shifted_x

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_sparktune.tuning.dispatch.trials import TrialBook
-from airflow_provider_sparktune.tuning.prior import new_trial_doc
+from airflow_provider_sparktune.tuning.earlier_trials import new_trial_doc
 
 LABELS = ("x",)
 HISTORY = 2000

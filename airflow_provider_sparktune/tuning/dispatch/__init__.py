@@ -7,7 +7,8 @@ from airflow_provider_sparktune.tuning.dispatch.base import Dispatcher, Dispatch
 
 def make_dispatcher(plan: DispatchPlan) -> Dispatcher:
     """The dispatcher ``plan.spec.dispatcher`` names."""
-    from airflow_provider_sparktune.tuning.dispatch.launch import is_connect, refuse_sparktrials_on_connect
+    from airflow_provider_sparktune.session_kind import is_connect
+    from airflow_provider_sparktune.tuning.dispatch.launch import refuse_sparktrials_on_connect
 
     if is_connect(plan.spark):
         refuse_sparktrials_on_connect(plan.spec.dispatcher)

@@ -29,7 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_sparktune.exceptions import SparkConnectionError, TuningConfigError
+from airflow_provider_sparktune.session_kind import is_connect
 from airflow_provider_sparktune.spark_version import check_one_spark_line
+from airflow_provider_sparktune.values import DEFAULT_SPARK_WAIT_S, positive_seconds
 
 # Every Spark-using module of the provider imports this one: a mixed pyspark install is refused here.
 check_one_spark_line()
@@ -39,15 +41,9 @@ log = logging.getLogger(__name__)
 CALLBACK_HOST_CONF = "spark.sparktune.callbackHost"
 CALLBACK_BIND_CONF = "spark.sparktune.callbackBindAddress"
 CALLBACK_TIMEOUT_CONF = "spark.sparktune.callbackTimeout"
-DEFAULT_CALLBACK_TIMEOUT_S = 60.0
 _VERSION_MISMATCH = re.compile(r"different version:?\s*(\d+\.\d+)\s*than that in driver:?\s*(\d+\.\d+)")
 
 Task = Callable[[Iterable[Any]], Iterator[int]]
-
-
-def is_connect(spark: Any) -> bool:
-    """A Spark Connect session (``sc://``): no SparkContext on this side, no broadcast variables."""
-    return type(spark).__module__.startswith("pyspark.sql.connect")
 
 
 def refuse_sparktrials_on_connect(dispatcher: str) -> None:
@@ -179,14 +175,8 @@ def _set_values(conf: Any) -> dict[str, str]:
 
 def _seconds(text: str | None) -> float:
     if text is None:
-        return DEFAULT_CALLBACK_TIMEOUT_S
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = float("nan")
-    if not 0 < seconds < float("inf"):
-        raise SparkConnectionError(f"{CALLBACK_TIMEOUT_CONF}: {text!r} must be a positive number of seconds")
-    return seconds
+        return DEFAULT_SPARK_WAIT_S
+    return positive_seconds(CALLBACK_TIMEOUT_CONF, text, SparkConnectionError, text=True)
 
 
 @contextmanager

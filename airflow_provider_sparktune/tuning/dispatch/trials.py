@@ -31,7 +31,7 @@ class TrialBook:
         """``spark`` None: no Spark, the documents in a plain ``hyperopt.Trials`` (analysis, tests)."""
         from hyperopt import SparkTrials, Trials
 
-        from airflow_provider_sparktune.tuning.dispatch.launch import is_connect
+        from airflow_provider_sparktune.session_kind import is_connect
 
         if spark is None or is_connect(spark):  # SparkTrials reads spark.sparkContext, which Connect has not
             self.trials: Any = Trials()

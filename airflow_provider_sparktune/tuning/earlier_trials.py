@@ -11,27 +11,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from airflow_provider_sparktune.tracking.history import EarlierTrial
 from airflow_provider_sparktune.tuning.trial import PRUNED_STEP_KEY
-
-PriorStatus = Literal["ok", "failed", "pruned"]
-
-
-@dataclass(frozen=True)
-class PriorTrial:
-    """A finished trial of an earlier run, as read back from MLflow."""
-
-    vals: dict[str, Any]  # {label: value} of the active labels, as in misc.vals without the lists
-    status: PriorStatus
-    loss: float | None
-    source_run_id: str  # the MLflow trial run it came from
-    metrics: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    pruned_step: int | None = None  # a pruned trial: where it stopped; its loss is its last report
 
 
 def space_labels(space: Any) -> tuple[str, ...]:
@@ -60,11 +43,11 @@ def misfit(space: Any, vals: Mapping[str, Any]) -> str | None:
 
 
 def split_fitting(
-    space: Any, points: Sequence[PriorTrial]
-) -> tuple[list[PriorTrial], list[tuple[PriorTrial, str]]]:
+    space: Any, points: Sequence[EarlierTrial]
+) -> tuple[list[EarlierTrial], list[tuple[EarlierTrial, str]]]:
     """(points that fit the space, (point, reason) for those that do not)."""
-    kept: list[PriorTrial] = []
-    dropped: list[tuple[PriorTrial, str]] = []
+    kept: list[EarlierTrial] = []
+    dropped: list[tuple[EarlierTrial, str]] = []
     for point in points:
         reason = misfit(space, point.vals)
         if reason is None:
@@ -86,28 +69,28 @@ def new_trial_doc(trials: Any, tid: int, vals: Mapping[str, Any], labels: Sequen
     return dict(trials.new_trial_docs([tid], [None], [{"status": "new"}], [misc])[0])
 
 
-def finished_trial_doc(trials: Any, tid: int, prior: PriorTrial, labels: Sequence[str]) -> dict[str, Any]:
+def finished_trial_doc(trials: Any, tid: int, earlier: EarlierTrial, labels: Sequence[str]) -> dict[str, Any]:
     """A DONE (or ERROR) trial document carrying an earlier result, for ``trials.insert_trial_docs``."""
     from datetime import datetime, timezone
 
     from hyperopt import base
 
-    doc = new_trial_doc(trials, tid, prior.vals, labels)
+    doc = new_trial_doc(trials, tid, earlier.vals, labels)
 
     def when(stamp: float | None) -> datetime:
         moment = datetime.now(timezone.utc) if stamp is None else datetime.fromtimestamp(stamp, timezone.utc)
         return moment.replace(tzinfo=None, microsecond=(moment.microsecond // 1000) * 1000)
 
-    doc["book_time"], doc["refresh_time"] = when(prior.started_at), when(prior.finished_at)
-    if prior.status in ("ok", "pruned"):
+    doc["book_time"], doc["refresh_time"] = when(earlier.started_at), when(earlier.finished_at)
+    if earlier.status in ("ok", "pruned"):
         doc["state"] = base.JOB_STATE_DONE
-        doc["result"] = {"loss": prior.loss, "status": base.STATUS_OK, "metrics": dict(prior.metrics)}
-        if prior.status == "pruned":
-            doc["result"][PRUNED_STEP_KEY] = prior.pruned_step
+        doc["result"] = {"loss": earlier.loss, "status": base.STATUS_OK, "metrics": dict(earlier.metrics)}
+        if earlier.status == "pruned":
+            doc["result"][PRUNED_STEP_KEY] = earlier.pruned_step
     else:
         doc["state"] = base.JOB_STATE_ERROR
         doc["result"] = {"status": base.STATUS_FAIL}
-        doc["misc"]["error"] = ("resumed", prior.error or "failed in an earlier try")
+        doc["misc"]["error"] = ("resumed", earlier.error or "failed in an earlier try")
     return doc
 
 

@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 from hyperopt import Trials
 
-from airflow_provider_sparktune.tuning.prior import (
-    PriorTrial,
+from airflow_provider_sparktune.tuning.earlier_trials import (
+    EarlierTrial,
     finished_trial_doc,
     misfit,
     space_labels,
@@ -61,9 +61,9 @@ def test_a_point_fits_the_space_or_says_why(vals: dict[str, Any], reason: str | 
 @pytest.mark.unit
 def test_split_keeps_fitting_points_in_order() -> None:
     points = [
-        PriorTrial(FITS, "ok", 1.0, "a"),
-        PriorTrial({**FITS, "zz": 1}, "ok", 0.5, "b"),
-        PriorTrial(FITS, "ok", 2, "c"),
+        EarlierTrial(FITS, "ok", 1.0, "a"),
+        EarlierTrial({**FITS, "zz": 1}, "ok", 0.5, "b"),
+        EarlierTrial(FITS, "ok", 2, "c"),
     ]
     kept, dropped = split_fitting(build_space(SPACE), points)
     assert [p.source_run_id for p in kept] == ["a", "c"]
@@ -76,8 +76,10 @@ def test_finished_docs_are_valid_hyperopt_trials_with_inactive_labels_empty() ->
     trials = Trials()
     tids = trials.new_trial_ids(2)
     docs = [
-        finished_trial_doc(trials, tids[0], PriorTrial(FITS, "ok", 0.25, "a", metrics={"auc": 0.9}), labels),
-        finished_trial_doc(trials, tids[1], PriorTrial(FITS, "failed", None, "b", error="boom"), labels),
+        finished_trial_doc(
+            trials, tids[0], EarlierTrial(FITS, "ok", 0.25, "a", metrics={"auc": 0.9}), labels
+        ),
+        finished_trial_doc(trials, tids[1], EarlierTrial(FITS, "failed", None, "b", error="boom"), labels),
     ]
     trials.insert_trial_docs(docs)
     trials.refresh()

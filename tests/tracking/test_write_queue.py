@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from airflow_provider_sparktune.tracking.durable import RetryingWriter
+from airflow_provider_sparktune.tracking.write_queue import RetryingWriter
 
 
 class FlakyStore:
