@@ -1,4 +1,7 @@
-"""Apache Airflow provider for scheduled hyperparameter tuning with hyperopt SparkTrials and MLflow.
+"""Apache Airflow provider for scheduled hyperparameter tuning on Spark, every trial tracked in MLflow.
+
+Trials run on a resident dispatcher (or hyperopt's SparkTrials), the data is staged by broadcast or
+reload, a pruner stops hopeless trials, and the result comes back through XCom and asset events.
 
 The tuning core works without Airflow: ``from airflow_provider_sparktune import run_tuning``. Names
 are loaded on first use, so importing the package (as every Spark executor does) stays cheap.
