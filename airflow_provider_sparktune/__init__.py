@@ -1,4 +1,7 @@
-"""Apache Airflow provider for scheduled hyperparameter tuning on Spark, tracked in MLflow.
+"""Apache Airflow provider for scheduled hyperparameter tuning on Spark, every trial tracked in MLflow.
+
+Trials run on a resident dispatcher (or hyperopt's SparkTrials), the data is staged by broadcast or
+reload, a pruner stops hopeless trials, and the result comes back through XCom and asset events.
 
 The tuning core works without Airflow, and its public names are all here:
 ``from airflow_provider_sparktune import run_tuning, build_space``. Names are loaded on first use,

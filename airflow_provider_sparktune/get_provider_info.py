@@ -11,12 +11,16 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-sparktune",
         "name": "Sparktune",
-        "description": "Scheduled hyperparameter tuning with hyperopt SparkTrials, tracked in MLflow.",
+        "description": (
+            "Apache Airflow provider for scheduled hyperparameter tuning on Spark: trials on a resident "
+            "dispatcher (or hyperopt's SparkTrials), data staged by broadcast or reload, every trial "
+            "tracked in MLflow, pruning, asset events and a model registry gate"
+        ),
         "versions": [__version__],
         "integrations": [
             {
                 "integration-name": "Sparktune",
-                "external-doc-url": "https://github.com/hyperopt/hyperopt",
+                "external-doc-url": "https://airflow-provider-sparktune.readthedocs.io/",
                 "tags": ["software"],
             }
         ],

@@ -132,7 +132,7 @@ SERVER_WORKERS = 4  # MLflow's default for ``mlflow server``
 class TrackingServer:
     """``mlflow server`` as MLflow starts it (4 workers) on a free loopback port, stopped by process id.
 
-    Its SQLite store is created the way the README says to before a server opens it (WAL journal),
+    Its SQLite store is created the way docs/performance.md says to before a server opens it (WAL journal),
     and the job runner, which tracking does not use, is off.
     """
 

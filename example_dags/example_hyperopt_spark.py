@@ -15,6 +15,7 @@ from airflow.sdk import DAG, task
 from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOperator
 
 # "model a" takes x; "model b" takes x and y: a conditional space, written as plain data.
+# [START howto_search_space]
 SEARCH_SPACE = {
     "model": {
         "hp": "choice",
@@ -29,12 +30,15 @@ SEARCH_SPACE = {
         ],
     }
 }
+# [END howto_search_space]
 
 
+# [START howto_objective]
 def seed_objective(params: dict[str, Any], data: Any = None) -> float:
     """The seed notebook's objective: the loss is x + y (y is 0 for model a)."""
     model = params["model"]
     return model["x"] + model.get("y", 0)
+    # [END howto_objective]
 
 
 with DAG(
@@ -45,6 +49,7 @@ with DAG(
     tags=["example", "sparktune"],
     doc_md=__doc__,
 ) as dag:
+    # [START howto_operator_hyperopt_spark]
     tune = HyperoptSparkOperator(
         task_id="tune",
         search_space=SEARCH_SPACE,
@@ -55,6 +60,7 @@ with DAG(
         spark_conn_id="spark_default",
         mlflow_conn_id="mlflow_default",
     )
+    # [END howto_operator_hyperopt_spark]
 
     @task
     def report(result: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ with DAG(
     tags=["example", "sparktune"],
     doc_md=__doc__,
 ) as report_dag:
-
+    # [START howto_asset_consumer]
     @task(inlets=[TUNED])
     def read_tuning_event(**context: Any) -> dict[str, Any]:
         """The night's result as the event carried it: what a retrain or scoring task starts from."""
@@ -55,6 +55,7 @@ with DAG(
         }
 
     read_tuning_event()
+    # [END howto_asset_consumer]
 
 
 with DAG(

@@ -80,6 +80,7 @@ with DAG(
         (folder / "_SUCCESS").touch()  # written last: the dataset is complete
         return str(folder)
 
+    # [START howto_sensor_staged_data]
     wait_for_data = StagedDataSensor(
         task_id="wait_for_data",
         uri=DATASET_URI,
@@ -91,7 +92,9 @@ with DAG(
         poke_interval=10,  # seconds between checks in the triggerer; checking costs no worker slot
         timeout=6 * 60 * 60,
     )
+    # [END howto_sensor_staged_data]
 
+    # [START howto_operator_builtin_objective]
     tune = HyperoptSparkOperator(
         task_id="tune",
         search_space=SEARCH_SPACE,
@@ -110,6 +113,7 @@ with DAG(
         # (example_nightly_consumers.py) is scheduled on it.
         outlets=[tuning_asset("example_nightly_retune.tune")],
     )
+    # [END howto_operator_builtin_objective]
 
     @task
     def train_final_model(tuning: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
@@ -168,6 +172,7 @@ with DAG(
         return {"run_id": run.info.run_id, "model_uri": f"runs:/{run.info.run_id}/model", "params": params}
 
     final_model = train_final_model(tune.output, wait_for_data.output)
+    # [START howto_operator_registry_gate]
     gate = ModelRegistryGateOperator(
         task_id="gate",
         model_uri="{{ ti.xcom_pull(task_ids='train_final_model')['model_uri'] }}",
@@ -178,6 +183,7 @@ with DAG(
         # An event only when the champion moved: example_nightly_serving schedules on it.
         outlets=[model_asset(MODEL_NAME)],
     )
+    # [END howto_operator_registry_gate]
 
     export_features(day=RUN_DAY) >> wait_for_data
     final_model >> gate

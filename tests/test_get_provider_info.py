@@ -47,3 +47,16 @@ def test_providers_manager_finds_the_provider() -> None:
     assert manager.field_behaviours["fsspec"]["relabeling"]["password"] == "Secret"
     # (s)ftp, smb, hdfs and http credentials go only to the host the connection names
     assert {"host", "port"}.isdisjoint(manager.field_behaviours["fsspec"]["hidden_fields"])
+
+
+@pytest.mark.unit
+def test_description_and_docs_url_match_the_package_metadata() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    info = get_provider_info()
+    assert info["description"] == project["description"]
+    assert info["integrations"][0]["external-doc-url"] == project["urls"]["Documentation"]
+    # what it does today: the resident dispatcher by default, SparkTrials only as the option
+    assert "resident dispatcher (or hyperopt's SparkTrials)" in info["description"]

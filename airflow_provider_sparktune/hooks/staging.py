@@ -257,7 +257,7 @@ class DataStagingHook(BaseHook):
         )
 
     def check_readiness(self, uri: str, *, previous: Any = None, **conditions: Any) -> Readiness:
-        """One sensor poke: see :func:`airflow_provider_sparktune.data.staging.check_readiness`."""
+        """One sensor poke: ``check_readiness`` of the core's staging module, with this connection."""
         uri = self.check_allowed(uri, "uri")
         marker = conditions.get("success_marker")
         if marker:

@@ -1,7 +1,7 @@
 """Assets of the nightly loop: what a tuning task and a registry gate announce, and how a consumer reads it.
 
 A tuning task with ``outlets=[tuning_asset(key)]`` emits one asset event per successful night whose
-``extra`` is the task's XCom value (the contract in the README), so a DAG scheduled on the asset reads
+``extra`` is the task's XCom value (the contract in docs/xcom-and-mlflow.md), so a DAG scheduled on the asset reads
 the same shape from ``triggering_asset_events`` as a downstream task reads from XCom. URIs use the
 provider's own scheme, ``sparktune://``: Airflow accepts a scheme without a registered normalizer.
 """

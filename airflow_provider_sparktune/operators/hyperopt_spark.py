@@ -1,4 +1,4 @@
-"""HyperoptSparkOperator: one DAG task that tunes a model with hyperopt SparkTrials and MLflow."""
+"""HyperoptSparkOperator: one DAG task that tunes a model on Spark, every trial tracked in MLflow."""
 
 from __future__ import annotations
 
@@ -33,59 +33,84 @@ def mask_secrets(text: str) -> str:
 
 
 class HyperoptSparkOperator(BaseOperator):
-    """Tune hyperparameters with ``hyperopt.fmin`` + ``SparkTrials`` on the cluster of a Spark connection.
+    """Tune hyperparameters on the Spark cluster of a connection, with every trial tracked in MLflow.
 
-    Every finished trial is logged to MLflow as a child run of this task try's parent run; the
-    return value (XCom) holds the best parameters, the trial counts and where the runs are.
+    The search (hyperopt's TPE by default) runs on the Airflow worker; its trials run on Spark
+    executors, dispatched by default to long-lived resident tasks that pull one trial after another
+    (hyperopt's own ``SparkTrials`` loop on request, ``dispatcher="sparktrials"``). The training data
+    is staged once: broadcast from the worker or reloaded from storage by each executor, one copy per
+    host. Every finished trial is a child run of this task try's MLflow parent run; a pruner can stop
+    hopeless trials early; a retry resumes earlier tries and a scheduled run warm starts from earlier
+    nights. The return value (XCom, and the ``extra`` of the events of asset ``outlets``) holds the
+    best parameters, the trial counts and where the runs are; ``ModelRegistryGateOperator`` takes it
+    from there to the model registry.
 
-    :param search_space: declarative space (dict or JSON text, templated) or a hyperopt expression.
-    :param objective: ``"package.module:function"``, a callable ``f(params, data=None, **kwargs)``, or the
-        built-in estimator objective ``{"estimator": "sklearn.ensemble....", "target": "label", ...}``.
-    :param objective_kwargs: keyword arguments for the objective (templated, must pickle).
-    :param max_evals: number of trials, or ``"auto"`` (20 x ordinal + 15 x categorical breadth).
-    :param parallelism: trials at once, or ``"auto"`` (2 x hyperparameters, capped by task slots and 128).
-    :param algo: ``tpe``, ``rand``, ``anneal`` or ``atpe``.
-    :param seed: makes suggestions reproducible per trial id.
-    :param timeout: seconds after which running trials are cancelled and the best so far returned.
+    Every argument is keyword-only; see :doc:`/operators` for the checks made before Spark starts.
+
+    :param search_space: declarative space (dict, or JSON text from a template), or a hyperopt
+        expression; see :doc:`/objectives`.
+    :param objective: ``"package.module:function"``, a callable ``f(params, data=None, **kwargs)``, or
+        the built-in estimator objective spec (a dict, see :doc:`/objectives`). Not templated, so its
+        import path is never read from run conf.
+    :param objective_kwargs: keyword arguments for the objective (dict or JSON text); must pickle.
+    :param max_evals: number of trials; ``"auto"`` = 20 x ordinal hyperparameters + 15 x total
+        categorical breadth.
+    :param parallelism: trials at once (1-128); ``"auto"`` = 2 x hyperparameters, capped by the
+        cluster's task slots, 128 and ``max_evals``.
+    :param algo: ``tpe``, ``rand``, ``anneal`` or ``atpe`` (atpe needs lightgbm).
+    :param seed: seeds each suggestion by (seed, trial id): the same seed gives the same points however
+        trials were batched. Adaptive TPE rounds also depend on which trials had finished, so with
+        ``parallelism > 1`` only the start-up (random) phase is exactly reproducible.
+    :param timeout: seconds; then running trials are cancelled and the best finished one is returned.
     :param loss_threshold: stop once a trial reaches this loss or lower.
-    :param early_stop_after: stop after this many finished ok trials without improvement.
-    :param dispatcher: ``resident`` (long-lived Spark tasks pull trials; the fast default) or
-        ``sparktrials`` (hyperopt's own SparkTrials loop, one Spark job per trial).
-    :param spark_conn_id: Airflow connection of type ``spark`` (a master, or ``sc://`` for Spark Connect) or
-        ``spark_connect``; missing -> Spark ``local[*]``.
-    :param spark_conf: extra Spark conf, applied over the connection's. An entry that came out of a
-        template (run conf, params) may not load code, move the job or change Spark's security
-        (``spark.master``, ``spark.jars``, listeners, plugins, Java options, ...) unless its key is
-        in ``allowed_templated_spark_conf``.
-    :param allowed_templated_spark_conf: Spark conf keys (or glob patterns) that a rendered template may
-        set although they can carry code or hosts; the DAG author's explicit choice (not templated).
+    :param early_stop_after: stop after this many finished ok trials without improvement (implemented
+        outside hyperopt's ``early_stop_fn``, which can hang ``fmin`` with SparkTrials).
+    :param dispatcher: how trials reach the executors: ``resident`` (the default, see
+        :doc:`/performance`; classic Spark or Spark Connect) or ``sparktrials`` (hyperopt's own
+        SparkTrials loop, one Spark job per trial; classic Spark only).
+    :param spark_conn_id: connection of type ``spark`` (a master, or ``sc://...``) or ``spark_connect``
+        (see :doc:`/cluster`); missing: Spark ``local[*]``.
+    :param spark_conf: Spark conf applied over the connection's. An entry that came out of a template
+        (run conf, params) may not load code, move the job or change Spark's security
+        (``spark.master``, ``spark.jars``, listeners, plugins, Java options, ...) unless its key is in
+        ``allowed_templated_spark_conf``; see :doc:`/security`.
+    :param allowed_templated_spark_conf: Spark conf keys (or glob patterns) a rendered template may set
+        although they can carry code or hosts: the DAG author's explicit choice.
     :param spark_connect_timeout: seconds to wait for executors on a cluster master, or for a Spark
-        Connect server and the resident tasks connecting back from it.
-    :param mlflow_conn_id: Airflow connection of type ``mlflow``; missing -> ``MLFLOW_TRACKING_URI`` or
-        a SQLite store under AIRFLOW_HOME.
-    :param mlflow_experiment: experiment name (templated); default ``"<dag_id>.<task_id>"``.
-    :param data: the training data (templated): a dataset URI (planned here) or the staging plan a
-        StagedDataSensor returned (dict or JSON text). The objective reads ``data.value``.
-    :param data_format: ``parquet``, ``csv``, ``npy`` or ``npz`` when the URI does not say (templated).
-    :param broadcast_threshold_bytes: broadcast below this size, reload at or above; default 2 GiB, or the
-        plan's own threshold when ``data`` is a plan (templated).
-    :param data_conn_id: optional connection of type ``fsspec`` with the storage credentials.
+        Connect server and the tasks connecting back from it, before failing; ``None``: 60 s.
+    :param mlflow_conn_id: connection of type ``mlflow``; missing: ``MLFLOW_TRACKING_URI``, else
+        ``sqlite:///$AIRFLOW_HOME/mlflow.db``.
+    :param mlflow_experiment: MLflow experiment name; ``None``: ``"<dag_id>.<task_id>"``.
+    :param data: the training data: a dataset URI (planned by the task), or the plan a
+        ``StagedDataSensor`` returned (dict, ``sensor.output``, or its JSON/rendered text such as
+        ``"{{ ti.xcom_pull(task_ids='wait_for_data') }}"``). The objective gets ``data.value``; see
+        :doc:`/data-staging`.
+    :param data_format: ``parquet``, ``csv``, ``npy`` or ``npz`` when the URI does not say.
+    :param broadcast_threshold_bytes: broadcast below this size, reload at or above (``2147483648``,
+        ``"512MiB"``, ``"2GiB"``); ``None``: 2 GiB. With a sensor's plan, ``None`` keeps the plan's
+        decision and a value decides again.
+    :param data_conn_id: connection of type ``fsspec`` with the storage credentials; missing: fsspec's
+        defaults.
     :param allowed_data_prefixes: URI prefixes ``data`` must be under (``["s3://bucket/features/"]``);
-        the connection's extra ``allowed_prefixes`` applies too. ``None``: any URI (not templated).
-    :param warm_start: start from the best points of the latest successful runs of ``tuning_key``
-        (templated); ``None`` (default): on for scheduled DAG runs, off for manual ones.
-    :param warm_start_k: how many best points a warm start evaluates first (templated).
-    :param tuning_key: what a warm start matches earlier runs by; default ``"<dag_id>.<task_id>"``.
-    :param max_failed_trials: stop early with an error after this many failed trials (templated);
-        ``"auto"``: after max(3, parallelism) failures before any success; ``None``: never.
-    :param max_failure_ratio: stop early with an error once more than this share of trials failed.
-    :param pruner: stop hopeless trials early (templated): ``None``, ``"median"``, ``"successive_halving"``
-        or a dict with ``"name"`` and that pruner's settings; the objective reports through ``trial``.
-    :param mlflow_retry_timeout: seconds to keep retrying MLflow writes after the last trial.
-    :param emit_if_not_improved: with ``outlets``: whether a night whose best loss did not beat the
-        earlier runs of ``tuning_key`` still emits its asset event (default True: every successful
-        night announces its parameters, ``improved`` in the event says which kind of night it was;
-        False: only improving nights start the consumers). A failed task never emits.
+        the connection extra's ``allowed_prefixes`` applies too. ``None``: any URI.
+    :param warm_start: start from the best points of the latest successful runs of ``tuning_key``;
+        ``None``: on for scheduled DAG runs, off for manual ones (see :doc:`/resilience`).
+    :param warm_start_k: how many best points a warm start evaluates first.
+    :param tuning_key: what a warm start matches earlier runs by (letters, digits, ``_ . : -``);
+        ``None``: ``"<dag_id>.<task_id>"``.
+    :param max_failed_trials: stop early with an error after this many failed trials; ``"auto"``: after
+        max(3, parallelism) failures before any success; ``None``: never.
+    :param max_failure_ratio: stop early with an error once more than this share (0-1) of the trials
+        failed, judged after max(5, parallelism) trials.
+    :param pruner: stop hopeless trials early: ``None``, ``"median"``, ``"successive_halving"``, or a
+        dict with ``"name"`` and that pruner's settings (dict or JSON text); needs
+        ``dispatcher="resident"``. See :doc:`/pruning`.
+    :param mlflow_retry_timeout: seconds to keep retrying MLflow writes after the last trial before
+        the task fails (see :doc:`/resilience`).
+    :param emit_if_not_improved: with asset ``outlets``: whether a night whose best loss did not beat
+        the earlier runs of ``tuning_key`` still emits its event (True: every successful night
+        announces its parameters, ``improved`` in the event says which kind of night it was; False:
+        only improving nights start the consumers). A failed task never emits. See :doc:`/nightly`.
     """
 
     template_fields: Sequence[str] = (

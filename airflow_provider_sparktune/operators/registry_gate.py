@@ -22,7 +22,7 @@ class ModelRegistryGateOperator(BaseOperator):
 
     The new version is compared with the version under the ``champion`` alias on ``metric`` (read from
     both model runs): it wins when it is better by at least ``min_absolute_change`` and by at least
-    ``min_relative_change`` x |champion| (MLflow's ``MetricThreshold`` semantics) and reaches
+    ``min_relative_change`` x ``abs(champion)`` (MLflow's ``MetricThreshold`` semantics) and reaches
     ``threshold`` when one is set. The first version of a model wins. A winner gets the ``champion``
     alias, or only ``challenger`` with ``auto_promote=False`` (a person moves ``champion`` after review).
     The decision and its reason go to XCom, the task log and tags on the new version; the version is
@@ -34,9 +34,11 @@ class ModelRegistryGateOperator(BaseOperator):
     :param metric: the metric of the model runs to compare (templated).
     :param greater_is_better: direction of ``metric`` (templated).
     :param min_absolute_change: minimum gain over the champion (templated, >= 0).
-    :param min_relative_change: minimum gain as a share of |champion| (templated, >= 0).
+    :param min_relative_change: minimum gain as a share of ``abs(champion)`` (templated, >= 0).
     :param threshold: a value the challenger must reach, first night included (templated).
     :param auto_promote: move ``champion`` (True) or set ``challenger`` only (False; templated).
+    :param champion_alias: the registry alias of the serving version, which a winner takes.
+    :param challenger_alias: the alias a winner gets instead with ``auto_promote=False``.
     :param tuning: the tuning task's XCom value (``tune.output``), for the tuning run and data tags.
     :param mlflow_conn_id: Airflow connection of type ``mlflow`` (the registry is its tracking server).
     """

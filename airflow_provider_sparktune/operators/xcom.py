@@ -17,7 +17,7 @@ def to_xcom(
     mlflow: Mapping[str, str] | None = None,
     staging: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The operator's return value, exactly the shape documented in the README."""
+    """The operator's return value, exactly the shape docs/xcom-and-mlflow.md documents."""
     return json_native(
         {
             "best_params": result.best_params,

@@ -45,7 +45,7 @@ def prepare_run(
 ) -> PreparedRun:
     """Validate every argument that needs no Spark; raises a SparktuneError naming the field.
 
-    ``settings`` are the fields of :class:`TuningSpec` (max_evals, parallelism, algo, seed, timeout,
+    ``settings`` are the fields of :class:`~airflow_provider_sparktune.TuningSpec` (max_evals, parallelism, algo, seed, timeout,
     loss_threshold, early_stop_after, dispatcher, max_failed_trials, max_failure_ratio).
     """
     spec = TuningSpec.from_settings(settings)

@@ -550,7 +550,7 @@ def run_tuning(
 ) -> TuningResult:
     """Tune ``objective`` over ``search_space`` on ``spark`` and return the best point.
 
-    ``settings`` are those of :func:`prepare_run` (max_evals, parallelism, algo, seed, timeout,
+    ``settings`` are those of :func:`~airflow_provider_sparktune.tuning.prepare.prepare_run` (max_evals, parallelism, algo, seed, timeout,
     loss_threshold, early_stop_after, dispatcher, max_failed_trials, max_failure_ratio,
     objective_kwargs, data). ``data`` may be a ``StagingPlan`` or a ``StagedData``: the objective
     then reads ``data.value`` however the data was staged. Everything that can be checked without

@@ -9,7 +9,7 @@ from airflow_provider_sparktune.operators.spark_conf import check_templated_conf
 
 pytestmark = pytest.mark.unit
 
-# Every Spark conf entry a template may not set, as the README's bad-input table lists them.
+# Every Spark conf entry a template may not set, as the bad-input table of docs/security.md lists them.
 REFUSED = [
     ("spark.master", "spark://elsewhere:7077"),
     ("spark.remote", "sc://elsewhere:15002"),

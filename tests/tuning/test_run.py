@@ -440,7 +440,7 @@ def test_systematic_failures_stop_the_run_early(spark: Any, dispatcher: str) -> 
     assert time.monotonic() - started < 120
 
 
-# -- README promises: "auto" budgets on Spark, failure limits per try, seeds, every algorithm --------
+# -- Documented promises: "auto" budgets on Spark, failure limits per try, seeds, every algorithm ----
 
 TWO_D_SPACE = {"x": {"hp": "uniform", "low": 0, "high": 1}, "y": {"hp": "uniform", "low": 0, "high": 1}}
 THREE_D_SPACE = {**TWO_D_SPACE, "z": {"hp": "uniform", "low": 0, "high": 1}}
