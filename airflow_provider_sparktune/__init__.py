@@ -41,6 +41,9 @@ _LAZY = {
     "validate_space": "airflow_provider_sparktune.tuning.space",
     "space_facts": "airflow_provider_sparktune.tuning.space",
     "SpaceFacts": "airflow_provider_sparktune.tuning.space",
+    "StagedData": "airflow_provider_sparktune.data.staged",
+    "StagingPlan": "airflow_provider_sparktune.data.staging",
+    "plan_dataset": "airflow_provider_sparktune.data.staging",
 }
 
 __all__ = [

@@ -84,7 +84,8 @@ def run_child(case: dict[str, Any]) -> dict[str, Any]:
     from bench_dispatch import local_session
 
     from airflow_provider_sparktune import run_tuning
-    from airflow_provider_sparktune.data.staging import StagedData, plan_dataset
+    from airflow_provider_sparktune.data.staged import StagedData
+    from airflow_provider_sparktune.data.staging import plan_dataset
 
     began = time.perf_counter()
     spark = local_session(f"local[{case['p']}]", "sparktune-staging-scale")

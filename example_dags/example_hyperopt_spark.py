@@ -1,8 +1,9 @@
-"""Tune the seed notebook's two-model space with HyperoptSparkOperator on embedded defaults.
+"""Tune the two-model space of the original notebook (the hand-written hyperopt + SparkTrials workflow
+this provider replaces) with HyperoptSparkOperator on embedded defaults.
 
 Without connections this runs Spark ``local[*]`` and logs to a SQLite MLflow store under
 AIRFLOW_HOME; point ``spark_default`` / ``mlflow_default`` at a cluster and a tracking server to run
-it there unchanged. The best point is the seed's: ``{"name": "model a", "x": 1}`` with loss 1.
+it there unchanged. The best point is the original notebook's: ``{"name": "model a", "x": 1}`` with loss 1.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ SEARCH_SPACE = {
 
 # [START howto_objective]
 def seed_objective(params: dict[str, Any], data: Any = None) -> float:
-    """The seed notebook's objective: the loss is x + y (y is 0 for model a)."""
+    """The original notebook's objective: the loss is x + y (y is 0 for model a)."""
     model = params["model"]
     return model["x"] + model.get("y", 0)
     # [END howto_objective]

@@ -11,10 +11,10 @@ from urllib.parse import urlparse
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
+from airflow_provider_sparktune.data.staged import StagedData
 from airflow_provider_sparktune.data.staging import (
     BROADCAST_LIMIT_BYTES,
     Readiness,
-    StagedData,
     StagingPlan,
     check_readiness,
     check_threshold,

@@ -20,7 +20,8 @@ from airflow_provider_sparktune.tuning.spec import setting_names, templated_sett
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_sparktune.data.staging import StagedData, StagingPlan
+    from airflow_provider_sparktune.data.staged import StagedData
+    from airflow_provider_sparktune.data.staging import StagingPlan
     from airflow_provider_sparktune.tuning.run import RunControl
     from airflow_provider_sparktune.tuning.session import TrackingOptions, TuningSession
 

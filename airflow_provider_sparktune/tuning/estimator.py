@@ -115,7 +115,7 @@ def cast_whole_floats(params: Mapping[str, Any], int_names: Iterable[str]) -> di
 
 
 def _dataset(data: Any) -> Any:
-    from airflow_provider_sparktune.data.staging import StagedData
+    from airflow_provider_sparktune.data.staged import StagedData
 
     return data.value if isinstance(data, StagedData) else data
 
@@ -230,7 +230,7 @@ class EstimatorObjective:
             ) from None
 
     def _check_data(self, data: Any) -> None:
-        from airflow_provider_sparktune.data.staging import StagedData
+        from airflow_provider_sparktune.data.staged import StagedData
 
         if isinstance(data, StagedData):
             where, fmt, columns = repr(redact_uri(data.plan.uri)), data.plan.format, data.columns

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_sparktune.data.staging import StagedData, StagingPlan
+from airflow_provider_sparktune.data.staged import StagedData
+from airflow_provider_sparktune.data.staging import StagingPlan
 from airflow_provider_sparktune.tuning.algorithms import Suggest, algorithm, per_trial_seeded
 from airflow_provider_sparktune.tuning.objective import build_trial_objective
 from airflow_provider_sparktune.tuning.space import SpaceFacts, compile_space

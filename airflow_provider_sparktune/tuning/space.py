@@ -71,7 +71,7 @@ class SpaceFacts:
         return self.n_ordinal + self.n_categorical
 
     def suggested_max_evals(self) -> int:
-        """20 x ordinal parameters + 15 x total categorical breadth (the seed's guidance)."""
+        """20 x ordinal parameters + 15 x total categorical breadth (the original notebook's guidance)."""
         return max(1, 20 * self.n_ordinal + 15 * self.categorical_breadth)
 
     def suggested_parallelism(self, task_slots: int) -> int:

@@ -88,7 +88,7 @@ class TuningSpec:
         return cls(**settings)
 
     def resolved(self, facts: SpaceFacts, task_slots: int | Callable[[], int]) -> TuningSpec:
-        """The same spec with ``"auto"`` budgets replaced by the seed's guidance.
+        """The same spec with ``"auto"`` budgets replaced by the original notebook's guidance.
 
         ``task_slots`` may be a call, made only for ``parallelism="auto"`` (over Spark Connect, reading
         the cluster's slots takes a small job).

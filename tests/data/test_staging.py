@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 from pyspark import cloudpickle
 
+from airflow_provider_sparktune.data.staged import StagedData
 from airflow_provider_sparktune.data.staging import (
     BROADCAST_LIMIT_BYTES,
-    StagedData,
     StagingPlan,
     check_readiness,
     decide,
@@ -317,7 +317,7 @@ def test_compressed_data_that_serializes_past_the_limit_falls_back_to_reload(
     threshold = 200_000
     data = StagedData.open(plan_dataset(str(path), threshold_bytes=threshold))
     assert data.plan.mode == "broadcast" and data.plan.size_bytes < threshold
-    with caplog.at_level(logging.WARNING, logger="airflow_provider_sparktune.data.staging"):
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_sparktune.data.staged"):
         plan = data.attach(spark)
     assert plan.mode == "reload" and data.plan is plan and data.shipped_copy is None
     assert "1.5 MiB uncompressed, not below" in plan.reason and "fell back to reload" in plan.reason
@@ -393,7 +393,8 @@ spark = (
     .config("spark.executor.memory", "1g").getOrCreate()
 )
 from airflow_provider_sparktune import run_tuning
-from airflow_provider_sparktune.data.staging import StagedData, plan_dataset
+from airflow_provider_sparktune.data.staged import StagedData
+from airflow_provider_sparktune.data.staging import plan_dataset
 
 
 def probe(params, data=None):

@@ -23,7 +23,7 @@ def test_example_dags_import_cleanly(airflow_db: Any) -> None:
 
 
 @pytest.mark.integration
-def test_example_reproduces_the_seed_result(
+def test_example_reproduces_the_notebook_result(
     spark: Any, airflow_db: Any, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from airflow.dag_processing.dagbag import DagBag

@@ -13,11 +13,10 @@ from typing import Any
 import pytest
 
 from airflow_provider_sparktune.exceptions import SparkConnectionError
+from airflow_provider_sparktune.hooks.spark_gateway import gateway_launch_supported, jvm_line_levels
 from airflow_provider_sparktune.hooks.spark_session import (
     SparkSessionHook,
     conf_from_extra,
-    gateway_launch_supported,
-    jvm_line_levels,
     redact,
     resolve_master,
 )

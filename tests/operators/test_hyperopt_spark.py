@@ -435,12 +435,12 @@ def test_a_sensor_plan_as_rendered_template_text_is_used_as_it_is(
         seed=1,
         mlflow_experiment=experiment_name,
     )
-    with caplog.at_level(logging.INFO, logger="airflow_provider_sparktune.data.staging"):
+    with caplog.at_level(logging.INFO, logger="airflow_provider_sparktune.data.staged"):
         value = op.execute(context())  # type: ignore[arg-type]
     assert value["staging"] == plan and plan["mode"] == "broadcast"
     assert parent_run(mlflow_uri, experiment_name).data.params["staging_mode"] == "broadcast"
     staging_log = [
-        r.getMessage() for r in caplog.records if r.name == "airflow_provider_sparktune.data.staging"
+        r.getMessage() for r in caplog.records if r.name == "airflow_provider_sparktune.data.staged"
     ]
     assert any(
         line.endswith("the driver's staged copy removed") for line in staging_log

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 from pyspark import cloudpickle
 
-from airflow_provider_sparktune.data.staging import StagedData, plan_dataset
+from airflow_provider_sparktune.data.staged import StagedData
+from airflow_provider_sparktune.data.staging import plan_dataset
 from airflow_provider_sparktune.exceptions import ObjectiveError
 from airflow_provider_sparktune.tuning.estimator import (
     EstimatorObjective,

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from airflow_provider_sparktune import run_tuning
-from airflow_provider_sparktune.data.staging import StagedData, plan_dataset
+from airflow_provider_sparktune.data.staged import StagedData
+from airflow_provider_sparktune.data.staging import plan_dataset
 from airflow_provider_sparktune.exceptions import (
     SparkConnectionError,
     TuningCancelledError,
@@ -226,7 +227,7 @@ def test_staged_data_reaches_the_trials_over_connect(
 ) -> None:
     staged = StagedData.open(plan_dataset(str(dataset), threshold_bytes=threshold))
     staged_dirs = set(Path(tempfile.gettempdir()).glob("sparktune-staged-*"))
-    with caplog.at_level(logging.INFO, logger="airflow_provider_sparktune.data.staging"):
+    with caplog.at_level(logging.INFO, logger="airflow_provider_sparktune.data.staged"):
         result = run_tuning(
             SPACE, data_sum_objective, spark=connect_spark, max_evals=4, parallelism=2, data=staged
         )

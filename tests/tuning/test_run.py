@@ -138,7 +138,7 @@ def test_bad_input_is_refused_before_spark() -> None:
 
 
 @pytest.mark.integration
-def test_seed_result_is_reproduced_and_reproducible(spark: Any) -> None:
+def test_notebook_result_is_reproduced_and_reproducible(spark: Any) -> None:
     runs = [
         run_tuning(SEED_SPACE, seed_objective, spark=spark, max_evals=10, parallelism=3, seed=3)
         for _ in range(2)
@@ -275,7 +275,7 @@ def test_spark_inside_the_objective_is_explained(spark: Any) -> None:
 
 
 @pytest.mark.integration
-def test_seed_result_with_raw_sparktrials_dispatch(spark: Any) -> None:
+def test_notebook_result_with_raw_sparktrials_dispatch(spark: Any) -> None:
     result = run_tuning(
         SEED_SPACE, seed_objective, spark=spark, max_evals=10, parallelism=3, seed=3, dispatcher="sparktrials"
     )
@@ -355,7 +355,8 @@ def data_objective(params: dict[str, Any], data: Any = None) -> float:
 def test_a_staging_plan_becomes_the_handle_objectives_read(tmp_path: Path) -> None:
     import pandas as pd
 
-    from airflow_provider_sparktune.data.staging import StagedData, plan_dataset
+    from airflow_provider_sparktune.data.staged import StagedData
+    from airflow_provider_sparktune.data.staging import plan_dataset
 
     pd.DataFrame({"y": [1.0, 2.0]}).to_parquet(tmp_path / "f.parquet")
     plan = plan_dataset(str(tmp_path / "f.parquet"))
@@ -368,7 +369,8 @@ def test_a_staging_plan_becomes_the_handle_objectives_read(tmp_path: Path) -> No
 def test_the_drivers_copy_is_removed_even_when_the_run_fails_to_start(spark: Any, tmp_path: Path) -> None:
     import pandas as pd
 
-    from airflow_provider_sparktune.data.staging import StagedData, plan_dataset
+    from airflow_provider_sparktune.data.staged import StagedData
+    from airflow_provider_sparktune.data.staging import plan_dataset
     from airflow_provider_sparktune.tuning.run import execute_run
 
     pd.DataFrame({"y": [1.0, 2.0]}).to_parquet(tmp_path / "f.parquet")
