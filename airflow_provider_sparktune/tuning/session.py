@@ -245,8 +245,7 @@ class TuningSession:
                 raise
             finally:
                 self._stop_spark(stop_spark)
-            self.unwritten = writer.close(self.options.retry_timeout)
-            self.last_write_error = writer.last_error
+            self._settle_writes(writer, writer.close(self.options.retry_timeout))
         if tracker.superseded_by is not None:
             raise self._superseded_error(tracker)
         result = dataclasses.replace(result, drain_s=time.monotonic() - trials_over)
@@ -289,6 +288,11 @@ class TuningSession:
         else:
             left = writer.close(self.options.retry_timeout)
             tracker.end("FAILED", error)
+        self._settle_writes(writer, left)
+
+    def _settle_writes(self, writer: RetryingWriter, left: list[Write]) -> None:
+        """Keep the writes MLflow never took, and log each as JSON: whatever the caller does next
+        (fail the task, return the result), nothing computed is lost."""
         self.unwritten, self.last_write_error = left, writer.last_error
         if left:
             self.log.error("%s", self.unwritten_error("each is in this log as JSON, below"))
@@ -563,10 +567,7 @@ def run_tuning(
     if tracking is None:
         return execute_run(prepared, spark, on_trial=on_trial, control=control, started_at=started_at)
     session = TuningSession(prepared, tracking, control=control, on_trial=on_trial)
-    result = session.run(spark, started_at=started_at)
-    if session.unwritten:
-        log.error("%s", session.unwritten_error("every trial is in the returned result"))
-    return result
+    return session.run(spark, started_at=started_at)  # unwritten writes: logged by the session
 
 
 __all__ = ["TrackingOptions", "TuningSession", "run_tuning"]
