@@ -20,7 +20,7 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn,openlineage,plot]'
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn,openlineage,plot,optuna]'
 	@java -version >/dev/null 2>&1 || { echo "Java 17+ is required by Spark: install a JDK (e.g. openjdk-17-jre-headless)"; exit 1; }
 	touch $(STAMP)
 

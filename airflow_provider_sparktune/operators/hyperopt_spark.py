@@ -44,7 +44,12 @@ class HyperoptSparkOperator(BaseOperator):
     :param objective_kwargs: keyword arguments for the objective (templated, must pickle).
     :param max_evals: number of trials, or ``"auto"`` (20 x ordinal + 15 x categorical breadth).
     :param parallelism: trials at once, or ``"auto"`` (2 x hyperparameters, capped by task slots and 128).
-    :param algo: ``tpe``, ``rand``, ``anneal`` or ``atpe``.
+    :param algo: the searcher: hyperopt's ``tpe`` (default), ``rand``, ``anneal`` or ``atpe``, or an
+        Optuna sampler (``optuna.tpe``, ``optuna.gp``, ``optuna.cmaes``, ``optuna.random``, ``optuna.qmc``,
+        ``optuna.nsga2``; needs the ``optuna`` extra, ``optuna.gp`` the ``optuna-gp`` extra).
+    :param algo_options: the Optuna sampler's keyword arguments (dict or JSON text, templated).
+    :param directions: several named losses (templated): ``{"error": "minimize", "latency_ms":
+        "minimize"}``, the first one primary; the objective returns ``{"losses": {...}}``.
     :param seed: makes suggestions reproducible per trial id.
     :param timeout: seconds after which running trials are cancelled and the best so far returned.
     :param loss_threshold: stop once a trial reaches this loss or lower.
@@ -92,6 +97,8 @@ class HyperoptSparkOperator(BaseOperator):
         "search_space",
         "objective_kwargs",
         *templated_settings(),  # the budget and search settings of TuningSpec that are templated
+        "algo_options",
+        "directions",
         "spark_conf",
         "mlflow_experiment",
         "data",
@@ -106,6 +113,8 @@ class HyperoptSparkOperator(BaseOperator):
         "spark_conf": "json",
         "data": "json",
         "pruner": "json",
+        "algo_options": "json",
+        "directions": "json",
     }
     operator_extra_links = (MlflowRunLink(),)
     ui_color = "#e8f4fd"
@@ -141,6 +150,8 @@ class HyperoptSparkOperator(BaseOperator):
         max_failed_trials: int | str | None = "auto",
         max_failure_ratio: float | str | None = None,
         pruner: str | Mapping[str, Any] | None = None,
+        algo_options: Mapping[str, Any] | str | None = None,
+        directions: Mapping[str, str] | str | None = None,
         mlflow_retry_timeout: float = 300.0,
         emit_if_not_improved: bool = True,
         **kwargs: Any,
@@ -175,6 +186,8 @@ class HyperoptSparkOperator(BaseOperator):
         self.max_failed_trials = max_failed_trials
         self.max_failure_ratio = max_failure_ratio
         self.pruner = pruner
+        self.algo_options = algo_options
+        self.directions = directions
         self.mlflow_retry_timeout = mlflow_retry_timeout
         self.emit_if_not_improved = emit_if_not_improved
         self._result: dict[str, Any] | None = None
