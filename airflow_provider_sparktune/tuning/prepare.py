@@ -56,7 +56,7 @@ def prepare_run(
     if isinstance(data, StagingPlan):
         data = StagedData.open(data)
     trial_objective = build_trial_objective(
-        objective, data=data, objective_kwargs=objective_kwargs, space=space
+        objective, data=data, objective_kwargs=objective_kwargs, space=space, directions=spec.directions
     )
     suggest = searcher_suggest(spec, space)  # an unmappable space or a missing package fails here
     return PreparedRun(space, compiled.facts, trial_objective, suggest, spec, compiled.declared)

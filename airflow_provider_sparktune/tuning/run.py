@@ -50,7 +50,7 @@ from airflow_provider_sparktune.tuning.records import (
 from airflow_provider_sparktune.tuning.space import SpaceFacts
 from airflow_provider_sparktune.tuning.spec import TuningSpec
 from airflow_provider_sparktune.tuning.stopping import StopRules, failure_stop_message, no_success_message
-from airflow_provider_sparktune.tuning.trial import CURVE_KEY, PRUNED_STEP_KEY
+from airflow_provider_sparktune.tuning.trial import CURVE_KEY, LOSS_METRIC_PREFIX, LOSSES_KEY, PRUNED_STEP_KEY
 from airflow_provider_sparktune.tuning.values import json_native
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,8 @@ class TuningRun:
 
         params = json_native(space_eval(self.space, prior.vals))
         ok = prior.status in ("ok", "pruned")
+        n = len(LOSS_METRIC_PREFIX)
+        losses = {k[n:]: float(v) for k, v in prior.metrics.items() if k.startswith(LOSS_METRIC_PREFIX)}
         return TrialRecord(
             tid=tid,
             status=prior.status,
@@ -205,6 +207,7 @@ class TuningRun:
             origin="resumed",
             source_run_id=prior.source_run_id,
             pruned_step=prior.pruned_step,
+            losses=losses if ok and self.spec.directions else {},
         )
 
     def execute(self) -> TuningResult:
@@ -378,6 +381,7 @@ class TuningRun:
             source_run_id=warm.source_run_id if warm is not None else None,
             curve=tuple((int(step), float(value)) for step, value in result.get(CURVE_KEY) or ()),
             pruned_step=pruned_step,
+            losses=dict(result.get(LOSSES_KEY) or {}) if status == "ok" else {},
         )
 
     def _result(self) -> TuningResult:
@@ -395,6 +399,12 @@ class TuningRun:
         if not ok:
             raise AllTrialsFailedError(no_success_message(records, reason, self.spec))
         best = min(ok, key=lambda r: (r.loss, r.tid))
+        front: tuple[TrialRecord, ...] = ()
+        if self.spec.directions:
+            from airflow_provider_sparktune.search.pareto import best_on_front, pareto_front
+
+            front = pareto_front(ok, self.spec.directions)
+            best = best_on_front(front) if front else best
         duration = time.monotonic() - self.started
         busy_share, overhead = efficiency(records, int(self.spec.parallelism), duration)
         return TuningResult(
@@ -414,6 +424,7 @@ class TuningRun:
             records=records,
             trials=self.book.trials,
             startup_s=self._startup_s(records),
+            pareto_front=front,
         )
 
     def _startup_s(self, records: tuple[TrialRecord, ...]) -> float | None:
