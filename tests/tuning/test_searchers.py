@@ -58,7 +58,8 @@ def simulate(suggest: Any, space: Any, fn: Any, n: int, p: int) -> Any:
         while started < n and len(running) < p:
             new_ids = trials.new_trial_ids(1)
             trials.refresh()
-            trials.insert_trial_docs(suggest(new_ids, domain, trials, 7))
+            # the dispatcher's own seed differs with the timing (here: with p); per-trial seeding ignores it
+            trials.insert_trial_docs(suggest(new_ids, domain, trials, 1000 * p + started))
             trials.refresh()
             doc = next(t for t in trials._dynamic_trials if t["tid"] == new_ids[0])
             doc["state"] = base.JOB_STATE_RUNNING
