@@ -67,8 +67,10 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(BIN)/python -m pytest tests -m integration
 
+# optuna.gp is measured when torch is installed: make bench BENCH_EXTRAS=dev,sklearn,bench,optuna-gp
+BENCH_EXTRAS ?= dev,sklearn,bench
 bench: $(STAMP)
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn,bench]'
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[$(BENCH_EXTRAS)]'
 	$(BIN)/python benchmarks/bench_dispatch.py
 	$(BIN)/python benchmarks/search_quality.py
 	$(BIN)/python benchmarks/pruning.py

@@ -160,6 +160,27 @@ def test_the_sampler_sees_running_finished_and_failed_trials() -> None:
 
 
 @pytest.mark.unit
+def test_a_warm_start_point_runs_as_an_enqueued_trial_of_the_study() -> None:
+    from hyperopt import Trials, base
+
+    from airflow_provider_sparktune.tuning.algorithms import WarmStartSuggest
+    from airflow_provider_sparktune.tuning.prior import space_labels
+
+    prepared = prepare_run(UNIT_SPACE, x_objective, algo="optuna.tpe", seed=2, max_evals=5)
+    suggest = WarmStartSuggest(
+        [PriorTrial({"x": 0.2}, "ok", 0.2, "best")], space_labels(prepared.space), prepared.suggest
+    )  # what a run with warm start puts in front of the searcher
+    trials, domain = Trials(), base.Domain(x_objective, prepared.space)
+    for _ in range(2):
+        ids = trials.new_trial_ids(1)
+        trials.insert_trial_docs(suggest(ids, domain, trials, 0))
+        trials.refresh()
+    study = prepared.suggest.searcher.study  # type: ignore[attr-defined]
+    assert [(t.state.name, t.params) for t in study.trials][0] == ("RUNNING", {"x": 0.2})
+    assert len(study.trials) == 2
+
+
+@pytest.mark.unit
 def test_per_trial_seeding_gives_the_same_start_up_points_at_any_parallelism() -> None:
     def points(p: int) -> list[Any]:
         prepared = prepare_run(UNIT_SPACE, x_objective, algo="optuna.tpe", seed=11, max_evals=8)
