@@ -29,7 +29,7 @@ def is_optuna(algo: str) -> bool:
 
 def check_algo(algo: Any) -> None:
     if algo not in SEARCHERS:
-        raise TuningConfigError(f"algo: unknown searcher {algo!r}; use one of {', '.join(SEARCHERS)}")
+        raise TuningConfigError(f"algo: unknown algorithm {algo!r}; use one of {', '.join(SEARCHERS)}")
 
 
 def options_from_text(text: str) -> Any:

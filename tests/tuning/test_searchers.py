@@ -198,7 +198,7 @@ def test_per_trial_seeding_gives_the_same_start_up_points_at_any_parallelism() -
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"algo": "optuna.bogus"}, r"^algo: unknown searcher 'optuna.bogus'; use one of tpe, "),
+        ({"algo": "optuna.bogus"}, r"^algo: unknown algorithm 'optuna.bogus'; use one of tpe, "),
         (
             {"algo": "optuna.tpe", "algo_options": {"n_startup": 3}},
             r"^algo_options: TPESampler refuses \{'n_startup': 3\}.*unexpected keyword",
