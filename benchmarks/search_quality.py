@@ -104,7 +104,9 @@ def available_searchers() -> list[str]:
     return [s for s in SEARCHERS if s not in missing or importlib.util.find_spec(missing[s]) is not None]
 
 
-def asynchronous_run(problem: str, algo: str, n: int, p: int, seed: int) -> tuple[float, float]:
+def asynchronous_run(
+    problem: str, algo: str, n: int, p: int, seed: int, options: dict[str, Any] | None = None
+) -> tuple[float, float]:
     """(best loss of ``n`` trials with ``p`` always running, driver seconds spent asking per trial).
 
     The oldest running trial finishes next; a new one is asked the moment it does.
@@ -115,7 +117,9 @@ def asynchronous_run(problem: str, algo: str, n: int, p: int, seed: int) -> tupl
     from airflow_provider_sparktune.tuning.prepare import prepare_run
 
     fn, declared, _ = problems()[problem]
-    prepared = prepare_run(declared, fn, algo=algo, seed=seed, max_evals=n, parallelism=p)
+    prepared = prepare_run(
+        declared, fn, algo=algo, algo_options=options, seed=seed, max_evals=n, parallelism=p
+    )
     trials = Trials()
     domain = base.Domain(fn, prepared.space)
     rng = np.random.default_rng(seed)
@@ -150,7 +154,7 @@ def asynchronous_run(problem: str, algo: str, n: int, p: int, seed: int) -> tupl
     return min(float(t["result"]["loss"]) for t in trials.trials), asking / n
 
 
-def _run(args: tuple[str, str, int, int, int]) -> tuple[float, float]:
+def _run(args: tuple[str, str, int, int, int, dict[str, Any] | None]) -> tuple[float, float]:
     logging.getLogger("hyperopt").setLevel(logging.WARNING)
     return asynchronous_run(*args)
 
@@ -163,7 +167,13 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
 
 
 def study(
-    n: int, seeds: int, parallelisms: list[int], searchers: list[str], workers: int, seeds_for: dict[str, int]
+    n: int,
+    seeds: int,
+    parallelisms: list[int],
+    searchers: list[str],
+    workers: int,
+    seeds_for: dict[str, int],
+    options: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     from multiprocessing import get_context
 
@@ -175,7 +185,8 @@ def study(
                 k = seeds_for.get(algo, seeds)
                 for p in parallelisms:
                     started = time.perf_counter()
-                    runs = pool.map(_run, [(name, algo, n, p, seed) for seed in range(k)])
+                    given = (options or {}).get(algo)
+                    runs = pool.map(_run, [(name, algo, n, p, seed, given) for seed in range(k)])
                     best = [b for b, _ in runs]
                     q1, median, q3 = quartiles(best)
                     regret = median - optimum
@@ -184,7 +195,7 @@ def study(
                     rows.append(
                         {
                             "problem": name,
-                            "searcher": algo,
+                            "searcher": algo + (f" {json.dumps(given)}" if given else ""),
                             "P": p,
                             "seeds": k,
                             "median best": round(median, 4),
@@ -294,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--gp-cost", type=int, nargs="*", default=[200, 1000])
     parser.add_argument("--out", type=Path, default=RESULTS / "search_quality.json")
+    parser.add_argument(
+        "--algo-options",
+        type=json.loads,
+        default={},
+        help='options per searcher, e.g. \'{"optuna.tpe": {"constant_liar": false}}\'',
+    )
     parser.add_argument("--report", type=Path, help="print the tables of a saved result, run nothing")
     args = parser.parse_args(argv)
     if args.report:
@@ -304,7 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     searchers = args.searchers or available_searchers()
     started = time.perf_counter()
     rows = study(
-        args.trials, args.seeds, args.parallelism, searchers, args.workers, {"optuna.gp": args.gp_seeds}
+        args.trials,
+        args.seeds,
+        args.parallelism,
+        searchers,
+        args.workers,
+        {"optuna.gp": args.gp_seeds},
+        args.algo_options,
     )
     verdicts = verdict(rows)
     costs = gp_cost(args.gp_cost) if args.gp_cost and "optuna.gp" in available_searchers() else []
