@@ -20,7 +20,10 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn,openlineage,plot]'
+	# optuna.gp's torch, pinned and by pip: the CPU build of 2.13.0 where the machine has it (an
+	# unpinned torch resolves to a CUDA build of several GB); the extras then find it installed
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn,openlineage,plot,optuna-gp]'
 	@java -version >/dev/null 2>&1 || { echo "Java 17+ is required by Spark: install a JDK (e.g. openjdk-17-jre-headless)"; exit 1; }
 	touch $(STAMP)
 
@@ -68,7 +71,7 @@ test-integration: $(STAMP)
 	$(BIN)/python -m pytest tests -m integration
 
 bench: $(STAMP)
-	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn,bench]'
+	$(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev,sklearn,bench,optuna-gp]'
 	$(BIN)/python benchmarks/bench_dispatch.py
 	$(BIN)/python benchmarks/search_quality.py
 	$(BIN)/python benchmarks/pruning.py

@@ -4,7 +4,8 @@ Layers, lowest first; a module imports its own layer and those below it, never o
 
 0. plain rules and facts: ``exceptions``, ``values``, ``redaction``, ``session_kind``, ``spark_version``
 1. ``data/`` (staging the dataset) and ``tracking/`` (MLflow)
-2. ``tuning/`` (the search, the run, the dispatchers)
+2. ``tuning/`` (the run, the dispatchers) and ``search/`` (the searchers behind ``algo``), which
+   share the trial records and so one layer
 3. the Airflow adapters: ``hooks/``, ``operators/``, ``sensors/``, ``triggers/``, ``links``,
    ``get_provider_info``
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.unit
 
 PACKAGE = Path(__file__).resolve().parents[1] / "airflow_provider_sparktune"
 ADAPTERS = ("hooks", "operators", "sensors", "triggers", "links", "get_provider_info")
-LAYERS = {"data": 1, "tracking": 1, "tuning": 2, **dict.fromkeys(ADAPTERS, 3)}
+LAYERS = {"data": 1, "tracking": 1, "tuning": 2, "search": 2, **dict.fromkeys(ADAPTERS, 3)}
 
 
 def module_name(path: Path) -> str:

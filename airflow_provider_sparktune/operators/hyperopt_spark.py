@@ -58,7 +58,13 @@ class HyperoptSparkOperator(BaseOperator):
         categorical breadth.
     :param parallelism: trials at once (1-128); ``"auto"`` = 2 x hyperparameters, capped by the
         cluster's task slots, 128 and ``max_evals``.
-    :param algo: ``tpe``, ``rand``, ``anneal`` or ``atpe`` (atpe needs lightgbm).
+    :param algo: the searcher: hyperopt's ``tpe`` (default), ``rand``, ``anneal`` or ``atpe`` (atpe
+        needs lightgbm), or an Optuna sampler (``optuna.tpe``, ``optuna.gp``, ``optuna.cmaes``,
+        ``optuna.random``, ``optuna.qmc``, ``optuna.nsga2``; needs the ``optuna`` extra, ``optuna.gp``
+        the ``optuna-gp`` extra). See :doc:`/searchers`.
+    :param algo_options: the Optuna sampler's keyword arguments (dict or JSON text).
+    :param directions: several named losses: ``{"error": "minimize", "latency_ms": "minimize"}``, the
+        first one primary; the objective returns ``{"losses": {...}}``. See :doc:`/searchers`.
     :param seed: seeds each suggestion by (seed, trial id): the same seed gives the same points however
         trials were batched. Adaptive TPE rounds also depend on which trials had finished, so with
         ``parallelism > 1`` only the start-up (random) phase is exactly reproducible.
@@ -132,6 +138,8 @@ class HyperoptSparkOperator(BaseOperator):
         "spark_conf": "json",
         "data": "json",
         "pruner": "json",
+        "algo_options": "json",
+        "directions": "json",
     }
     operator_extra_links = (MlflowRunLink(),)
     ui_color = "#e8f4fd"
@@ -167,6 +175,8 @@ class HyperoptSparkOperator(BaseOperator):
         max_failed_trials: int | str | None = "auto",
         max_failure_ratio: float | str | None = None,
         pruner: str | Mapping[str, Any] | None = None,
+        algo_options: Mapping[str, Any] | str | None = None,
+        directions: Mapping[str, str] | str | None = None,
         mlflow_retry_timeout: float = 300.0,
         emit_if_not_improved: bool = True,
         **kwargs: Any,
@@ -201,6 +211,8 @@ class HyperoptSparkOperator(BaseOperator):
         self.max_failed_trials = max_failed_trials
         self.max_failure_ratio = max_failure_ratio
         self.pruner = pruner
+        self.algo_options = algo_options
+        self.directions = directions
         self.mlflow_retry_timeout = mlflow_retry_timeout
         self.emit_if_not_improved = emit_if_not_improved
         self._result: dict[str, Any] | None = None

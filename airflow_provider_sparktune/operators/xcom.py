@@ -38,8 +38,17 @@ def to_xcom(
             "trial_overhead_s": round(result.trial_overhead_s, 4),
             "startup_s": None if result.startup_s is None else round(result.startup_s, 3),
             "drain_s": None if result.drain_s is None else round(result.drain_s, 3),
+            **(_front(result) if result.spec.directions else {}),
         }
     )
+
+
+def _front(result: TuningResult) -> dict[str, Any]:
+    """A multi-objective run: its directions and the Pareto front's params and losses."""
+    return {
+        "directions": dict(result.spec.directions),
+        "pareto_front": [{"tid": r.tid, "params": r.params, "losses": r.losses} for r in result.pareto_front],
+    }
 
 
 def with_comparison(

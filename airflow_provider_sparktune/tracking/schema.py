@@ -29,6 +29,7 @@ ORIGIN = "sparktune.origin"  # new | resumed | warm_start
 SOURCE_RUN = "sparktune.source_run"  # the trial run a resumed or warm-start trial came from
 ERROR = "sparktune.error"
 PRUNED_STEP = "sparktune.pruned_step"  # the step a pruned trial stopped at
+PARETO_FRONT = "sparktune.pareto_front"  # parent run of a multi-objective run: the front's trial ids
 
 # Airflow's identity of a task try, on the parent run
 AIRFLOW_DAG_ID = "airflow.dag_id"

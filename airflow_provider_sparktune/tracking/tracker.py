@@ -315,6 +315,8 @@ class TuningTracker:
             *[partial(write_part, index) for index in range(part_count(len(records), PART_RECORDS))],
             lambda: self._log_loss_plot(result),
         ]
+        if result.spec.directions:
+            steps += [lambda: self._log_front(result), lambda: self._log_front_plot(result)]
 
         def write() -> None:
             if self.check_superseded():
@@ -356,6 +358,20 @@ class TuningTracker:
         figure = loss_plot(result.records)
         if figure is not None:
             self.client.log_figure(self.run_id, figure, "loss_per_trial.png")
+
+    def _log_front(self, result: TuningResult) -> None:
+        """The Pareto front: its trial ids as a parent tag, its params and losses as ``pareto_front.json``."""
+        front = [{"tid": r.tid, "params": r.params, "losses": r.losses} for r in result.pareto_front]
+        tids = ",".join(str(r.tid) for r in result.pareto_front)
+        self._log_batch(self.run_id, tags={schema.PARETO_FRONT: tids})
+        self.client.log_dict(self.run_id, json_native(front), "pareto_front.json")
+
+    def _log_front_plot(self, result: TuningResult) -> None:
+        from airflow_provider_sparktune.tracking.front_plot import front_plot
+
+        figure = front_plot(result.records, result.pareto_front, result.spec.directions)
+        if figure is not None:
+            self.client.log_figure(self.run_id, figure, "pareto_front.png")
 
     def _log_summary(self, result: TuningResult) -> None:
         metrics = {

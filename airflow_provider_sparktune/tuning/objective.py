@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_sparktune.exceptions import ObjectiveError
-from airflow_provider_sparktune.tuning.trial import CURVE_KEY, evaluate_with_trial, pruned_result
+from airflow_provider_sparktune.tuning.trial import (
+    CURVE_KEY,
+    LOSS_METRIC_PREFIX,
+    LOSSES_KEY,
+    evaluate_with_trial,
+    pruned_result,
+)
 
 NESTED_SPARK_HINT = (
     "trials run on Spark executors, where the SparkSession and SparkContext do not exist and Spark "
@@ -95,19 +101,20 @@ class TrialObjective:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     pass_data: bool = True
     pass_trial: bool = False  # the objective declares ``trial``: it reports and may be pruned
+    directions: Mapping[str, str] | None = None  # a multi-objective run: {loss name: direction}
 
     def __call__(self, params: dict[str, Any]) -> dict[str, Any]:
         call_kwargs = dict(self.kwargs)
         if self.pass_data:
             call_kwargs["data"] = self.data
         if not self.pass_trial:
-            return normalize_result(self._call(params, call_kwargs))
+            return normalize_result(self._call(params, call_kwargs), self.directions)
         raw, trial, pruned = evaluate_with_trial(
             lambda trial: self._call(params, {**call_kwargs, "trial": trial})
         )
         if pruned:
             return pruned_result(trial)
-        result = normalize_result(raw)
+        result = normalize_result(raw, self.directions)
         if trial.curve:
             result[CURVE_KEY] = list(trial.curve)
         return result
@@ -129,6 +136,7 @@ def build_trial_objective(
     data: Any = None,
     objective_kwargs: Mapping[str, Any] | str | None = None,
     space: Any = None,
+    directions: Mapping[str, str] | None = None,
 ) -> TrialObjective:
     """Resolve, bind and pre-flight the objective: every error here comes before any Spark job.
 
@@ -175,7 +183,7 @@ def build_trial_objective(
     except ValueError:
         pass  # builtins without a signature: checked when called
     trial_objective = TrialObjective(
-        fn=fn, data=data, kwargs=kwargs, pass_data=pass_data, pass_trial=pass_trial
+        fn=fn, data=data, kwargs=kwargs, pass_data=pass_data, pass_trial=pass_trial, directions=directions
     )
     preflight_pickle(trial_objective)
     return trial_objective
@@ -209,17 +217,24 @@ def _name(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
 
 
-def normalize_result(raw: Any) -> dict[str, Any]:
+def normalize_result(raw: Any, directions: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Turn a float or hyperopt result dict into a checked dict with plain Python numbers.
 
     A loss that is NaN, infinite, None or not a number raises, so that trial fails with this message
-    and the run goes on.
+    and the run goes on. With ``directions`` (a multi-objective run) the result holds ``losses``; its
+    ``loss`` is the primary (first) one, negated when it is maximized, so lower is better everywhere.
     """
+    if directions and not isinstance(raw, Mapping):
+        raise ObjectiveError(
+            f"objective returned {raw!r:.80}; a run with directions needs {{'losses': {{{', '.join(map(repr, directions))}: ...}}}}"
+        )
     if isinstance(raw, Mapping):
         result = dict(raw)
         status = result.setdefault("status", "ok")
         if status not in ("ok", "fail"):
             raise ObjectiveError(f"objective returned status={status!r}; use 'ok' or 'fail'")
+        if LOSSES_KEY in result or directions:
+            _named_losses(result, directions, status)
         if status == "ok" or "loss" in result:
             result["loss"] = _finite(result.get("loss"), "loss")
         if "loss_variance" in result:
@@ -233,6 +248,31 @@ def normalize_result(raw: Any) -> dict[str, Any]:
             result["metrics"] = {str(k): _finite(v, f"metrics.{k}") for k, v in metrics.items()}
         return result
     return {"loss": _finite(raw, "loss"), "status": "ok"}
+
+
+def _named_losses(result: dict[str, Any], directions: Mapping[str, str] | None, status: str) -> None:
+    """Check ``losses`` against the run's directions; set ``loss`` and the ``loss.<name>`` metrics."""
+    if not directions:
+        raise ObjectiveError(
+            "objective returned losses, but the run has one loss: pass directions={name: 'minimize' | "
+            "'maximize', ...} for a multi-objective run, or return loss"
+        )
+    losses = result.get(LOSSES_KEY)
+    if status != "ok" and losses is None:
+        return
+    if not isinstance(losses, Mapping) or set(losses) != set(directions):
+        got = sorted(losses) if isinstance(losses, Mapping) else losses
+        raise ObjectiveError(
+            f"objective returned losses {got!r:.120}; the run's directions name {list(directions)}: "
+            "return exactly those, as {'losses': {name: number}}"
+        )
+    checked = {name: _finite(losses[name], f"losses.{name}") for name in directions}
+    primary, direction = next(iter(directions.items()))
+    result[LOSSES_KEY] = checked
+    result["loss"] = checked[primary] if direction == "minimize" else -checked[primary]
+    metrics = dict(result.get("metrics") or {})
+    metrics.update({f"{LOSS_METRIC_PREFIX}{name}": value for name, value in checked.items()})
+    result["metrics"] = metrics
 
 
 def _finite(value: Any, what: str) -> float:

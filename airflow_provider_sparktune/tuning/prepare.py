@@ -12,7 +12,8 @@ from typing import Any
 
 from airflow_provider_sparktune.data.staged import StagedData
 from airflow_provider_sparktune.data.staging import StagingPlan
-from airflow_provider_sparktune.tuning.algorithms import Suggest, algorithm, per_trial_seeded
+from airflow_provider_sparktune.search.factory import searcher_suggest
+from airflow_provider_sparktune.tuning.algorithms import Suggest
 from airflow_provider_sparktune.tuning.objective import build_trial_objective
 from airflow_provider_sparktune.tuning.space import SpaceFacts, compile_space
 from airflow_provider_sparktune.tuning.spec import TuningSpec
@@ -47,7 +48,8 @@ def prepare_run(
     """Validate every argument that needs no Spark; raises a SparktuneError naming the field.
 
     ``settings`` are the fields of :class:`~airflow_provider_sparktune.TuningSpec` (max_evals, parallelism, algo, seed, timeout,
-    loss_threshold, early_stop_after, dispatcher, max_failed_trials, max_failure_ratio).
+    loss_threshold, early_stop_after, dispatcher, max_failed_trials, max_failure_ratio, pruner,
+    algo_options, directions).
     """
     spec = TuningSpec.from_settings(settings)
     compiled = compile_space(search_space)
@@ -55,7 +57,7 @@ def prepare_run(
     if isinstance(data, StagingPlan):
         data = StagedData.open(data)
     trial_objective = build_trial_objective(
-        objective, data=data, objective_kwargs=objective_kwargs, space=space
+        objective, data=data, objective_kwargs=objective_kwargs, space=space, directions=spec.directions
     )
-    suggest = per_trial_seeded(algorithm(spec.algo), spec.seed)
+    suggest = searcher_suggest(spec, space)  # an unmappable space or a missing package fails here
     return PreparedRun(space, compiled.facts, trial_objective, suggest, spec, compiled.declared)

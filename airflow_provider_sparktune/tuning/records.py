@@ -34,6 +34,7 @@ class TrialRecord:
     source_run_id: str | None = None  # the MLflow trial run a resumed or warm-start trial came from
     curve: tuple[tuple[int, float], ...] = ()  # (step, value) of every trial.report, the learning curve
     pruned_step: int | None = None  # the step a pruned trial stopped at
+    losses: dict[str, float] = field(default_factory=dict)  # a multi-objective run: {loss name: value}
 
     @property
     def duration_s(self) -> float | None:
@@ -59,6 +60,7 @@ class TrialRecord:
                 "source_run_id": self.source_run_id,
                 "curve": [list(point) for point in self.curve],
                 "pruned_step": self.pruned_step,
+                **({"losses": self.losses} if self.losses else {}),
             }
         )
 
@@ -94,6 +96,8 @@ class TuningResult:
         None  # from the start of the run (of the task, under Airflow) to the first trial
     )
     drain_s: float | None = None  # from the last trial's result to the last MLflow write (tracked runs)
+    # a multi-objective run: the ok trials no other ok trial beats on every loss, best primary first
+    pareto_front: tuple[TrialRecord, ...] = ()
 
 
 TrialCallback = Callable[[TrialRecord, Progress], None]

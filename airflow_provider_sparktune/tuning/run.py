@@ -51,7 +51,7 @@ from airflow_provider_sparktune.tuning.records import (
 from airflow_provider_sparktune.tuning.space import SpaceFacts
 from airflow_provider_sparktune.tuning.spec import TuningSpec
 from airflow_provider_sparktune.tuning.stopping import StopRules, failure_stop_message, no_success_message
-from airflow_provider_sparktune.tuning.trial import CURVE_KEY, PRUNED_STEP_KEY
+from airflow_provider_sparktune.tuning.trial import CURVE_KEY, LOSS_METRIC_PREFIX, LOSSES_KEY, PRUNED_STEP_KEY
 from airflow_provider_sparktune.values import json_native
 
 log = logging.getLogger(__name__)
@@ -193,6 +193,8 @@ class TuningRun:
 
         params = json_native(space_eval(self.space, earlier.vals))
         ok = earlier.status in ("ok", "pruned")
+        n = len(LOSS_METRIC_PREFIX)
+        losses = {k[n:]: float(v) for k, v in earlier.metrics.items() if k.startswith(LOSS_METRIC_PREFIX)}
         return TrialRecord(
             tid=tid,
             status=earlier.status,
@@ -206,6 +208,7 @@ class TuningRun:
             origin="resumed",
             source_run_id=earlier.source_run_id,
             pruned_step=earlier.pruned_step,
+            losses=losses if ok and self.spec.directions else {},
         )
 
     def execute(self) -> TuningResult:
@@ -379,6 +382,7 @@ class TuningRun:
             source_run_id=warm.source_run_id if warm is not None else None,
             curve=tuple((int(step), float(value)) for step, value in result.get(CURVE_KEY) or ()),
             pruned_step=pruned_step,
+            losses=dict(result.get(LOSSES_KEY) or {}) if status == "ok" else {},
         )
 
     def _result(self) -> TuningResult:
@@ -396,6 +400,12 @@ class TuningRun:
         if not ok:
             raise AllTrialsFailedError(no_success_message(records, reason, self.spec))
         best = min(ok, key=lambda r: (r.loss, r.tid))
+        front: tuple[TrialRecord, ...] = ()
+        if self.spec.directions:
+            from airflow_provider_sparktune.search.pareto import best_on_front, pareto_front
+
+            front = pareto_front(ok, self.spec.directions)
+            best = best_on_front(front) if front else best
         duration = time.monotonic() - self.started
         busy_share, overhead = efficiency(records, int(self.spec.parallelism), duration)
         return TuningResult(
@@ -415,6 +425,7 @@ class TuningRun:
             records=records,
             trials=self.book.trials,
             startup_s=self._startup_s(records),
+            pareto_front=front,
         )
 
     def _startup_s(self, records: tuple[TrialRecord, ...]) -> float | None:

@@ -14,11 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from airflow_provider_sparktune.exceptions import TuningConfigError
+from airflow_provider_sparktune.search.names import (
+    SEARCHERS,
+    check_algo,
+    check_algo_options,
+    check_directions,
+    directions_from_text,
+    is_optuna,
+    options_from_text,
+)
 from airflow_provider_sparktune.tuning.pruners import pruner_from_text, pruner_settings
 from airflow_provider_sparktune.tuning.space import MAX_PARALLELISM, SpaceFacts
 from airflow_provider_sparktune.values import is_int, is_number, positive_seconds
 
-ALGORITHMS = ("tpe", "rand", "anneal", "atpe")
+ALGORITHMS = SEARCHERS
 DISPATCHERS = ("resident", "sparktrials")
 
 
@@ -41,14 +50,21 @@ class TuningSpec:
     max_failed_trials: int | Literal["auto"] | None = _setting("auto", int)
     max_failure_ratio: float | None = _setting(None, float)
     pruner: Any = _setting(None, pruner_from_text)  # None, a pruner's name, or {"name": ..., settings}
+    algo_options: Any = _setting(None, options_from_text)  # an Optuna sampler's keyword arguments
+    directions: Any = _setting(None, directions_from_text)  # {loss name: direction}: a multi-objective run
 
     def __post_init__(self) -> None:
         check_count("max_evals", self.max_evals, allow_auto=True)
         check_count("parallelism", self.parallelism, allow_auto=True, upper=MAX_PARALLELISM)
-        if self.algo not in ALGORITHMS:
-            raise TuningConfigError(
-                f"algo: unknown algorithm {self.algo!r}; use one of {', '.join(ALGORITHMS)}"
-            )
+        check_algo(self.algo)
+        options = (
+            options_from_text(self.algo_options) if isinstance(self.algo_options, str) else self.algo_options
+        )
+        object.__setattr__(self, "algo_options", check_algo_options(self.algo, options))
+        directions = (
+            directions_from_text(self.directions) if isinstance(self.directions, str) else self.directions
+        )
+        object.__setattr__(self, "directions", check_directions(directions))
         if self.seed is not None and (not is_int(self.seed) or self.seed < 0):
             raise TuningConfigError(f"seed: {self.seed!r} must be a non-negative integer or None")
         if self.timeout is not None:
@@ -71,10 +87,32 @@ class TuningSpec:
                 f"max_failure_ratio: {ratio!r} must be a number between 0 and 1 (exclusive) or None"
             )
         object.__setattr__(self, "pruner", pruner_settings(self.pruner))  # every setting spelled out
+        self._check_search()
         if self.pruner is not None and self.dispatcher != "resident":
             raise TuningConfigError(
                 f"pruner: {self.pruner['name']!r} needs the resident dispatcher, which talks to running "
                 f"trials; dispatcher={self.dispatcher!r} cannot. Use dispatcher='resident' or pruner=None"
+            )
+
+    def _check_search(self) -> None:
+        """Combinations of searcher, dispatcher, pruner and objectives that cannot work."""
+        if is_optuna(self.algo) and self.dispatcher == "sparktrials":
+            raise TuningConfigError(
+                f"dispatcher: 'sparktrials' runs hyperopt's own fmin loop, which cannot ask Optuna's "
+                f"samplers; with algo={self.algo!r} use dispatcher='resident' (the default), or choose a "
+                "hyperopt algo (tpe, rand, anneal, atpe)"
+            )
+        if self.directions is None:
+            return
+        if self.pruner is not None:
+            raise TuningConfigError(
+                "pruner: a run with several objectives (directions) cannot be pruned: a trial reports one "
+                "value, and no single value ranks trials on a Pareto front; set pruner=None or use one loss"
+            )
+        if self.algo == "optuna.cmaes":
+            raise TuningConfigError(
+                "algo: 'optuna.cmaes' optimizes one loss; with directions use 'optuna.tpe', 'optuna.nsga2' "
+                "or 'optuna.gp'"
             )
 
     @classmethod

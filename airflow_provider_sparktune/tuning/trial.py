@@ -22,6 +22,8 @@ current_decide: ContextVar[Decide | None] = ContextVar("sparktune_decide", defau
 
 CURVE_KEY = "sparktune_curve"  # result keys the driver reads back
 PRUNED_STEP_KEY = "sparktune_pruned_step"
+LOSSES_KEY = "losses"  # a multi-objective result: {loss name: value}
+LOSS_METRIC_PREFIX = "loss."  # each named loss is also a metric of its trial: loss.<name>
 
 
 class Trial:

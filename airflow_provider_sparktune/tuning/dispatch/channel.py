@@ -26,14 +26,16 @@ from typing import Any
 
 from airflow_provider_sparktune.exceptions import ObjectiveError, SparkConnectionError
 from airflow_provider_sparktune.tuning.dispatch.launch import CALLBACK_BIND_CONF, CALLBACK_HOST_CONF
-from airflow_provider_sparktune.tuning.trial import CURVE_KEY, PRUNED_STEP_KEY
+from airflow_provider_sparktune.tuning.trial import CURVE_KEY, LOSSES_KEY, PRUNED_STEP_KEY
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT_S = 10.0  # for a task to prove it holds the run's key, once connected
 MAX_MESSAGE_BYTES = 1 << 20  # one message from an executor: a result with a long curve fits
 MAX_ERROR_CHARS = 20_000  # of a failed trial's traceback (its end, where the error is)
-RESULT_KEYS = ("loss", "status", "loss_variance", "metrics", "failure", CURVE_KEY, PRUNED_STEP_KEY)
+RESULT_KEYS = (
+    "loss", "status", "loss_variance", "metrics", "failure", CURVE_KEY, PRUNED_STEP_KEY, LOSSES_KEY
+)  # fmt: skip
 
 
 class ChannelError(ValueError):
@@ -198,6 +200,8 @@ def check_result(result: Any) -> dict[str, Any]:
         ):
             raise ChannelError("a learning curve that is not a list of (step, value) pairs")
         checked[CURVE_KEY] = [[_count(s, "curve step"), _number(v, "curve value")] for s, v in curve]
+    if result.get(LOSSES_KEY) is not None:
+        checked[LOSSES_KEY] = _metrics(result[LOSSES_KEY])
     if result.get(PRUNED_STEP_KEY) is not None:
         checked[PRUNED_STEP_KEY] = _count(result[PRUNED_STEP_KEY], "pruned step")
     return checked

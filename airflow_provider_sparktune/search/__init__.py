@@ -1,0 +1,1 @@
+"""One searcher interface (``base``) with hyperopt's algorithms and Optuna's samplers behind it."""
