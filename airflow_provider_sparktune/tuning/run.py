@@ -22,7 +22,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import timezone
 from typing import Any
 
 from airflow_provider_sparktune.exceptions import (
@@ -44,15 +43,13 @@ from airflow_provider_sparktune.tuning.records import (
     StopReason,
     TrialCallback,
     TrialRecord,
-    TrialStatus,
     TuningResult,
     efficiency,
 )
 from airflow_provider_sparktune.tuning.space import SpaceFacts
 from airflow_provider_sparktune.tuning.spec import TuningSpec
 from airflow_provider_sparktune.tuning.stopping import StopRules, failure_stop_message, no_success_message
-from airflow_provider_sparktune.tuning.trial import CURVE_KEY, LOSS_METRIC_PREFIX, LOSSES_KEY, PRUNED_STEP_KEY
-from airflow_provider_sparktune.values import json_native
+from airflow_provider_sparktune.tuning.trial_records import record_from_doc, record_from_earlier
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +170,9 @@ class TuningRun:
                 ]
             )
             for tid, earlier in zip(tids, resume, strict=True):
-                record = self._earlier_record(tid, earlier)
+                record = record_from_earlier(
+                    tid, earlier, self.space, named_losses=bool(self.spec.directions)
+                )
                 self.records[tid] = record
                 self._update_best(record)
             self.preloaded = len(resume)
@@ -187,29 +186,6 @@ class TuningRun:
         if warm_start:
             self.warm = WarmStartSuggest(warm_start, labels, self.suggest)
             self.suggest = self.warm
-
-    def _earlier_record(self, tid: int, earlier: EarlierTrial) -> TrialRecord:
-        from hyperopt import space_eval
-
-        params = json_native(space_eval(self.space, earlier.vals))
-        ok = earlier.status in ("ok", "pruned")
-        n = len(LOSS_METRIC_PREFIX)
-        losses = {k[n:]: float(v) for k, v in earlier.metrics.items() if k.startswith(LOSS_METRIC_PREFIX)}
-        return TrialRecord(
-            tid=tid,
-            status=earlier.status,
-            loss=earlier.loss if ok else None,
-            params=params if isinstance(params, dict) else {"value": params},
-            vals=json_native(earlier.vals),
-            metrics=dict(earlier.metrics) if ok else {},
-            error=None if ok else earlier.error,
-            started_at=earlier.started_at,
-            finished_at=earlier.finished_at,
-            origin="resumed",
-            source_run_id=earlier.source_run_id,
-            pruned_step=earlier.pruned_step,
-            losses=losses if ok and self.spec.directions else {},
-        )
 
     def execute(self) -> TuningResult:
         self.dispatcher = make_dispatcher(
@@ -341,49 +317,8 @@ class TuningRun:
             self.best_loss = record.loss if self.best_loss is None else min(self.best_loss, record.loss)
 
     def _record(self, trial: dict[str, Any]) -> TrialRecord:
-        from hyperopt import base, space_eval
-
-        vals = {k: v[0] for k, v in trial["misc"]["vals"].items() if len(v)}
-        result = trial.get("result") or {}
-        state = trial["state"]
-        error = None
-        pruned_step = result.get(PRUNED_STEP_KEY) if state == base.JOB_STATE_DONE else None
-        if pruned_step is not None:
-            status: TrialStatus = "pruned"
-        elif state == base.JOB_STATE_ERROR:
-            status = "failed"
-            error = _error_text(trial["misc"].get("error"))
-        elif state == base.JOB_STATE_CANCEL:
-            status = "cancelled"
-            error = _error_text(trial["misc"].get("error"))
-        elif result.get("status") == base.STATUS_OK:
-            status = "ok"
-        else:
-            status = "failed"
-            error = str(result.get("failure") or f"objective returned status {result.get('status')!r}")
-        try:
-            params = json_native(space_eval(self.space, vals))
-        except Exception:  # a cancelled trial may carry partial vals
-            params = {}
-        loss = result.get("loss") if status in ("ok", "pruned") else None
         warm = self.warm.assigned.get(int(trial["tid"])) if self.warm is not None else None
-        return TrialRecord(
-            tid=int(trial["tid"]),
-            status=status,
-            loss=None if loss is None else float(loss),
-            params=params if isinstance(params, dict) else {"value": params},
-            vals=json_native(vals),
-            metrics=dict(result.get("metrics") or {}) if status == "ok" else {},
-            error=error,
-            started_at=_timestamp(trial.get("book_time")),
-            finished_at=_timestamp(trial.get("refresh_time")),
-            eval_s=trial["misc"].get("sparktune_eval_s"),
-            origin="warm_start" if warm is not None else "new",
-            source_run_id=warm.source_run_id if warm is not None else None,
-            curve=tuple((int(step), float(value)) for step, value in result.get(CURVE_KEY) or ()),
-            pruned_step=pruned_step,
-            losses=dict(result.get(LOSSES_KEY) or {}) if status == "ok" else {},
-        )
+        return record_from_doc(trial, self.space, warm=warm)
 
     def _result(self) -> TuningResult:
         records = tuple(sorted(self.records.values(), key=lambda r: r.tid))
@@ -442,18 +377,3 @@ class TuningRun:
         if threshold is not None and self.best_loss is not None and self.best_loss <= threshold:
             return "loss_threshold"
         return "max_evals"
-
-
-def _timestamp(value: Any) -> float | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=timezone.utc).timestamp()
-
-
-def _error_text(error: Any) -> str | None:
-    if not error:
-        return None
-    if isinstance(error, (tuple, list)) and len(error) == 2:
-        kind, detail = error
-        return str(detail) if detail else str(kind)
-    return str(error)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_sparktune.exceptions import TuningConfigError
+from airflow_provider_sparktune.search.names import directions_from_text, options_from_text
 from airflow_provider_sparktune.tuning.pruners import pruner_from_text
 from airflow_provider_sparktune.tuning.space import space_facts
 from airflow_provider_sparktune.tuning.spec import TuningSpec, setting_names, templated_settings
@@ -70,6 +71,8 @@ def test_every_setting_is_logged_and_the_templated_ones_convert_from_text() -> N
         "max_failed_trials": int,
         "max_failure_ratio": float,
         "pruner": pruner_from_text,
+        "algo_options": options_from_text,
+        "directions": directions_from_text,
     }
     resolved = TuningSpec(max_evals=7, max_failure_ratio=0.25, algo="rand").resolved(
         space_facts(UNIT_SPACE), task_slots=4
