@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from airflow_provider_sparktune.tuning.earlier_trials import new_trial_doc
-from airflow_provider_sparktune.tuning.trial import LOSS_METRIC_PREFIX, LOSSES_KEY, PRUNED_STEP_KEY
+from airflow_provider_sparktune.tuning.trial import LOSSES_KEY, PRUNED_STEP_KEY, losses_in_metrics
 
 Outcome = Literal["ok", "failed", "pruned"]
 
@@ -126,10 +126,8 @@ def finished_of(doc: Mapping[str, Any]) -> Finished:
     if result.get("status") != "ok" or result.get("loss") is None:
         return Finished(tid, vals, "failed")
     losses = {str(k): float(v) for k, v in (result.get(LOSSES_KEY) or {}).items()}
-    if not losses:  # a trial of an earlier try: its losses came back from MLflow as loss.<name> metrics
-        metrics = result.get("metrics") or {}
-        n = len(LOSS_METRIC_PREFIX)
-        losses = {k[n:]: float(v) for k, v in metrics.items() if k.startswith(LOSS_METRIC_PREFIX)}
+    if not losses:  # a trial of an earlier try: its losses came back from MLflow
+        losses = losses_in_metrics(result.get("metrics") or {})
     step = result.get(PRUNED_STEP_KEY)
     outcome: Outcome = "pruned" if step is not None else "ok"
     return Finished(tid, vals, outcome, float(result["loss"]), losses, None if step is None else int(step))

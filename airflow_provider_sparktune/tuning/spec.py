@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 from airflow_provider_sparktune.exceptions import TuningConfigError
 from airflow_provider_sparktune.search.names import (
-    SEARCHERS,
     check_algo,
     check_algo_options,
     check_directions,
@@ -27,7 +26,6 @@ from airflow_provider_sparktune.tuning.pruners import pruner_from_text, pruner_s
 from airflow_provider_sparktune.tuning.space import MAX_PARALLELISM, SpaceFacts
 from airflow_provider_sparktune.values import is_int, is_number, positive_seconds
 
-ALGORITHMS = SEARCHERS
 DISPATCHERS = ("resident", "sparktrials")
 
 

@@ -10,7 +10,7 @@ decision without another call.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -24,6 +24,12 @@ CURVE_KEY = "sparktune_curve"  # result keys the driver reads back
 PRUNED_STEP_KEY = "sparktune_pruned_step"
 LOSSES_KEY = "losses"  # a multi-objective result: {loss name: value}
 LOSS_METRIC_PREFIX = "loss."  # each named loss is also a metric of its trial: loss.<name>
+
+
+def losses_in_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The named losses of a trial whose result came back from MLflow, as its ``loss.<name>`` metrics."""
+    n = len(LOSS_METRIC_PREFIX)
+    return {k[n:]: float(v) for k, v in metrics.items() if k.startswith(LOSS_METRIC_PREFIX)}
 
 
 class Trial:

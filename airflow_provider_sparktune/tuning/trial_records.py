@@ -13,7 +13,7 @@ from typing import Any
 
 from airflow_provider_sparktune.tracking.history import EarlierTrial
 from airflow_provider_sparktune.tuning.records import TrialRecord, TrialStatus
-from airflow_provider_sparktune.tuning.trial import CURVE_KEY, LOSS_METRIC_PREFIX, LOSSES_KEY, PRUNED_STEP_KEY
+from airflow_provider_sparktune.tuning.trial import CURVE_KEY, LOSSES_KEY, PRUNED_STEP_KEY, losses_in_metrics
 from airflow_provider_sparktune.values import json_native
 
 _COUNTS_LOSS = ("ok", "pruned")
@@ -62,8 +62,6 @@ def record_from_earlier(tid: int, earlier: EarlierTrial, space: Any, *, named_lo
     """A trial of an earlier try, resumed as trial ``tid``; ``named_losses``: a multi-objective run,
     whose losses MLflow holds as ``loss.<name>`` metrics."""
     ok = earlier.status in _COUNTS_LOSS
-    n = len(LOSS_METRIC_PREFIX)
-    losses = {k[n:]: float(v) for k, v in earlier.metrics.items() if k.startswith(LOSS_METRIC_PREFIX)}
     return TrialRecord(
         tid=tid,
         status=earlier.status,
@@ -77,7 +75,7 @@ def record_from_earlier(tid: int, earlier: EarlierTrial, space: Any, *, named_lo
         origin="resumed",
         source_run_id=earlier.source_run_id,
         pruned_step=earlier.pruned_step,
-        losses=losses if ok and named_losses else {},
+        losses=losses_in_metrics(earlier.metrics) if ok and named_losses else {},
     )
 
 
