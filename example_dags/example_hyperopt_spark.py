@@ -35,7 +35,7 @@ SEARCH_SPACE = {
 
 
 # [START howto_objective]
-def seed_objective(params: dict[str, Any], data: Any = None) -> float:
+def notebook_objective(params: dict[str, Any], data: Any = None) -> float:
     """The original notebook's objective: the loss is x + y (y is 0 for model a)."""
     model = params["model"]
     return model["x"] + model.get("y", 0)
@@ -54,7 +54,7 @@ with DAG(
     tune = HyperoptSparkOperator(
         task_id="tune",
         search_space=SEARCH_SPACE,
-        objective=seed_objective,
+        objective=notebook_objective,
         max_evals=10,
         parallelism=3,
         seed=3,

@@ -22,12 +22,12 @@ from airflow_provider_sparktune.tuning.prepare import prepare_run
 from airflow_provider_sparktune.tuning.run import RunControl, execute_run
 from airflow_provider_sparktune.tuning.session import run_tuning
 from airflow_provider_sparktune.tuning.spec import TuningSpec
-from tests.tuning.test_space import SEED_SPACE
+from tests.tuning.test_space import NOTEBOOK_SPACE
 
 UNIT_SPACE = {"x": {"hp": "uniform", "low": 0, "high": 1}}
 
 
-def seed_objective(params: dict[str, Any]) -> float:
+def notebook_objective(params: dict[str, Any]) -> float:
     model = params["model"]
     return model["x"] + model.get("y", 0)
 
@@ -140,7 +140,7 @@ def test_bad_input_is_refused_before_spark() -> None:
 @pytest.mark.integration
 def test_notebook_result_is_reproduced_and_reproducible(spark: Any) -> None:
     runs = [
-        run_tuning(SEED_SPACE, seed_objective, spark=spark, max_evals=10, parallelism=3, seed=3)
+        run_tuning(NOTEBOOK_SPACE, notebook_objective, spark=spark, max_evals=10, parallelism=3, seed=3)
         for _ in range(2)
     ]
     first, second = runs
@@ -277,7 +277,13 @@ def test_spark_inside_the_objective_is_explained(spark: Any) -> None:
 @pytest.mark.integration
 def test_notebook_result_with_raw_sparktrials_dispatch(spark: Any) -> None:
     result = run_tuning(
-        SEED_SPACE, seed_objective, spark=spark, max_evals=10, parallelism=3, seed=3, dispatcher="sparktrials"
+        NOTEBOOK_SPACE,
+        notebook_objective,
+        spark=spark,
+        max_evals=10,
+        parallelism=3,
+        seed=3,
+        dispatcher="sparktrials",
     )
     assert result.best_params == {"model": {"name": "model a", "x": 1}}
     assert result.spec.dispatcher == "sparktrials"

@@ -15,7 +15,7 @@ from airflow_provider_sparktune.tuning.prepare import prepare_run
 from airflow_provider_sparktune.tuning.run import execute_run
 from airflow_provider_sparktune.tuning.space import build_space
 from tests.tuning.test_run import UNIT_SPACE, shifted_x, x_objective
-from tests.tuning.test_space import SEED_SPACE
+from tests.tuning.test_space import NOTEBOOK_SPACE
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 OPTUNA_SEARCHERS = [
@@ -41,7 +41,7 @@ MIXED_SPACE = {
 }
 
 
-def seed_objective(params: dict[str, Any]) -> float:
+def notebook_objective(params: dict[str, Any]) -> float:
     model = params["model"]
     return float(model["x"] + model.get("y", 0))
 
@@ -106,8 +106,8 @@ def test_what_cannot_map_is_refused_before_spark_with_the_label_and_the_fix(
 
 @pytest.mark.unit
 def test_a_nested_choice_asks_only_the_chosen_branch() -> None:
-    prepared = prepare_run(SEED_SPACE, seed_objective, algo="optuna.tpe", seed=1, max_evals=30)
-    trials = simulate(prepared.suggest, prepared.space, seed_objective, 30, 3)
+    prepared = prepare_run(NOTEBOOK_SPACE, notebook_objective, algo="optuna.tpe", seed=1, max_evals=30)
+    trials = simulate(prepared.suggest, prepared.space, notebook_objective, 30, 3)
     study = prepared.suggest.searcher.study  # type: ignore[attr-defined]
     # the last three finished after the last ask: the study never heard of them, nor needed to
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 27 + ["RUNNING"] * 3
@@ -130,10 +130,10 @@ def test_hyperopt_behind_the_interface_proposes_the_points_it_proposed_before(al
     from airflow_provider_sparktune.tuning.algorithms import per_trial_seeded
 
     before = per_trial_seeded({"tpe": tpe, "rand": rand, "anneal": anneal}[algo].suggest, 5)
-    prepared = prepare_run(SEED_SPACE, seed_objective, algo=algo, seed=5, max_evals=30)
+    prepared = prepare_run(NOTEBOOK_SPACE, notebook_objective, algo=algo, seed=5, max_evals=30)
     assert isinstance(prepared.suggest, SearcherSuggest)
-    old = simulate(before, prepared.space, seed_objective, 30, 4)
-    new = simulate(prepared.suggest, prepared.space, seed_objective, 30, 4)
+    old = simulate(before, prepared.space, notebook_objective, 30, 4)
+    new = simulate(prepared.suggest, prepared.space, notebook_objective, 30, 4)
     assert [t["misc"]["vals"] for t in new.trials] == [t["misc"]["vals"] for t in old.trials]
 
 
@@ -286,7 +286,9 @@ def test_each_optuna_searcher_runs_resumes_and_warm_starts_on_spark(spark: Any, 
 
 @pytest.mark.integration
 def test_a_nested_choice_space_runs_with_optuna_on_spark(spark: Any) -> None:
-    prepared = prepare_run(SEED_SPACE, seed_objective, algo="optuna.tpe", max_evals=6, parallelism=3, seed=0)
+    prepared = prepare_run(
+        NOTEBOOK_SPACE, notebook_objective, algo="optuna.tpe", max_evals=6, parallelism=3, seed=0
+    )
     result = execute_run(prepared, spark)
     assert result.trials_ok == 6
     for record in result.records:

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.unit
 
 N_DRAWS = 200
 
-SEED_SPACE: dict[str, Any] = {
+NOTEBOOK_SPACE: dict[str, Any] = {
     "model": {
         "hp": "choice",
         "label": "my_choice",
@@ -267,9 +267,9 @@ def test_plain_constants_pass_through() -> None:
 
 
 def test_build_space_does_not_mutate_input() -> None:
-    spec = copy.deepcopy(SEED_SPACE)
+    spec = copy.deepcopy(NOTEBOOK_SPACE)
     build_space(spec)
-    assert spec == SEED_SPACE
+    assert spec == NOTEBOOK_SPACE
 
 
 # --------------------------------------------------------------------------------------------------
@@ -292,9 +292,9 @@ def test_nested_dicts_and_lists_keep_their_shape() -> None:
         assert 0.1 <= d["opt"]["lr"] <= 0.2
 
 
-def test_seed_space_conditional_samples() -> None:
+def test_notebook_space_conditional_samples() -> None:
     seen = set()
-    for d in draws(SEED_SPACE):
+    for d in draws(NOTEBOOK_SPACE):
         model = d["model"]
         seen.add(model["name"])
         if model["name"] == "model a":
@@ -308,15 +308,15 @@ def test_seed_space_conditional_samples() -> None:
     assert seen == {"model a", "model b"}
 
 
-def test_seed_space_eval_model_a() -> None:
-    assert hyperopt.space_eval(build_space(SEED_SPACE), {"my_choice": 0, "model_a_x": 0}) == {
+def test_notebook_space_eval_model_a() -> None:
+    assert hyperopt.space_eval(build_space(NOTEBOOK_SPACE), {"my_choice": 0, "model_a_x": 0}) == {
         "model": {"name": "model a", "x": 1}
     }
 
 
-def test_seed_space_eval_model_b() -> None:
+def test_notebook_space_eval_model_b() -> None:
     point = {"my_choice": 1, "model_b_x": 2, "model_b_y": 3}
-    assert hyperopt.space_eval(build_space(SEED_SPACE), point) == {
+    assert hyperopt.space_eval(build_space(NOTEBOOK_SPACE), point) == {
         "model": {"name": "model b", "x": 2, "y": 7}
     }
 
@@ -389,17 +389,17 @@ def test_default_label(path: str, label: str) -> None:
 
 
 def test_json_string_parses_like_the_dict() -> None:
-    text = json.dumps(SEED_SPACE)
-    assert parse_space_spec(text) == SEED_SPACE
-    assert space_facts(text) == space_facts(SEED_SPACE)
+    text = json.dumps(NOTEBOOK_SPACE)
+    assert parse_space_spec(text) == NOTEBOOK_SPACE
+    assert space_facts(text) == space_facts(NOTEBOOK_SPACE)
     point = {"my_choice": 1, "model_b_x": 4, "model_b_y": 0}
     assert hyperopt.space_eval(build_space(text), point) == hyperopt.space_eval(
-        build_space(SEED_SPACE), point
+        build_space(NOTEBOOK_SPACE), point
     )
 
 
 def test_json_bytes_parse_like_the_dict() -> None:
-    assert parse_space_spec(json.dumps(SEED_SPACE).encode()) == SEED_SPACE
+    assert parse_space_spec(json.dumps(NOTEBOOK_SPACE).encode()) == NOTEBOOK_SPACE
 
 
 @pytest.mark.parametrize(
@@ -434,8 +434,8 @@ def test_dict_holding_hp_nodes_passes_through_unchanged() -> None:
 def test_is_hyperopt_expression() -> None:
     assert is_hyperopt_expression(hp.choice("c", [1, 2]))
     assert is_hyperopt_expression([1, (2, hp.uniform("u", 0, 1))])
-    assert not is_hyperopt_expression(SEED_SPACE)
-    assert not is_hyperopt_expression(json.dumps(SEED_SPACE))
+    assert not is_hyperopt_expression(NOTEBOOK_SPACE)
+    assert not is_hyperopt_expression(json.dumps(NOTEBOOK_SPACE))
     assert isinstance(build_space({"x": {"hp": "uniform", "low": 0, "high": 1}})["x"], Apply)
 
 
@@ -444,8 +444,8 @@ def test_is_hyperopt_expression() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_seed_space_facts() -> None:
-    facts = space_facts(SEED_SPACE)
+def test_notebook_space_facts() -> None:
+    facts = space_facts(NOTEBOOK_SPACE)
     assert facts.n_hyperparameters == 4
     assert facts.n_categorical == 4
     assert facts.categorical_breadth == 17  # 2 + 5 + 5 + 5
@@ -536,8 +536,8 @@ def test_space_facts_of_hand_built_expression() -> None:
 
 
 def test_space_facts_of_compiled_seed_space_match_declarative() -> None:
-    compiled = space_facts(build_space(SEED_SPACE))
-    declared = space_facts(SEED_SPACE)
+    compiled = space_facts(build_space(NOTEBOOK_SPACE))
+    declared = space_facts(NOTEBOOK_SPACE)
     assert compiled.n_hyperparameters == declared.n_hyperparameters == 4
     assert compiled.categorical_breadth == declared.categorical_breadth == 17
 

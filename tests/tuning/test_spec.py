@@ -13,7 +13,7 @@ from airflow_provider_sparktune.search.names import directions_from_text, option
 from airflow_provider_sparktune.tuning.pruners import pruner_from_text
 from airflow_provider_sparktune.tuning.space import space_facts
 from airflow_provider_sparktune.tuning.spec import TuningSpec, setting_names, templated_settings
-from tests.tuning.test_run import SEED_SPACE, UNIT_SPACE
+from tests.tuning.test_run import NOTEBOOK_SPACE, UNIT_SPACE
 
 
 @pytest.mark.unit
@@ -42,7 +42,7 @@ def test_bad_settings_name_the_field(kwargs: dict[str, Any], field: str) -> None
 
 @pytest.mark.unit
 def test_auto_budget_follows_the_seed_guidance() -> None:
-    facts = space_facts({**SEED_SPACE, "lr": {"hp": "loguniform", "low": 1e-3, "high": 1}})
+    facts = space_facts({**NOTEBOOK_SPACE, "lr": {"hp": "loguniform", "low": 1e-3, "high": 1}})
     resolved = TuningSpec().resolved(facts, task_slots=3)
     assert resolved.max_evals == 20 * 1 + 15 * 17
     assert resolved.parallelism == 3  # 2 x 5 hyperparameters, capped by the 3 task slots
