@@ -30,6 +30,7 @@ SOURCE_RUN = "sparktune.source_run"  # the trial run a resumed or warm-start tri
 ERROR = "sparktune.error"
 PRUNED_STEP = "sparktune.pruned_step"  # the step a pruned trial stopped at
 PARETO_FRONT = "sparktune.pareto_front"  # parent run of a multi-objective run: the front's trial ids
+PARETO_FRONT_OF = "sparktune.pareto_front_of"  # a trial run on that front: the parent run's id
 
 # Airflow's identity of a task try, on the parent run
 AIRFLOW_DAG_ID = "airflow.dag_id"

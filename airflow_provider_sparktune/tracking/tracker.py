@@ -182,6 +182,7 @@ class TuningTracker:
         self.experiment_id = ""
         self.run_id = ""
         self.superseded_by: str | None = None  # the later try that closed this try's parent run
+        self.trial_runs: dict[int, str] = {}  # trial id -> its trial run, as this try wrote them
 
     @property
     def info(self) -> dict[str, str]:
@@ -263,7 +264,7 @@ class TuningTracker:
                 run = self.client.create_run(
                     self.experiment_id, start_time=start_ms, tags=tags, run_name=f"trial-{record.tid:04d}"
                 )
-                done["run_id"] = run.info.run_id
+                done["run_id"] = self.trial_runs[record.tid] = run.info.run_id
             if "logged" not in done:
                 metrics = dict(record.metrics)
                 curve = list(record.curve)
@@ -324,6 +325,19 @@ class TuningTracker:
             while steps:
                 steps[0]()
                 steps.pop(0)
+
+        return write
+
+    def front_marks(self, result: TuningResult) -> Callable[[], None]:
+        """Tag each trial run on the Pareto front with this parent run's id, so that the front is one
+        filter in the MLflow UI. Queued after every trial write: a resumed member is marked on the
+        trial run of the earlier try it came from."""
+
+        def write() -> None:
+            for record in result.pareto_front:
+                run_id = self.trial_runs.get(record.tid) or record.source_run_id
+                if run_id:
+                    self._log_batch(run_id, tags={schema.PARETO_FRONT_OF: self.run_id})
 
         return write
 

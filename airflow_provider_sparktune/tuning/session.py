@@ -514,8 +514,11 @@ def unwritten_json(writes: list[Write]) -> str:
 
 def submit_closing_writes(writer: RetryingWriter, tracker: TuningTracker, result: TuningResult) -> None:
     """Queue what ends a finished run: its summary ahead of the trial runs still queued, so the loss
-    plot and artifacts are written beside them, and the FINISHED status once every write is in."""
+    plot and artifacts are written beside them; the Pareto front's marks and the FINISHED status
+    once every write is in."""
     writer.submit("run summary", tracker.summary_write(result), ahead=True)
+    if result.pareto_front:
+        writer.submit("marking the Pareto front", tracker.front_marks(result), after_all=True)
     writer.submit("closing the run", tracker.close_finished, after_all=True)
 
 

@@ -38,6 +38,11 @@ def test_an_optuna_searcher_on_two_losses_runs_under_dag_test(
     trial_runs = [r for r in runs_of(mlflow_uri, experiment_name) if "mlflow.parentRunId" in r.data.tags]
     assert len(trial_runs) == 8
     assert all({"loss.error", "loss.latency_ms"} <= set(r.data.metrics) for r in trial_runs)
+    on_front = {
+        r.data.tags["sparktune.tid"] for r in trial_runs if "sparktune.pareto_front_of" in r.data.tags
+    }
+    assert on_front == {str(p["tid"]) for p in front}
+    assert {r.data.tags.get("sparktune.pareto_front_of") for r in trial_runs} <= {parent.info.run_id, None}
     saved = load_dict(f"{parent.info.artifact_uri}/pareto_front.json")
     assert saved == front
     names = {a.path for a in MlflowClient(mlflow_uri).list_artifacts(parent.info.run_id)}

@@ -423,6 +423,24 @@ def test_a_multi_objective_run_resumes_and_warm_starts_through_run_tuning(
     assert_is_front(retry.records, retry.pareto_front)
     # the front covers the resumed trials too: it is never worse than the first try's
     assert retry.pareto_front[0].losses["error"] <= night.pareto_front[0].losses["error"]
+    # every front member is marked for the retry's parent run; a resumed one on its earlier trial run
+    from mlflow import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment_name).experiment_id])
+    tries = sorted(
+        (
+            r
+            for r in runs
+            if r.data.tags.get("mlflow.runName") == "night-1" and "mlflow.parentRunId" not in r.data.tags
+        ),
+        key=lambda r: r.info.start_time,
+    )
+    marked = {
+        r.info.run_id for r in runs if r.data.tags.get("sparktune.pareto_front_of") == tries[-1].info.run_id
+    }
+    assert len(marked) == len(retry.pareto_front)
+    assert {r.source_run_id for r in retry.pareto_front if r.origin == "resumed"} <= marked
 
     night2 = tune("night-2", warm_start=True, max_evals=4)
     assert [r.origin for r in night2.records[:2]] == ["warm_start"] * 2
