@@ -47,3 +47,23 @@ def test_an_optuna_searcher_on_two_losses_runs_under_dag_test(
     assert saved == front
     names = {a.path for a in MlflowClient(mlflow_uri).list_artifacts(parent.info.run_id)}
     assert "pareto_front.png" in names
+
+
+@pytest.mark.integration
+def test_every_searcher_runs_through_the_operator_under_dag_test(
+    spark: Any, airflow_db: Any, mlflow_uri: str, experiment_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.dags.every_searcher_tuning import SEARCHERS
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    dag = DagBag(dag_folder=str(TEST_DAGS / "every_searcher_tuning.py")).get_dag("every_searcher_tuning")
+    dag_run = dag.test(run_conf={"experiment": experiment_name})
+    assert dag_run.state == "success"
+    parents = runs_of(mlflow_uri, experiment_name, run_id=dag_run.run_id)
+    assert sorted(p.data.params["algo"] for p in parents) == sorted(SEARCHERS)
+    for algo in SEARCHERS:
+        value = xcom_values(dag_run.run_id, f"tune_{algo.replace('.', '_')}")["return_value"]
+        assert value["trials"] == {**value["trials"], "total": 6, "ok": 6}, algo
+        assert 0 <= value["best_params"]["x"] <= 1 and value["best_params"]["y"] in range(5), algo
