@@ -39,28 +39,36 @@ def one_second_x(
     return params["x"]
 
 
-with DAG(
-    dag_id="nightly_warm_start",
-    schedule="@daily",
-    catchup=False,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    params={
-        "space": Param({"x": {"hp": "uniform", "low": 0, "high": 1}}, type="object"),
-        "offset": Param(0.0, type="number"),
-        "experiment": Param("nightly_warm_start.tune", type="string"),
-    },
-) as nightly_warm_start:
-    HyperoptSparkOperator(
-        task_id="tune",
-        search_space="{{ params.space | tojson }}",
-        objective=shifted_x,
-        objective_kwargs="{{ {'offset': params.offset} | tojson }}",
-        max_evals=5,
-        parallelism=1,
-        seed="{{ logical_date.day }}",
-        warm_start_k=2,
-        mlflow_experiment="{{ params.experiment }}",
-    )
+def nightly_warm_start_dag(dag_id: str, algo: str) -> DAG:
+    """A daily tuning DAG that warm starts from its earlier nights, searching with ``algo``."""
+    with DAG(
+        dag_id=dag_id,
+        schedule="@daily",
+        catchup=False,
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        params={
+            "space": Param({"x": {"hp": "uniform", "low": 0, "high": 1}}, type="object"),
+            "offset": Param(0.0, type="number"),
+            "experiment": Param(f"{dag_id}.tune", type="string"),
+        },
+    ) as dag:
+        HyperoptSparkOperator(
+            task_id="tune",
+            search_space="{{ params.space | tojson }}",
+            objective=shifted_x,
+            objective_kwargs="{{ {'offset': params.offset} | tojson }}",
+            max_evals=5,
+            parallelism=1,
+            seed="{{ logical_date.day }}",
+            algo=algo,
+            warm_start_k=2,
+            mlflow_experiment="{{ params.experiment }}",
+        )
+    return dag
+
+
+nightly_warm_start = nightly_warm_start_dag("nightly_warm_start", "tpe")
+nightly_warm_start_optuna = nightly_warm_start_dag("nightly_warm_start_optuna", "optuna.tpe")
 
 with DAG(
     dag_id="mlflow_outage",

@@ -613,18 +613,30 @@ def test_nightly_warm_start_begins_with_last_nights_best_points(
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize(
+    ("dag_id", "algo"),
+    [("nightly_warm_start", "tpe"), ("nightly_warm_start_optuna", "optuna.tpe")],
+    ids=["tpe", "optuna.tpe"],
+)
 def test_a_resumed_try_does_not_evaluate_a_warm_start_point_again(
-    spark: Any, airflow_db: Any, mlflow_uri: str, experiment_name: str, monkeypatch: pytest.MonkeyPatch
+    spark: Any,
+    airflow_db: Any,
+    mlflow_uri: str,
+    experiment_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    dag_id: str,
+    algo: str,
 ) -> None:
     """Tonight's first try was killed after it evaluated last night's best point; the second try
-    resumes that trial and warm starts from the second best point only."""
+    resumes that trial and warm starts from the second best point only, with hyperopt's searcher
+    and with an Optuna sampler (which is told the resumed trial and asked the warm-start point)."""
     import pendulum
     from airflow.dag_processing.dagbag import DagBag
     from mlflow import MlflowClient
 
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
     client = MlflowClient(mlflow_uri)
-    dag = DagBag(dag_folder=str(TEST_DAGS / "operator_runs.py")).get_dag("nightly_warm_start")
+    dag = DagBag(dag_folder=str(TEST_DAGS / "operator_runs.py")).get_dag(dag_id)
     night = pendulum.datetime(2026, 4, 1, tz="UTC")
     last_night = dag.test(logical_date=night, run_conf={"experiment": experiment_name})
     assert last_night.state == "success"
@@ -633,12 +645,12 @@ def test_a_resumed_try_does_not_evaluate_a_warm_start_point_again(
 
     # The first try of tonight's scheduled run, as a SIGKILL left it in MLflow: its parent RUNNING,
     # one complete trial run, the warm-start evaluation of last night's best point.
-    run_id = scheduled_dag_run("nightly_warm_start", night.add(days=1), {"experiment": experiment_name})
+    run_id = scheduled_dag_run(dag_id, night.add(days=1), {"experiment": experiment_name})
     experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
-    tags = {"airflow.dag_id": "nightly_warm_start", "airflow.task_id": "tune", "airflow.run_id": run_id}
+    tags = {"airflow.dag_id": dag_id, "airflow.task_id": "tune", "airflow.run_id": run_id}
     killed = client.create_run(
         experiment_id,
-        tags={**tags, "airflow.try_number": "1", "sparktune.tuning_key": "nightly_warm_start.tune"},
+        tags={**tags, "airflow.try_number": "1", "sparktune.tuning_key": f"{dag_id}.tune"},
     ).info.run_id
     done = client.create_run(
         experiment_id,
@@ -654,9 +666,10 @@ def test_a_resumed_try_does_not_evaluate_a_warm_start_point_again(
     client.log_metric(done, "loss", best[0].data.metrics["loss"])
     client.set_terminated(done, status="FINISHED")
 
-    assert tasks_test("nightly_warm_start", "tune", run_id) == "success"
+    assert tasks_test(dag_id, "tune", run_id) == "success"
     value = xcom_values(run_id, "tune")["return_value"]
     parent = client.get_run(value["mlflow"]["run_id"])
+    assert parent.data.params["algo"] == algo
     assert parent.data.tags["sparktune.resumed_from"] == killed
     assert client.get_run(killed).data.tags["sparktune.superseded_by"] == parent.info.run_id
     assert client.get_run(killed).info.status == "FAILED"
