@@ -10,6 +10,7 @@ import pendulum
 from airflow.sdk import DAG, Param
 
 from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOperator
+from airflow_provider_sparktune.search.names import OPTUNA_SAMPLERS
 
 
 def shifted_x(params: dict[str, Any], data: Any = None, offset: float = 0.0) -> float:
@@ -67,8 +68,16 @@ def nightly_warm_start_dag(dag_id: str, algo: str) -> DAG:
     return dag
 
 
-nightly_warm_start = nightly_warm_start_dag("nightly_warm_start", "tpe")
-nightly_warm_start_optuna = nightly_warm_start_dag("nightly_warm_start_optuna", "optuna.tpe")
+def nightly_warm_start_dag_id(algo: str) -> str:
+    return "nightly_warm_start" if algo == "tpe" else f"nightly_warm_start_{algo.replace('.', '_')}"
+
+
+# hyperopt's default, and every other searcher that needs no package beyond the test install (not atpe)
+WARM_START_SEARCHERS = ("tpe", "rand", "anneal", *OPTUNA_SAMPLERS)
+for _algo in WARM_START_SEARCHERS:
+    globals()[nightly_warm_start_dag_id(_algo)] = nightly_warm_start_dag(
+        nightly_warm_start_dag_id(_algo), _algo
+    )
 
 with DAG(
     dag_id="mlflow_outage",
