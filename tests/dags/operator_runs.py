@@ -74,10 +74,9 @@ def nightly_warm_start_dag_id(algo: str) -> str:
 
 # hyperopt's default, and every other searcher that needs no package beyond the test install (not atpe)
 WARM_START_SEARCHERS = ("tpe", "rand", "anneal", *OPTUNA_SAMPLERS)
-for _algo in WARM_START_SEARCHERS:
-    globals()[nightly_warm_start_dag_id(_algo)] = nightly_warm_start_dag(
-        nightly_warm_start_dag_id(_algo), _algo
-    )
+NIGHTLY_WARM_START_DAGS = {
+    algo: nightly_warm_start_dag(nightly_warm_start_dag_id(algo), algo) for algo in WARM_START_SEARCHERS
+}
 
 with DAG(
     dag_id="mlflow_outage",
