@@ -20,7 +20,7 @@ from airflow_provider_sparktune.exceptions import (
 )
 from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOperator
 from tests.airflow_runs import scheduled_dag_run, tasks_test
-from tests.dags.operator_runs import WARM_START_SEARCHERS, nightly_warm_start_dag_id
+from tests.dags.operator_runs import NIGHTLY_WARM_START_DAGS
 from tests.servers import (
     VENV_BIN,
     ConnectServer,
@@ -614,7 +614,7 @@ def test_nightly_warm_start_begins_with_last_nights_best_points(
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("algo", WARM_START_SEARCHERS)
+@pytest.mark.parametrize("algo", list(NIGHTLY_WARM_START_DAGS))
 def test_a_resumed_try_does_not_evaluate_a_warm_start_point_again(
     spark: Any,
     airflow_db: Any,
@@ -632,7 +632,7 @@ def test_a_resumed_try_does_not_evaluate_a_warm_start_point_again(
 
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
     client = MlflowClient(mlflow_uri)
-    dag_id = nightly_warm_start_dag_id(algo)
+    dag_id = NIGHTLY_WARM_START_DAGS[algo].dag_id
     dag = DagBag(dag_folder=str(TEST_DAGS / "operator_runs.py")).get_dag(dag_id)
     night = pendulum.datetime(2026, 4, 1, tz="UTC")
     last_night = dag.test(logical_date=night, run_conf={"experiment": experiment_name})
