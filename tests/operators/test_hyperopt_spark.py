@@ -1169,6 +1169,7 @@ def test_secrets_of_every_connection_appear_nowhere(
                 {
                     "conn_type": "fsspec",
                     "host": "127.0.0.1",  # its login and password go to this host only
+                    "port": ftp.port,  # and to this port only (none would mean FTP's default, 21)
                     "login": FTP_LOGIN,
                     "password": FTP_PASSWORD,
                     "extra": {"acct": FTP_ACCOUNT, "timeout": 60},
