@@ -344,3 +344,196 @@ def test_a_failed_or_cancelled_trial_has_its_error_text_before_its_state(channel
     assert watch.state_at_error == [base.JOB_STATE_RUNNING]
     assert channel.trial(tid)["state"] == base.JOB_STATE_CANCEL
     running.close()
+
+
+# -- the trial channel under a flood: one deadline per handshake, a cap on connections proving their key --
+
+
+def closed_by_peer(sock: socket.socket, within_s: float) -> bool:
+    """True when the other end closed ``sock`` within ``within_s`` seconds (it sent nothing before)."""
+    sock.settimeout(within_s)
+    try:
+        while True:
+            if not sock.recv(4096):  # the driver's challenge comes first, then the end
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def closed_now(sock: socket.socket) -> bool:
+    """True when the other end has closed ``sock`` by now (what it sent before is read and dropped)."""
+    sock.setblocking(False)
+    try:
+        while True:
+            if not sock.recv(4096):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except BlockingIOError:
+        return False
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.integration
+def test_a_slow_drip_handshake_is_cut_at_one_deadline_from_accept(
+    channel: Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A byte every 0.3 s never waits long for one read, but the whole answer does not fit in 1 s."""
+    channel.dispatcher.handshake_timeout_s = 1.0
+    drip = socket.create_connection(channel.address)
+    started = time.monotonic()
+    cut_after: float | None = None
+    with caplog.at_level(logging.WARNING), drip:
+        drip.settimeout(2)
+        assert b"#CHALLENGE#" in drip.recv(4096)
+        answer = (16).to_bytes(4, "big") + b"x" * 16  # a digest's frame, one byte at a time
+        for byte in answer:
+            try:
+                drip.sendall(bytes([byte]))
+                time.sleep(0.3)
+                drip.settimeout(0.01)
+                if drip.recv(4096) == b"":
+                    cut_after = time.monotonic() - started
+                    break
+            except TimeoutError:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                cut_after = time.monotonic() - started
+                break
+    assert cut_after is not None and 0.9 <= cut_after <= 2.0, cut_after  # not 20 bytes x 0.3 s = 6 s
+    deadline = time.monotonic() + 5
+    while "no key within" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "refused a connection to the trial channel from 127.0.0.1:" in caplog.text
+    assert "no key within 1 s of connecting" in caplog.text
+
+
+@pytest.mark.integration
+def test_silent_connections_beyond_the_cap_are_closed_at_once_and_counted(
+    channel: Channel, caplog: pytest.LogCaptureFixture
+) -> None:
+    dispatcher = channel.dispatcher
+    dispatcher.handshake_timeout_s = 4.0
+    cap = dispatcher.max_pending
+    assert cap == 16  # parallelism 2: max(2 * 2, 16)
+    before = open_fds()
+    with caplog.at_level(logging.WARNING):
+        silent = [socket.create_connection(channel.address) for _ in range(60)]
+        try:
+            time.sleep(0.5)
+            grown = open_fds() - before
+            closed = [closed_now(s) for s in silent]
+            assert closed.count(True) == 60 - cap, closed  # the first 16 wait for their deadline
+            assert closed[:cap] == [False] * cap
+            # the test's own 60 sockets, and one descriptor per connection the driver holds: not 2 x 60
+            assert grown <= 60 + cap + 4, grown
+            first = [r.getMessage() for r in caplog.records if "closed a connection from" in r.getMessage()]
+            assert len(first) == 1, first
+            assert "16 connections are already proving their key, the most allowed" in first[0]
+            time.sleep(4)  # the held ones reach their deadline and are cut
+            assert all(closed_by_peer(s, 1) for s in silent[:cap])
+            conn = channel.client()  # a task with the key gets in again, and the flood is counted
+            assert conn is not None
+            conn.send_bytes(b'["ready"]')
+            assert conn.recv()[0] == "trial"
+            conn.close()
+        finally:
+            for s in silent:
+                s.close()
+    counted = [r for r in caplog.records if "connection(s) at once, over the cap" in r.getMessage()]
+    assert [r.getMessage() for r in counted] == [
+        "trial channel: closed 44 connection(s) at once, over the cap of 16 connections not yet "
+        "authenticated (44 this run)"
+    ]
+    assert all(r.levelno == logging.WARNING for r in counted)
+    assert sum("no key within 4 s" in r.getMessage() for r in caplog.records) == cap
+
+
+FLOODED_DRIVER = """
+import json, logging, os, resource, sys, threading, time
+from pyspark.sql import SparkSession
+from airflow_provider_sparktune.tuning.dispatch import resident
+from airflow_provider_sparktune.tuning.session import run_tuning
+
+port_file, flooded_file, out = sys.argv[1:4]
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+spark = (
+    SparkSession.builder.master("local[2]").appName("sparktune-flood")
+    .config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+    .config("spark.ui.enabled", "false").getOrCreate()
+)
+spark.sparkContext.setLogLevel("ERROR")
+resident.HANDSHAKE_TIMEOUT_S = 3.0
+probe = {}
+
+def open_files_once_flooded():
+    while not os.path.exists(flooded_file):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    try:
+        held = [open(os.devnull) for _ in range(16)]
+        probe["fds"] = len(os.listdir("/proc/self/fd"))
+        for f in held:
+            f.close()
+        probe["open"] = "ok"
+    except OSError as err:
+        probe["open"] = repr(err)
+
+real_listen = resident.listen
+
+def listen_and_tell(*args, **kwargs):
+    listener = real_listen(*args, **kwargs)
+    with open(port_file + ".tmp", "w") as f:
+        f.write(str(listener.address[1]))
+    os.rename(port_file + ".tmp", port_file)
+    return listener
+
+resident.listen = listen_and_tell
+threading.Thread(target=open_files_once_flooded, daemon=True).start()
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+result = run_tuning(
+    {"x": {"hp": "uniform", "low": 0, "high": 1}}, lambda p: p["x"], spark=spark,
+    max_evals=6, parallelism=2, seed=0, timeout=240,
+)
+with open(out, "w") as done:
+    json.dump({"total": result.trials_total, "ok": result.trials_ok, "probe": probe,
+               "errors": [r.error for r in result.records if r.error]}, done)
+spark.stop()
+"""
+
+
+@pytest.mark.integration
+def test_sixty_silent_connections_leave_a_64_descriptor_driver_its_files_and_its_trials(
+    tmp_path: Path,
+) -> None:
+    """The driver of a real local Spark run, limited to 64 descriptors, flooded as its tasks start."""
+    port_file, flooded, out, log = (tmp_path / n for n in ("port", "flooded", "out.json", "driver.log"))
+    cmd = [sys.executable, "-c", FLOODED_DRIVER, str(port_file), str(flooded), str(out)]
+    silent: list[socket.socket] = []
+    with process_group(cmd, {"PYSPARK_PYTHON": sys.executable}, log) as driver:
+        try:
+            deadline = time.monotonic() + 180
+            while not port_file.exists():
+                assert driver.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, "the driver never listened"
+                time.sleep(0.05)
+            address = ("127.0.0.1", int(port_file.read_text()))
+            silent = [socket.create_connection(address, timeout=10) for _ in range(60)]
+            flooded.touch()
+            driver.wait(300)
+        finally:
+            for s in silent:
+                s.close()
+    text = log.read_text()
+    assert driver.returncode == 0, text[-3000:]
+    result = json.loads(out.read_text())
+    assert result["probe"].get("open") == "ok", (result, text[-3000:])  # 16 files at once, under the flood
+    assert result["probe"]["fds"] <= 64
+    assert (result["total"], result["ok"]) == (6, 6), result["errors"]
+    assert "16 connections are already proving their key, the most allowed" in text
+    assert "over the cap of 16 connections not yet authenticated" in text, text[-3000:]

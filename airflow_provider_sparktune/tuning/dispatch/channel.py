@@ -1,8 +1,10 @@
 """The socket between the driver and its resident trial tasks: who may connect, and what may cross it.
 
 The driver listens; each resident task connects, proves it holds the run's key and then asks for
-trials. The key check (``multiprocessing``'s challenge and answer) runs per connection with a time
-limit, so a connection that sends nothing holds up no one else.
+trials. The key check (``multiprocessing``'s challenge and answer, its digest compared in constant
+time) runs per connection, all of it within one deadline from accept, so a connection that sends
+nothing, or a byte now and then, holds up no one else for long; at most :func:`max_pending`
+connections prove their key at once, and further ones are closed at once and counted in the log.
 
 The driver trusts nothing an executor sends: a message is JSON of a known shape, at most
 ``MAX_MESSAGE_BYTES``, never a pickle. A result carries exactly the keys the run reads (loss,
@@ -15,13 +17,16 @@ concrete parameters) stays pickled: the executor trusts the driver it authentica
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import math
 import os
-import socket
+import select
 import struct
+import time
 from collections.abc import Mapping
+from multiprocessing import AuthenticationError
 from typing import Any
 
 from airflow_provider_sparktune.exceptions import ObjectiveError, SparkConnectionError
@@ -30,7 +35,9 @@ from airflow_provider_sparktune.tuning.trial import CURVE_KEY, LOSSES_KEY, PRUNE
 
 log = logging.getLogger(__name__)
 
-HANDSHAKE_TIMEOUT_S = 10.0  # for a task to prove it holds the run's key, once connected
+HANDSHAKE_TIMEOUT_S = 10.0  # from accept to a proven key: the whole challenge and answer
+MIN_PENDING = 16  # connections proving their key at once, at least (max_pending)
+CONNECT_PATIENCE_S = 60.0  # a resident task connecting to a driver whose cap is full tries again this long
 MAX_MESSAGE_BYTES = 1 << 20  # one message from an executor: a result with a long curve fits
 MAX_ERROR_CHARS = 20_000  # of a failed trial's traceback (its end, where the error is)
 RESULT_KEYS = (
@@ -76,27 +83,167 @@ def listen(host: str, parallelism: int, bind: str | None = None) -> Any:
     return listener
 
 
-def authenticate(conn: Any, authkey: bytes, timeout_s: float = HANDSHAKE_TIMEOUT_S) -> None:
-    """Both sides prove they hold ``authkey``, within ``timeout_s`` seconds per read or write.
+def max_pending(parallelism: int) -> int:
+    """Connections that may be proving their key at once: every task of a job at once, twice over."""
+    return max(2 * parallelism, MIN_PENDING)
 
-    Raises ``AuthenticationError`` for a wrong key, ``OSError``/``EOFError`` for a peer that is too
-    slow or goes away. The time limit is set on the socket (not with ``settimeout``, which would make
-    the connection non-blocking for good) and lifted again afterwards: a trial may run for hours.
+
+def authenticate(conn: Any, authkey: bytes, deadline: float) -> None:
+    """Driver side: both sides prove they hold ``authkey``, all of it before ``deadline`` (monotonic).
+
+    One deadline for the whole challenge and answer, not a limit per read: a peer that sends a byte
+    now and then is cut at the deadline all the same. Raises ``AuthenticationError`` for a wrong key,
+    ``TimeoutError`` at the deadline, ``EOFError``/``OSError`` for a peer that goes away.
     """
-    from multiprocessing.connection import answer_challenge, deliver_challenge
-
-    with socket.socket(fileno=os.dup(conn.fileno())) as sock:  # the same socket: its options are shared
-        _socket_timeout(sock, timeout_s)
-        deliver_challenge(conn, authkey)
-        answer_challenge(conn, authkey)
-        _socket_timeout(sock, 0.0)
+    fd = conn.fileno()
+    _deliver_challenge(fd, authkey, deadline)
+    _answer_challenge(fd, authkey, deadline)
 
 
-def _socket_timeout(sock: socket.socket, seconds: float) -> None:
-    whole = int(seconds)
-    value = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+def connect(address: tuple[str, int], authkey: bytes, patience_s: float = CONNECT_PATIENCE_S) -> Any:
+    """Executor side: a connection to the driver that proved, both ways, that it holds ``authkey``.
+
+    A driver with :func:`max_pending` connections proving their key already closes a new one at
+    once (a flood of silent connections, say): the task connects again, with a growing pause, for
+    ``patience_s`` seconds. A wrong key is not retried.
+    """
+    from multiprocessing.connection import Client
+
+    give_up, pause = time.monotonic() + patience_s, 0.1
+    while True:
+        conn = Client(address)  # no authkey: the challenge and answer below, with a deadline
+        try:
+            deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
+            _answer_challenge(conn.fileno(), authkey, deadline)
+            _deliver_challenge(conn.fileno(), authkey, deadline)
+            return conn
+        except (EOFError, ConnectionError, TimeoutError):
+            conn.close()
+            if time.monotonic() + pause > give_up:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+        except BaseException:
+            conn.close()
+            raise
+
+
+class OverCap:
+    """Connections closed at once because :func:`max_pending` others were proving their key.
+
+    A flood is one warning line when it starts and one that counts it when it ends (a connection
+    is let in again, or the listener closes), with a count at most every ``summary_every_s`` while
+    it lasts: not a line per connection.
+    """
+
+    def __init__(self, cap: int, summary_every_s: float = 60.0) -> None:
+        self.cap, self.summary_every_s = cap, summary_every_s
+        self.total = 0  # this run
+        self._flood = 0  # this flood, since its last line
+        self._last_line: float | None = None  # None: no flood going on
+
+    def refused(self, peer: str) -> None:
+        self.total += 1
+        self._flood += 1
+        now = time.monotonic()
+        if self._last_line is None:
+            log.warning(
+                "trial channel: closed a connection from %s at once: %d connections are already proving "
+                "their key, the most allowed; a resident task connects again, and further closed "
+                "connections are counted here",
+                peer,
+                self.cap,
+            )
+            self._last_line = now
+        elif now - self._last_line >= self.summary_every_s:
+            self._summary()
+            self._last_line = now
+
+    def admitted(self) -> None:
+        """A connection was let in: a flood, if there was one, is over."""
+        if self._last_line is not None:
+            self._summary()
+            self._last_line = None
+
+    close = admitted
+
+    def _summary(self) -> None:
+        if self._flood:
+            log.warning(
+                "trial channel: closed %d connection(s) at once, over the cap of %d connections not yet "
+                "authenticated (%d this run)",
+                self._flood,
+                self.cap,
+                self.total,
+            )
+        self._flood = 0
+
+
+# multiprocessing.connection's challenge and answer, byte for byte (its Client and Listener speak it),
+# with the deadline over all of it and the digest compared in constant time.
+_CHALLENGE, _WELCOME, _FAILURE = b"#CHALLENGE#", b"#WELCOME#", b"#FAILURE#"
+_NONCE_BYTES = 20
+_MAX_HANDSHAKE_MESSAGE = 256
+
+
+def _deliver_challenge(fd: int, authkey: bytes, deadline: float) -> None:
+    nonce = os.urandom(_NONCE_BYTES)
+    _send_frame(fd, _CHALLENGE + nonce, deadline)
+    expected = hmac.new(authkey, nonce, "md5").digest()
+    if hmac.compare_digest(_recv_frame(fd, deadline), expected):
+        _send_frame(fd, _WELCOME, deadline)
+        return
+    _send_frame(fd, _FAILURE, deadline)
+    raise AuthenticationError("digest received was wrong")
+
+
+def _answer_challenge(fd: int, authkey: bytes, deadline: float) -> None:
+    message = _recv_frame(fd, deadline)
+    if not message.startswith(_CHALLENGE):
+        raise AuthenticationError("the peer sent no challenge")
+    _send_frame(fd, hmac.new(authkey, message[len(_CHALLENGE) :], "md5").digest(), deadline)
+    if not hmac.compare_digest(_recv_frame(fd, deadline), _WELCOME):
+        raise AuthenticationError("digest sent was rejected")
+
+
+def _recv_frame(fd: int, deadline: float) -> bytes:
+    (size,) = struct.unpack("!i", _recv_exact(fd, 4, deadline))
+    if not 0 <= size <= _MAX_HANDSHAKE_MESSAGE:
+        raise AuthenticationError(f"a handshake message of {size} bytes")
+    return _recv_exact(fd, size, deadline)
+
+
+def _recv_exact(fd: int, size: int, deadline: float) -> bytes:
+    """``size`` bytes, read as they come, but none after ``deadline``."""
+    data = bytearray()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while len(data) < size:
+        _wait(poller, deadline)
+        chunk = os.read(fd, size - len(data))
+        if not chunk:
+            raise EOFError("the peer closed the connection")
+        data += chunk
+    return bytes(data)
+
+
+def _send_frame(fd: int, payload: bytes, deadline: float) -> None:
+    data = memoryview(struct.pack("!i", len(payload)) + payload)
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    while data:
+        _wait(poller, deadline)
+        data = data[os.write(fd, data) :]
+
+
+def _wait(poller: Any, deadline: float) -> None:
+    """Until the descriptor is ready; ``TimeoutError`` at ``deadline``."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the handshake's deadline passed")
+        if poller.poll(max(1, math.ceil(remaining * 1000))):
+            return
 
 
 # -- what crosses it: executor side ---------------------------------------------------------------

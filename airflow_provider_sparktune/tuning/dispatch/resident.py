@@ -33,8 +33,10 @@ from airflow_provider_sparktune.tuning.dispatch.base import Dispatcher, Dispatch
 from airflow_provider_sparktune.tuning.dispatch.channel import (
     HANDSHAKE_TIMEOUT_S,
     ChannelError,
+    OverCap,
     authenticate,
     listen,
+    max_pending,
     receive,
 )
 from airflow_provider_sparktune.tuning.dispatch.launch import (
@@ -63,15 +65,18 @@ def resident_task(
     """
     for _ in partition:  # read the input: PySpark reuses a Python worker only when it did
         pass
-    from multiprocessing.connection import Client
-
-    from airflow_provider_sparktune.tuning.dispatch.channel import encode, error_message, result_message
+    from airflow_provider_sparktune.tuning.dispatch.channel import (
+        connect,
+        encode,
+        error_message,
+        result_message,
+    )
     from airflow_provider_sparktune.tuning.trial import current_decide
 
     evaluated = 0
     talking = threading.Lock()  # callbacks of one objective may report from several threads
     current: list[int | None] = [None]  # the trial whose reports are still asked about
-    with Client(address, authkey=authkey) as conn:
+    with connect(address, authkey) as conn:
 
         def ask_driver(tid: int, step: int, value: float) -> bool:
             """One round trip: the report goes to the driver's pruner, its decision comes back."""
@@ -135,6 +140,11 @@ class ResidentDispatcher(Dispatcher):
         self.connected = 0  # resident tasks that reached the listener
         self._listener: Any = None
         self._closing = threading.Event()
+        self.handshake_timeout_s = HANDSHAKE_TIMEOUT_S  # from accept to a proven key
+        self.max_pending = max_pending(self.parallelism)  # connections proving their key at once
+        self._pending = 0  # connections proving their key now (the accept thread and theirs)
+        self._pending_lock = threading.Lock()
+        self.over_cap = OverCap(self.max_pending)
 
     # -- the run ---------------------------------------------------------------------------------
 
@@ -254,12 +264,19 @@ class ResidentDispatcher(Dispatcher):
     # -- one connection per resident task ----------------------------------------------------------
 
     def _accept(self) -> None:
-        """Take connections as they come; each proves its key in a thread of its own."""
+        """Take connections as they come; each proves its key in a thread of its own, before a deadline.
+
+        At most ``max_pending`` connections prove their key at once: a further one is closed at once
+        (its descriptor too) and counted, so silent connections exhaust neither threads nor descriptors.
+        """
         while not self._closing.is_set():
             try:
                 conn = self._listener.accept()
-            except OSError:  # the wake-up at the end, or a connection reset before it was taken
+            except OSError:  # the wake-up at the end, a connection reset before it was taken, no descriptor
+                if not self._closing.is_set():
+                    time.sleep(0.05)  # out of descriptors, the connection stays queued: no busy loop
                 continue
+            deadline = time.monotonic() + self.handshake_timeout_s
             if self._closing.is_set():
                 conn.close()
                 return
@@ -267,29 +284,54 @@ class ResidentDispatcher(Dispatcher):
                 peer = self._listener.last_accepted
             except AttributeError:  # closed meanwhile
                 peer = "?"
-            threading.Thread(
-                target=self._admit, args=(conn, peer), name="sparktune-serve", daemon=True
-            ).start()
+            with self._pending_lock:
+                full = self._pending >= self.max_pending
+                if not full:
+                    self._pending += 1
+            if full:
+                conn.close()
+                self.over_cap.refused(_peer_text(peer))
+                continue
+            try:
+                threading.Thread(
+                    target=self._admit, args=(conn, peer, deadline), name="sparktune-serve", daemon=True
+                ).start()
+            except RuntimeError:  # no thread to be had: the same as over the cap
+                self._admitted(conn, False)
+                self.over_cap.refused(_peer_text(peer))
 
-    def _admit(self, conn: Any, peer: Any) -> None:
-        """The key check with a time limit, then the trials: a silent or wrong peer holds up no one."""
+    def _admit(self, conn: Any, peer: Any, deadline: float) -> None:
+        """The key check, all of it before ``deadline``, then the trials: a silent or wrong peer holds up no one."""
         try:
-            authenticate(conn, self.authkey)
+            authenticate(conn, self.authkey, deadline)
         except (AuthenticationError, EOFError, OSError) as err:
             log.warning(
                 "refused a connection to the trial channel from %s: %s",
                 _peer_text(peer),
                 "wrong key"
                 if isinstance(err, AuthenticationError)
-                else f"no key within {HANDSHAKE_TIMEOUT_S:g} s"
-                if isinstance(err, (BlockingIOError, TimeoutError))
+                else f"no key within {self.handshake_timeout_s:g} s of connecting"
+                if isinstance(err, TimeoutError)
                 else f"gone before proving its key ({type(err).__name__}: {err})",
             )
-            conn.close()
+            self._admitted(conn, False)
             return
+        except BaseException:
+            self._admitted(conn, False)
+            raise
+        self._admitted(conn, True)
         with self.lock:
             self.connected += 1
         self._serve(conn)
+
+    def _admitted(self, conn: Any, proven: bool) -> None:
+        """One connection fewer proving its key; a refused one is closed, a proven one ends a flood."""
+        with self._pending_lock:
+            self._pending -= 1
+        if proven:
+            self.over_cap.admitted()
+        else:
+            conn.close()
 
     def _close_listener(self, address: tuple[str, int]) -> None:
         """Closing a socket does not wake a thread blocked in accept(): connect once to end it."""
@@ -301,6 +343,7 @@ class ResidentDispatcher(Dispatcher):
         except OSError:
             pass
         self._listener.close()
+        self.over_cap.close()
 
     def _serve(self, conn: Any) -> None:
         """One resident task's trials, one at a time; whatever goes wrong fails the trial it was on."""
