@@ -109,6 +109,10 @@ class HyperoptSparkOperator(BaseOperator):
         max(3, parallelism) failures before any success; ``None``: never.
     :param max_failure_ratio: stop early with an error once more than this share (0-1) of the trials
         failed, judged after max(5, parallelism) trials.
+    :param lost_trial_retries: how many times (0-10) a trial runs again when its Spark task is lost (an
+        executor or Python worker killed, e.g. by the OOM killer) before it fails; lost attempts count
+        toward neither ``max_evals`` nor ``max_failed_trials``, and XCom's ``trials.lost`` counts them.
+        Resident dispatcher only: with ``sparktrials`` a lost task fails its trial.
     :param pruner: stop hopeless trials early: ``None``, ``"median"``, ``"successive_halving"``, or a
         dict with ``"name"`` and that pruner's settings (dict or JSON text); needs
         ``dispatcher="resident"``. See :doc:`/pruning`.
@@ -174,6 +178,7 @@ class HyperoptSparkOperator(BaseOperator):
         tuning_key: str | None = None,
         max_failed_trials: int | str | None = "auto",
         max_failure_ratio: float | str | None = None,
+        lost_trial_retries: int | str = 2,
         pruner: str | Mapping[str, Any] | None = None,
         algo_options: Mapping[str, Any] | str | None = None,
         directions: Mapping[str, str] | str | None = None,
@@ -210,6 +215,7 @@ class HyperoptSparkOperator(BaseOperator):
         self.tuning_key = tuning_key
         self.max_failed_trials = max_failed_trials
         self.max_failure_ratio = max_failure_ratio
+        self.lost_trial_retries = lost_trial_retries
         self.pruner = pruner
         self.algo_options = algo_options
         self.directions = directions

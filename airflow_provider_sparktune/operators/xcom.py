@@ -29,6 +29,7 @@ def to_xcom(
                 "failed": result.trials_failed,
                 "cancelled": result.trials_cancelled,
                 "pruned": result.trials_pruned,
+                "lost": result.trials_lost,  # attempts whose Spark task was lost, run again
             },
             "stopped_reason": result.stopped_reason,
             "mlflow": dict(mlflow or {"tracking_uri": "", "experiment_id": "", "run_id": ""}),

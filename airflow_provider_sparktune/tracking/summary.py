@@ -42,6 +42,15 @@ def staging_line(params: dict[str, str]) -> str:
     return f"{mode} of {params.get('staging_uri', '?')} ({shown})"
 
 
+def lost_line(metrics: dict[str, float]) -> str:
+    """``1 trial attempt lost with its Spark task and run again`` from the parent run's metrics, or ""
+    when none was: a lost executor is the cluster's failure, shown apart from failed trials."""
+    lost = int(metrics.get("trials_lost", 0))
+    if lost <= 0:
+        return ""
+    return f"{lost} trial attempt{'s' if lost != 1 else ''} lost with {'their' if lost != 1 else 'its'} Spark task and run again"
+
+
 def ui_command(tracking_uri: str) -> str:
     if is_server_uri(tracking_uri):
         return f"open {tracking_uri} in a browser"
@@ -70,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"best loss:   {run.data.metrics.get('best_loss')}  ({children} trials, MLflow run {run.info.run_id})"
     )
+    lost = lost_line(run.data.metrics)
+    if lost:
+        print(f"lost:        {lost}")
     staging = staging_line(run.data.params)
     if staging:
         print(f"data:        {staging}")

@@ -395,6 +395,7 @@ class TuningTracker:
             "trials_failed": result.trials_failed,
             "trials_cancelled": result.trials_cancelled,
             "trials_pruned": result.trials_pruned,
+            "trials_lost": result.trials_lost,
             "duration_s": result.duration_s,
             "efficiency": result.efficiency,
             "trial_overhead_s": result.trial_overhead_s,

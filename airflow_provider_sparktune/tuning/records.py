@@ -92,6 +92,9 @@ class TuningResult:
     records: tuple[TrialRecord, ...]
     trials: Any = field(default=None, repr=False, compare=False)  # the SparkTrials object, for analysis
     trials_pruned: int = 0
+    # trial attempts whose Spark task was lost and that ran again: the cluster's failures, not the
+    # objective's, so not in trials_failed (a trial lost more often than lost_trial_retries is)
+    trials_lost: int = 0
     startup_s: float | None = (
         None  # from the start of the run (of the task, under Airflow) to the first trial
     )

@@ -352,6 +352,7 @@ class TuningRun:
             trials_failed=sum(r.status == "failed" for r in records),
             trials_cancelled=sum(r.status == "cancelled" for r in records),
             trials_pruned=sum(r.status == "pruned" for r in records),
+            trials_lost=self.dispatcher.lost if self.dispatcher is not None else 0,
             stopped_reason=reason,
             duration_s=duration,
             efficiency=busy_share,

@@ -524,13 +524,15 @@ def submit_closing_writes(writer: RetryingWriter, tracker: TuningTracker, result
 
 def _log_result(logger: Any, result: TuningResult) -> None:
     logger.info(
-        "best loss %s after %d trials (%d ok, %d failed, %d cancelled, %d pruned), stopped by %s: %s",
+        "best loss %s after %d trials (%d ok, %d failed, %d cancelled, %d pruned; %d lost and re-run), "
+        "stopped by %s: %s",
         json_native(result.best_loss),
         result.trials_total,
         result.trials_ok,
         result.trials_failed,
         result.trials_cancelled,
         result.trials_pruned,
+        result.trials_lost,
         result.stopped_reason,
         json_native(result.best_params),
     )

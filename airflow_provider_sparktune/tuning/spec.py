@@ -27,6 +27,8 @@ from airflow_provider_sparktune.tuning.space import MAX_PARALLELISM, SpaceFacts
 from airflow_provider_sparktune.values import is_int, is_number, positive_seconds
 
 DISPATCHERS = ("resident", "sparktrials")
+# each re-run waits for Spark to bring a task back: losing one trial's task more often is an outage
+MAX_LOST_TRIAL_RETRIES = 10
 
 
 def _setting(default: Any, text: Callable[[str], Any] = str, *, templated: bool = True) -> Any:
@@ -47,6 +49,8 @@ class TuningSpec:
     dispatcher: str = _setting("resident", templated=False)
     max_failed_trials: int | Literal["auto"] | None = _setting("auto", int)
     max_failure_ratio: float | None = _setting(None, float)
+    # re-runs of a trial whose Spark task was lost (executor or Python worker killed): not its failure
+    lost_trial_retries: int = _setting(2, int)
     pruner: Any = _setting(None, pruner_from_text)  # None, a pruner's name, or {"name": ..., settings}
     algo_options: Any = _setting(None, options_from_text)  # an Optuna sampler's keyword arguments
     directions: Any = _setting(None, directions_from_text)  # {loss name: direction}: a multi-objective run
@@ -83,6 +87,12 @@ class TuningSpec:
         if ratio is not None and (not is_number(ratio) or not 0 < ratio < 1):
             raise TuningConfigError(
                 f"max_failure_ratio: {ratio!r} must be a number between 0 and 1 (exclusive) or None"
+            )
+        retries = self.lost_trial_retries
+        if not is_int(retries) or not 0 <= retries <= MAX_LOST_TRIAL_RETRIES:
+            raise TuningConfigError(
+                f"lost_trial_retries: {retries!r} must be an integer from 0 to {MAX_LOST_TRIAL_RETRIES} "
+                "(re-runs of a trial whose Spark task was lost); use e.g. 2, or 0 to fail such a trial at once"
             )
         object.__setattr__(self, "pruner", pruner_settings(self.pruner))  # every setting spelled out
         self._check_search()

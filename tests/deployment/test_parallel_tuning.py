@@ -38,7 +38,14 @@ def test_four_tuning_tasks_starting_together_on_a_fresh_embedded_store_all_succe
         for task_id in TASKS:
             value = api.xcom(DAG, run_id, task_id)
             assert value["mlflow"]["tracking_uri"] == uri  # the embedded store under AIRFLOW_HOME
-            assert value["trials"] == {"total": 4, "ok": 4, "failed": 0, "cancelled": 0, "pruned": 0}
+            assert value["trials"] == {
+                "total": 4,
+                "ok": 4,
+                "failed": 0,
+                "cancelled": 0,
+                "pruned": 0,
+                "lost": 0,
+            }
             [parent] = parent_runs(uri, f"{DAG}.{task_id}", run_id)
             assert parent.info.run_id == value["mlflow"]["run_id"]
             assert parent.info.status == "FINISHED"

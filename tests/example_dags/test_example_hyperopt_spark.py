@@ -39,7 +39,7 @@ def test_example_reproduces_the_notebook_result(
     assert value["best_params"] == {"model": {"name": "model a", "x": 1}}
     assert value["best_loss"] == 1.0
     assert value["argmin"] == {"my_choice": 0, "model_a_x": 0}
-    assert value["trials"] == {"total": 10, "ok": 10, "failed": 0, "cancelled": 0, "pruned": 0}
+    assert value["trials"] == {"total": 10, "ok": 10, "failed": 0, "cancelled": 0, "pruned": 0, "lost": 0}
     assert value["stopped_reason"] == "max_evals"
     assert value["staging"] is None
     assert xcoms["best_params"] == value["best_params"]
@@ -121,7 +121,7 @@ def test_example_over_spark_connect_with_a_token(tmp_path: Path, airflow_db: Any
     value = xcom_values(latest_run_id("example_hyperopt_spark"), "tune")["return_value"]
     assert value["best_params"] == {"model": {"name": "model a", "x": 1}}
     assert value["best_loss"] == 1.0
-    assert value["trials"] == {"total": 10, "ok": 10, "failed": 0, "cancelled": 0, "pruned": 0}
+    assert value["trials"] == {"total": 10, "ok": 10, "failed": 0, "cancelled": 0, "pruned": 0, "lost": 0}
     assert token not in json.dumps(value)
     client = MlflowClient(mlflow_uri)
     parent = client.get_run(value["mlflow"]["run_id"])

@@ -45,7 +45,7 @@ def test_nightly_example_waits_tunes_and_trains_the_final_model(
 
     tuning = xcom_values(dag_run.run_id, "tune")["return_value"]
     assert tuning["staging"] == plan
-    assert tuning["trials"] == {"total": 8, "ok": 8, "failed": 0, "cancelled": 0, "pruned": 0}
+    assert tuning["trials"] == {"total": 8, "ok": 8, "failed": 0, "cancelled": 0, "pruned": 0, "lost": 0}
     assert -1.0 <= tuning["best_loss"] < -0.95  # negative mean ROC AUC of 3-fold cross-validation
     assert set(tuning["best_params"]) == {"n_estimators", "learning_rate", "max_depth", "subsample"}
     parent = runs_of(mlflow_uri, "example_nightly_retune.tune", run_id=dag_run.run_id)[0]

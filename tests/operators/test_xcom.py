@@ -207,7 +207,7 @@ def make_result(**overrides: Any) -> TuningResult:
 def test_to_xcom_exact_shape() -> None:
     out = to_xcom(make_result())
     assert set(out) == XCOM_KEYS
-    assert set(out["trials"]) == {"total", "ok", "failed", "cancelled", "pruned"}
+    assert set(out["trials"]) == {"total", "ok", "failed", "cancelled", "pruned", "lost"}
     assert set(out["mlflow"]) == {"tracking_uri", "experiment_id", "run_id"}
     assert out["staging"] is None
 
@@ -222,7 +222,7 @@ def test_to_xcom_values_are_json_native() -> None:
     }
     assert out["best_loss"] == 0.25
     assert out["argmin"] == {"my_choice": 0, "model_a_x": 0, "lr": 0.5}
-    assert out["trials"] == {"total": 10, "ok": 8, "failed": 1, "cancelled": 1, "pruned": 0}
+    assert out["trials"] == {"total": 10, "ok": 8, "failed": 1, "cancelled": 1, "pruned": 0, "lost": 0}
     assert out["stopped_reason"] == "max_evals"
     assert out["mlflow"] == {"tracking_uri": "", "experiment_id": "", "run_id": ""}
     assert out["duration_s"] == 12.346
@@ -234,6 +234,12 @@ def test_to_xcom_values_are_json_native() -> None:
     assert_plain_json(out)
     text = json.dumps(out, allow_nan=False)
     assert json.loads(text) == out
+
+
+def test_to_xcom_counts_lost_attempts_apart_from_failed_trials() -> None:
+    out = to_xcom(make_result(trials_lost=3))
+    assert out["trials"] == {"total": 10, "ok": 8, "failed": 1, "cancelled": 1, "pruned": 0, "lost": 3}
+    assert type(out["trials"]["lost"]) is int
 
 
 def test_to_xcom_with_mlflow_and_staging() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_sparktune.tracking.summary import main, staging_line, ui_command
+from airflow_provider_sparktune.tracking.summary import lost_line, main, staging_line, ui_command
 from airflow_provider_sparktune.tracking.tracker import TuningTracker
 from tests.tracking.test_tracker import record, result_of
 
@@ -43,3 +43,30 @@ def test_staging_line_from_the_parent_params() -> None:
     assert staging_line(params) == "reload of s3://b/features/ (3.0 GiB)"
     assert staging_line({"staging_mode": "none"}) == ""
     assert staging_line({}) == ""
+
+
+@pytest.mark.integration
+def test_lost_trial_attempts_are_a_metric_and_a_line_of_their_own(
+    mlflow_uri: str, experiment_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataclasses import replace
+
+    from airflow_provider_sparktune.tracking.store import open_client
+
+    tracker = TuningTracker(mlflow_uri, experiment_name)
+    tracker.start(run_name="r", tags={})
+    records = [record(0, loss=3.0), record(1, loss=1.0)]
+    for r in records:
+        tracker.log_trial(r)
+    tracker.finish(replace(result_of(records), trials_lost=2))
+    metrics = open_client(mlflow_uri).get_run(tracker.run_id).data.metrics
+    assert (metrics["trials_lost"], metrics["trials_failed"]) == (2, 0)
+    assert main(["--tracking-uri", mlflow_uri, "--experiment", experiment_name]) == 0
+    assert "lost:        2 trial attempts lost with their Spark task and run again" in capsys.readouterr().out
+
+
+@pytest.mark.unit
+def test_the_lost_line_only_when_an_attempt_was_lost() -> None:
+    assert lost_line({"trials_lost": 1.0}) == "1 trial attempt lost with its Spark task and run again"
+    assert lost_line({"trials_lost": 0.0}) == ""
+    assert lost_line({}) == ""  # runs logged before the count existed

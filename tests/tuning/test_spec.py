@@ -70,6 +70,7 @@ def test_every_setting_is_logged_and_the_templated_ones_convert_from_text() -> N
         "early_stop_after": int,
         "max_failed_trials": int,
         "max_failure_ratio": float,
+        "lost_trial_retries": int,
         "pruner": pruner_from_text,
         "algo_options": options_from_text,
         "directions": directions_from_text,

@@ -51,6 +51,9 @@ class Dispatcher(ABC):
 
     def __init__(self, plan: DispatchPlan) -> None:
         self.plan = plan
+        # trial attempts whose Spark task was lost (executor or Python worker gone) and that were run
+        # again: infrastructure, not the objective, so counted apart from failed trials
+        self.lost = 0
 
     @abstractmethod
     def run(self, deadline: float | None) -> Ending:

@@ -23,6 +23,7 @@ import secrets
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Iterable, Iterator
 from functools import partial
 from multiprocessing import AuthenticationError
@@ -50,7 +51,8 @@ from airflow_provider_sparktune.tuning.trial import PRUNED_STEP_KEY
 
 log = logging.getLogger(__name__)
 
-MAX_JOB_RESTARTS = 3
+MAX_JOB_RESTARTS = 3  # restarts of the resident tasks' job after a failure that lost no trial
+LOST_TASK_WAIT_S = 10.0  # after a failed job, how long the ends of its tasks' connections may take to show
 _STOP = ("stop",)
 
 
@@ -130,6 +132,10 @@ class ResidentDispatcher(Dispatcher):
         self.lock = threading.Condition()
         self.queued = plan.already_queued  # trials finished by an earlier try count toward max_evals
         self.running: set[int] = set()
+        # trials whose Spark task was lost, waiting to run again (same tid, same params) on the next free task
+        self.requeued: deque[int] = deque()
+        self.times_lost: dict[int, int] = {}  # tid -> how many of its attempts lost their task
+        self.lost_retries = int(plan.spec.lost_trial_retries)
         self.stop_new = False  # no new trials (budget, stop rule, cancel)
         self.cancelled = False
         self.authkey = secrets.token_bytes(32)
@@ -187,6 +193,7 @@ class ResidentDispatcher(Dispatcher):
                 self.launcher.cancel()
                 job.join(10)
             self._close_listener(self._listener.address)
+            self._fail_requeued()
         if self.fatal_error is not None:
             raise self.fatal_error
         if self.job_error is not None and not self.cancelled and not self._finished():
@@ -201,12 +208,13 @@ class ResidentDispatcher(Dispatcher):
             self.cancelled = self.stop_new = True
             self.book.cancel_open(reason, stamp=True)
             self.running.clear()
+            self.requeued.clear()  # their documents were running: cancel_open cancelled them
             self.lock.notify_all()
         self.launcher.cancel()
         log.info("cancelled the trials of job group %s: %s", self.plan.job_group, reason)
 
     def _finished(self) -> bool:
-        return not self.running and (self.stop_new or self.queued >= self.max_evals)
+        return not self.running and not self.requeued and (self.stop_new or self.queued >= self.max_evals)
 
     @staticmethod
     def _unreachable_error(
@@ -237,7 +245,11 @@ class ResidentDispatcher(Dispatcher):
         would fail the same way again: the run ends at once with their error.
         """
         task = partial(resident_task, address, self.authkey, self.plan.objective)
-        for attempt in range(MAX_JOB_RESTARTS + 1):
+        # restarts after a job that lost no trial (a job that did is bounded by lost_trial_retries)
+        restarts = 0
+        while True:
+            with self.lock:
+                lost_before = sum(self.times_lost.values())
             try:
                 self.launcher.run_tasks(task, self.parallelism)
                 self.job_error = None
@@ -254,10 +266,17 @@ class ResidentDispatcher(Dispatcher):
                         self.stop_new = True
                         break
             with self.lock:
-                more_work = not self.stop_new and self.queued < self.max_evals
-            if not more_work or self.cancelled or attempt == MAX_JOB_RESTARTS:
+                if self.job_error is not None:  # the tasks are gone: let their connections' ends be seen
+                    self.lock.wait_for(lambda: not self.running or self.cancelled, LOST_TASK_WAIT_S)
+                more_work = bool(self.requeued) or (not self.stop_new and self.queued < self.max_evals)
+                lost_trials = sum(self.times_lost.values()) > lost_before
+            if not more_work or self.cancelled or (restarts == MAX_JOB_RESTARTS and not lost_trials):
                 break
-            log.info("restarting resident trial tasks (%d/%d)", attempt + 1, MAX_JOB_RESTARTS)
+            if lost_trials:
+                log.info("restarting resident trial tasks: the last job lost the task of a trial")
+            else:
+                restarts += 1
+                log.info("restarting resident trial tasks (%d/%d)", restarts, MAX_JOB_RESTARTS)
         with self.lock:
             self.lock.notify_all()
 
@@ -376,9 +395,7 @@ class ResidentDispatcher(Dispatcher):
                 tid = None
         except (EOFError, OSError):
             if tid is not None:
-                self._fail(
-                    tid, "lost", "the Spark task running this trial was lost (executor lost or killed)"
-                )
+                self._lost(tid)
         except ChannelError as err:
             log.warning("a resident trial task broke the channel's rules: %s; closing its connection", err)
             if tid is not None:
@@ -405,9 +422,16 @@ class ResidentDispatcher(Dispatcher):
         """Ask ``algo`` for one new point now, with every result so far in the history."""
         from hyperopt import base
 
+        with self.lock:
+            again = self._take_requeued()
+        if again is not None:  # a re-run is not a new trial: no pacing, nothing asked of the searcher
+            return again
         if self.plan.pace is not None:
             self.plan.pace()
         with self.lock:
+            again = self._take_requeued()  # lost while this task waited for room
+            if again is not None:
+                return again
             if self.stop_new or self.queued >= self.max_evals:
                 return None
             try:
@@ -481,6 +505,67 @@ class ResidentDispatcher(Dispatcher):
             self.book.refresh()
             self.lock.notify_all()
 
+    def _lost(self, tid: int) -> None:
+        """The Spark task running trial ``tid`` is gone (its executor or Python worker died).
+
+        That is the cluster's failure, not the objective's: the same trial (same tid, same params, still
+        running in the searcher's eyes, no MLflow run yet) runs again on the next free task, up to
+        ``lost_trial_retries`` times; it counts once toward ``max_evals``. After that it fails.
+        """
+        with self.lock:
+            trial = self.book.find(tid)
+            if trial is None or tid not in self.running:
+                return  # cancelled meanwhile: the cancellation stands
+            lost = self.times_lost[tid] = self.times_lost.get(tid, 0) + 1
+            if lost > self.lost_retries or self.cancelled:
+                self._fail(tid, "lost", lost_task_message(lost, self.lost_retries))
+                return
+            self.running.discard(tid)
+            self.requeued.append(tid)
+            self.lost += 1
+            trial["misc"]["sparktune_lost"] = lost
+            self._forget_reports(tid)
+            self.lock.notify_all()
+        log.warning(
+            "trial %s: its Spark task was lost (attempt %d of %d); re-running it",
+            tid,
+            lost,
+            self.lost_retries + 1,
+        )
+
+    def _take_requeued(self) -> dict[str, Any] | None:
+        """With the lock held: a lost trial to run again, unless the run was cancelled meanwhile."""
+        from hyperopt import base
+
+        while self.requeued and not self.cancelled:
+            tid = self.requeued.popleft()
+            trial = self.book.find(tid)
+            if trial is None or trial["state"] != base.JOB_STATE_RUNNING:
+                continue
+            self.running.add(tid)
+            return {"tid": tid, "spec": base.spec_from_misc(trial["misc"])}
+        return None
+
+    def _fail_requeued(self) -> None:
+        """At the end of the run: lost trials no task was left to run again fail, none stays running."""
+        with self.lock:
+            while self.requeued:
+                tid = self.requeued.popleft()
+                self.running.add(tid)
+                self._fail(
+                    tid,
+                    "lost",
+                    f"{lost_task_message(self.times_lost.get(tid, 1), None)}; the resident trial tasks "
+                    "ended before it could run again (see the warning 'resident trial tasks ended with')",
+                )
+
+    def _forget_reports(self, tid: int) -> None:
+        """A re-run reports its steps again from the start: the pruner forgets the lost attempt's."""
+        self.reports.values.pop(tid, None)
+        self.reports.completed.discard(tid)
+        for at_rung in self.reports.rungs.values():
+            at_rung.pop(tid, None)
+
     def _decide(self, tid: int, step: int, value: float) -> bool:
         """The pruner's decision on one report; a trial cancelled meanwhile is told to stop."""
         with self.lock:
@@ -498,6 +583,22 @@ class ResidentDispatcher(Dispatcher):
         """Called with the lock held, once per finished trial: a stop rule ends new trials."""
         if self.stops.observe(ok, loss, remaining=self.queued < self.max_evals) is not None:
             self.stop_new = True
+
+
+def lost_task_message(times: int, retries: int | None) -> str:
+    """Why a trial whose task was lost failed: how often, and (``retries`` given) the setting to raise."""
+    what = "was lost" if times == 1 else f"was lost {times} times"
+    text = (
+        f"the Spark task running this trial {what} (its executor or Python worker died, e.g. killed by "
+        "the OOM killer)"
+    )
+    if retries is None:
+        return text
+    return (
+        f"{text}, and lost_trial_retries={retries} allows no more re-runs; raise lost_trial_retries if "
+        "the cluster loses executors, or give the executors more memory (spark.executor.memory, "
+        "spark.executor.pyspark.memory) if these parameters need it"
+    )
 
 
 def _peer_text(peer: Any) -> str:
