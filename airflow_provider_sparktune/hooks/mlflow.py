@@ -11,6 +11,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_sparktune.exceptions import TrackingError
+from airflow_provider_sparktune.hooks.connections import no_such_connection, warn_fallback
 from airflow_provider_sparktune.redaction import redact_uri
 from airflow_provider_sparktune.tracking.store import embedded_tracking_uri
 from airflow_provider_sparktune.tracking.tracker import TOKEN_ENV
@@ -19,7 +20,8 @@ from airflow_provider_sparktune.tracking.tracker import TOKEN_ENV
 class MlflowHook(BaseHook):
     """Reads the connection lazily. Host is the tracking URI; the password, when set, is the token.
 
-    Without the connection: ``MLFLOW_TRACKING_URI``, else an embedded SQLite store under AIRFLOW_HOME.
+    Without the connection, for the default id only (and with a warning): ``MLFLOW_TRACKING_URI``,
+    else an embedded SQLite store under AIRFLOW_HOME. Any other id Airflow cannot find is an error.
     """
 
     conn_name_attr = "mlflow_conn_id"
@@ -37,9 +39,24 @@ class MlflowHook(BaseHook):
             try:
                 conn = self.get_connection(self.mlflow_conn_id)
             except AirflowNotFoundException:
-                uri = os.environ.get("MLFLOW_TRACKING_URI") or embedded_tracking_uri()
-                self.log.info(
-                    "MLflow connection %r not found: tracking to %s", self.mlflow_conn_id, redact_uri(uri)
+                if self.mlflow_conn_id != self.default_conn_name:  # a typo must not log to a local store
+                    raise TrackingError(
+                        no_such_connection(
+                            "mlflow_conn_id",
+                            self.mlflow_conn_id,
+                            self.default_conn_name,
+                            "track to MLFLOW_TRACKING_URI or, unset, the SQLite store under AIRFLOW_HOME",
+                        )
+                    ) from None
+                given = os.environ.get("MLFLOW_TRACKING_URI")
+                uri = given or embedded_tracking_uri()
+                where = "MLFLOW_TRACKING_URI" if given else "the embedded SQLite store under AIRFLOW_HOME"
+                warn_fallback(
+                    self.log,
+                    "MLflow",
+                    self.mlflow_conn_id,
+                    f"tracking to {redact_uri(uri)} ({where})",
+                    "To track to a server, with its token as the password (host http://host:5000)",
                 )
                 self._resolved = (uri, None)
             else:

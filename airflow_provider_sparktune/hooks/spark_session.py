@@ -24,6 +24,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_sparktune.exceptions import SparkConnectionError
+from airflow_provider_sparktune.hooks.connections import no_such_connection, warn_fallback
 from airflow_provider_sparktune.hooks.spark_gateway import launch_logged_gateway
 from airflow_provider_sparktune.redaction import redact_uri
 from airflow_provider_sparktune.tuning.dispatch.daemon import DAEMON_MODULE, DAEMON_MODULE_CONF
@@ -99,7 +100,8 @@ def connect_server_listening(url: str, timeout: float) -> bool:
 class SparkSessionHook(BaseHook):
     """Builds, and later stops, the SparkSession behind ``spark_conn_id``.
 
-    Without the connection it runs Spark ``local[*]`` and says so. A session that already existed in
+    Without the connection it runs Spark ``local[*]`` and warns, when ``spark_conn_id`` is the default
+    id; any other id that Airflow cannot find is an error naming it. A session that already existed in
     the process (a notebook, a test session) is reused and left running.
     """
 
@@ -140,8 +142,21 @@ class SparkSessionHook(BaseHook):
         try:
             conn = self.get_connection(self.spark_conn_id)
         except AirflowNotFoundException:
-            self.log.info(
-                "Spark connection %r not found: running Spark %s", self.spark_conn_id, DEFAULT_MASTER
+            if self.spark_conn_id != self.default_conn_name:  # a typo must not run Spark on this worker
+                raise SparkConnectionError(
+                    no_such_connection(
+                        "spark_conn_id",
+                        self.spark_conn_id,
+                        self.default_conn_name,
+                        f"run on Spark {DEFAULT_MASTER} on this worker",
+                    )
+                ) from None
+            warn_fallback(
+                self.log,
+                "Spark",
+                self.spark_conn_id,
+                f"running Spark {DEFAULT_MASTER} on this Airflow worker",
+                "To run on a cluster (host spark://host:7077, yarn, k8s://... or sc://host:15002)",
             )
             master, extra = DEFAULT_MASTER, {}
         else:
@@ -166,7 +181,13 @@ class SparkSessionHook(BaseHook):
             raise SparkConnectionError(
                 f"spark_conf: {type(self.spark_conf).__name__} given; use a dict of Spark conf keys and values"
             )
-        conf = {"spark.ui.showConsoleProgress": "false", **conf_from_extra(extra)}
+        from airflow_provider_sparktune.operators.spark_conf import check_conf_syntax
+
+        # spark-submit gets each entry as '--conf key=value': a key with '=' would set another key.
+        extra_conf = conf_from_extra(extra)
+        check_conf_syntax(extra_conf, f"spark_conn_id {self.spark_conn_id!r}: extra", SparkConnectionError)
+        check_conf_syntax(self.spark_conf or {}, "spark_conf", SparkConnectionError)
+        conf = {"spark.ui.showConsoleProgress": "false", **extra_conf}
         conf.update({str(k): str(v) for k, v in (self.spark_conf or {}).items()})
         timeout = self._timeout(extra)
         if is_connect_url(master):

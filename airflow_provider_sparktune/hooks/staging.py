@@ -6,7 +6,7 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
@@ -22,6 +22,8 @@ from airflow_provider_sparktune.data.staging import (
 )
 from airflow_provider_sparktune.data.storage import list_dataset, normalize_uri
 from airflow_provider_sparktune.exceptions import StagingError
+from airflow_provider_sparktune.hooks.connections import no_such_connection, warn_fallback
+from airflow_provider_sparktune.hooks.uri_scope import dot_segment, protocol, refusal
 from airflow_provider_sparktune.redaction import redact_uri
 
 _LOCAL_PROTOCOLS = ("file", "local")
@@ -42,6 +44,19 @@ _CREDENTIAL_KEYS: dict[str, tuple[str, str | None]] = {
 # Protocols whose URI names the server that receives the storage options: a connection's options go
 # only to the host the connection names, never to one a URI from run conf chose.
 _HOST_PROTOCOLS = ("sftp", "ssh", "ftp", "smb", "hdfs", "webhdfs", "http", "https")
+# The port each of those filesystems connects to when the URI names none (fsspec's defaults; hdfs:
+# the namenode's usual RPC port): a connection without a port means this port, not every port.
+DEFAULT_PORTS = {
+    "ftp": 21,
+    "sftp": 22,
+    "ssh": 22,
+    "smb": 445,
+    "http": 80,
+    "https": 443,
+    "webhdfs": 50070,
+    "hdfs": 8020,
+}
+_SAME_SCHEME = {"ssh": "sftp"}  # fsspec serves both with one filesystem
 PREFIXES_EXTRA = "allowed_prefixes"  # the connection extra's list of URI prefixes its data may come from
 
 
@@ -55,6 +70,7 @@ class DataConnection:
     host: str | None = None
     port: int | None = None
     prefixes: tuple[str, ...] = ()
+    scheme: str | None = None  # when the host is written with one (https://files.example.com)
 
 
 def check_prefixes(field_name: str, value: Any) -> tuple[str, ...]:
@@ -70,30 +86,45 @@ def check_prefixes(field_name: str, value: Any) -> tuple[str, ...]:
     return tuple(normalize_uri(p) for p in value)
 
 
-def has_parent_step(uri: str) -> bool:
-    """A ``..`` path segment: it could climb out of an allowed prefix or out of the dataset."""
-    path = uri.split("://", 1)[-1]
-    return ".." in path.replace("\\", "/").split("/")
-
-
-def under(uri: str, prefix: str) -> bool:
-    """``uri`` is the prefix itself or inside it (``s3://b/feat`` does not cover ``s3://b/features``)."""
-    if prefix.endswith("/"):
-        return uri.startswith(prefix) or uri == prefix.rstrip("/")
-    return uri == prefix or uri.startswith(prefix + "/")
-
-
 def check_marker(uri: str, marker: str) -> None:
-    """A success marker lies in the dataset: a relative name without ``..``, or a URI inside it."""
+    """A success marker lies in the dataset: a relative name without dot-segments, or a URI inside it.
+
+    Judged as the filesystem fetches it: ``%2e%2e/_SUCCESS`` is ``../_SUCCESS`` to an HTTP server.
+    """
     uri = normalize_uri(uri).rstrip("/")
     # the dataset directory, or a file dataset's folder (a file is told by its suffix, as formats are)
-    folders = (uri, posixpath.dirname(uri)) if posixpath.splitext(uri)[1] else (uri,)
-    absolute = "://" in marker or marker.startswith(("/", "~", "\\"))
-    if has_parent_step(marker) or (absolute and not any(under(marker, f) for f in folders if f)):
+    folders = [uri, posixpath.dirname(uri)] if posixpath.splitext(uri)[1] else [uri]
+    absolute = "://" in marker or "::" in marker or marker.startswith(("/", "~", "\\"))
+    outside = refusal(marker, [f for f in folders if f]) is not None
+    if dot_segment(marker) is not None or (absolute and outside):
         raise StagingError(
             f"success_marker: {marker!r} is outside the dataset {uri!r}; use a name relative to the "
             "dataset directory (a file's folder) such as '_SUCCESS'"
         )
+
+
+def _server(uri: str, kind: str) -> tuple[str | None, int | None]:
+    """(host, port) the filesystem for ``uri`` connects to; (None, None) when it cannot tell.
+
+    HTTP goes through yarl, as fsspec's HTTP filesystem does; the others through fsspec's own parsing
+    (``infer_storage_options``: the netloc after the last ``@``), which does not lower-case the host.
+    """
+    if kind in ("http", "https"):
+        import yarl
+
+        try:
+            url = yarl.URL(uri, encoded=False)
+        except (ValueError, TypeError):
+            return None, None
+        return (url.host or "").lower().strip("[]") or None, url.explicit_port
+    try:
+        parts = urlsplit(uri)
+        port = parts.port
+    except ValueError:
+        return None, None
+    host = parts.netloc.rsplit("@", 1)[-1]
+    host = host.rsplit("]", 1)[0] + "]" if host.startswith("[") else host.rsplit(":", 1)[0]
+    return host.lower().strip("[]") or None, port
 
 
 def _protocol(uri: str) -> str:
@@ -142,9 +173,23 @@ class DataStagingHook(BaseHook):
             try:
                 conn = self.get_connection(self.data_conn_id)
             except AirflowNotFoundException:
-                self.log.info(
-                    "Data connection %r not found: fsspec defaults apply (environment, instance roles)",
+                if self.data_conn_id != self.default_conn_name:  # a typo must not drop its credentials
+                    raise StagingError(
+                        no_such_connection(
+                            "data_conn_id",
+                            self.data_conn_id,
+                            self.default_conn_name,
+                            "read with fsspec's defaults (environment variables, instance roles), or set "
+                            "it to None for no connection",
+                        )
+                    ) from None
+                warn_fallback(
+                    self.log,
+                    "Data",
                     self.data_conn_id,
+                    "fsspec's defaults apply (environment variables, instance roles), and no "
+                    "allowed_prefixes of a connection",
+                    "To give storage options, credentials or allowed_prefixes (type fsspec)",
                 )
                 self._resolved = DataConnection()
             else:
@@ -164,13 +209,20 @@ class DataStagingHook(BaseHook):
                         f"data_conn_id: connection {self.data_conn_id!r} extra.storage_options must be a dict"
                     )
                 host = (conn.host or "").strip()
+                parsed = urlparse(host if "://" in host else f"//{host}")
+                try:
+                    port = conn.port or parsed.port or None
+                except ValueError:
+                    port = None
+                scheme = parsed.scheme.lower() or None
                 self._resolved = DataConnection(
                     dict(options),
                     conn.login or None,
                     conn.password or None,
-                    (urlparse(host if "://" in host else f"//{host}").hostname or "").lower() or None,
-                    conn.port or None,
+                    (parsed.hostname or "").lower() or None,
+                    port,
                     prefixes,
+                    _SAME_SCHEME.get(scheme or "", scheme),
                 )
         return self._resolved
 
@@ -182,31 +234,60 @@ class DataStagingHook(BaseHook):
             (f"data_conn_id {self.data_conn_id!r}: extra.{PREFIXES_EXTRA}", self._connection().prefixes),
         ]
         for where, prefixes in lists:
-            if prefixes and (has_parent_step(uri) or not any(under(uri, p) for p in prefixes)):
+            why = refusal(uri, prefixes) if prefixes else None
+            if why is not None:
+                reads = f" (the filesystem reads {redact_uri(why.reads)!r})" if why.reads else ""
+                fix = why.fix or f"read data from there, or add its prefix to {where}"
                 raise StagingError(
                     f"{field_name}: {redact_uri(uri)!r} is not under the prefixes {where} allows "
-                    f"({', '.join(map(repr, prefixes))}); read data from there, or add its prefix to {where}"
+                    f"({', '.join(map(repr, prefixes))}){reads}{why.reason}; {fix}"
                 )
         return uri
 
     def _check_host(self, uri: str, connection: DataConnection) -> None:
-        """The connection's options go only to the server it names."""
-        parsed = urlparse(uri)
-        host = (parsed.hostname or "").lower()
-        try:
-            port = parsed.port
-        except ValueError:
-            port = None
+        """The connection's options go only to the server it names: its scheme, host and port.
+
+        The URI's server is read as its filesystem reads it (yarl for HTTP, fsspec's own parsing for
+        the others); a port left out on either side is the protocol's default port.
+        """
+        kind = _SAME_SCHEME.get(protocol(uri), protocol(uri))
+        shown = redact_uri(uri)
+        host, port = _server(uri, kind)
+        if host is None:
+            raise StagingError(
+                f"data {shown!r}: its server cannot be read (host, or a port that is not a number from 0 "
+                "to 65535); write it as scheme://host:port/path"
+            )
         if connection.host is None:
             raise StagingError(
                 f"data_conn_id {self.data_conn_id!r}: the connection names no host, so its login, password "
                 f"and options are not sent to {host!r}; set the connection's host to the server they belong to"
             )
-        if host != connection.host or (port and connection.port and port != connection.port):
+        if host != connection.host:
             raise StagingError(
-                f"data {redact_uri(uri)!r}: host {host!r} is not the host of data_conn_id "
+                f"data {shown!r}: host {host!r} is not the host of data_conn_id "
                 f"{self.data_conn_id!r}, whose login, password and options go only to that host; read the "
                 "data from the connection's host, or use a connection for this one"
+            )
+        if connection.scheme is not None and kind != connection.scheme:
+            raise StagingError(
+                f"data {shown!r}: scheme {kind!r} is not the scheme of data_conn_id {self.data_conn_id!r} "
+                f"({connection.scheme!r}), whose login, password and options go only to "
+                f"{connection.scheme}://{connection.host}; read the data over {connection.scheme}, or use a "
+                f"connection for {kind}://{host}"
+            )
+        expected = connection.port or DEFAULT_PORTS.get(kind)
+        port = port or DEFAULT_PORTS.get(kind)
+        if port != expected:
+            named = (
+                f"{expected}"
+                if connection.port
+                else f"{expected}: the connection names no port, so {kind}'s default port"
+            )
+            raise StagingError(
+                f"data {shown!r}: port {port} is not the port of data_conn_id {self.data_conn_id!r} "
+                f"({named}), whose login, password and options go only to that server; read the data from "
+                f"port {expected}, or use a connection whose port is {port}"
             )
 
     def get_storage_options(self, uri: str) -> dict[str, Any]:
@@ -284,11 +365,16 @@ class DataStagingHook(BaseHook):
         """
         from airflow.sdk.lineage import get_hook_lineage_collector
 
-        from airflow_provider_sparktune.operators.assets import redact_uri
+        from airflow_provider_sparktune.redaction import redact_uri
 
         shown = str(redact_uri(uri))
         asset_uri = shown if "://" in shown else f"file://{shown}"
         try:
             get_hook_lineage_collector().add_input_asset(context=self, uri=asset_uri)
-        except Exception as err:
-            self.log.debug("hook lineage: %s not recorded: %s", asset_uri, err)
+        except Exception as err:  # the data was read; only its lineage is missing, and a person should know
+            self.log.warning(
+                "hook lineage: the input %s was not recorded (%s: %s); the task goes on without it",
+                asset_uri,
+                type(err).__name__,
+                redact_uri(str(err)),
+            )

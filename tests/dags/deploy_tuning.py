@@ -63,7 +63,7 @@ parallel_tuning = tuning_dag(
     objective=quick_x,
     max_evals=4,
     parallelism=2,
-    mlflow_conn_id="deploy_embedded_store",  # never defined: the embedded SQLite store
+    mlflow_conn_id="mlflow_default",  # not set in the deployment: the embedded SQLite store
 )
 mark_failed = tuning_dag(
     "deploy_mark_failed",

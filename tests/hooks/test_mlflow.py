@@ -38,13 +38,38 @@ def test_token_is_exposed_only_inside_credentials(monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.unit
-def test_without_connection_env_then_embedded(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+def test_without_the_default_connection_env_then_embedded_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/elsewhere.db")
-    assert MlflowHook("no_such_mlflow").get_tracking_uri() == "sqlite:////tmp/elsewhere.db"
+    assert MlflowHook().get_tracking_uri() == "sqlite:////tmp/elsewhere.db"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
-    assert MlflowHook("no_such_mlflow").get_tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"
+    assert MlflowHook("mlflow_default").get_tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"
     assert embedded_tracking_uri() == f"sqlite:///{tmp_path}/mlflow.db"
+    printed = capsys.readouterr()  # the hook's log is Airflow's structured logger
+    lines = [x for x in (printed.out + printed.err).splitlines() if "'mlflow_default' is not set" in x]
+    assert len(lines) == 2 and all("warning" in x.lower() for x in lines), lines
+    assert "tracking to sqlite:////tmp/elsewhere.db (MLFLOW_TRACKING_URI)" in lines[0]
+    assert (
+        f"tracking to sqlite:///{tmp_path}/mlflow.db (the embedded SQLite store under AIRFLOW_HOME)"
+        in lines[1]
+    )
+    assert "create it (Admin > Connections, or AIRFLOW_CONN_MLFLOW_DEFAULT)" in lines[1]
+
+
+@pytest.mark.unit
+def test_a_missing_mlflow_conn_id_is_an_error_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/elsewhere.db")  # not a way around it
+    with pytest.raises(TrackingError) as caught:
+        MlflowHook("mlflow_defualt").get_tracking_uri()
+    assert str(caught.value) == (
+        "mlflow_conn_id 'mlflow_defualt': no such Airflow connection; create it (Admin > Connections, or "
+        "AIRFLOW_CONN_MLFLOW_DEFUALT) or leave mlflow_conn_id at its default 'mlflow_default' to track to "
+        "MLFLOW_TRACKING_URI or, unset, the SQLite store under AIRFLOW_HOME"
+    )
+    ok, message = MlflowHook("mlflow_defualt").test_connection()
+    assert not ok and message.startswith("mlflow_conn_id 'mlflow_defualt': no such Airflow connection")
 
 
 @pytest.mark.unit

@@ -258,11 +258,34 @@ def test_connection_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.unit
-def test_missing_connection_means_local(monkeypatch: pytest.MonkeyPatch) -> None:
-    master, conf, _ = SparkSessionHook("no_such_spark_conn").resolve()
+def test_the_absent_default_connection_means_local_with_a_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    master, conf, _ = SparkSessionHook().resolve()
     assert master == "local[*]"
     assert conf["spark.ui.showConsoleProgress"] == "false"
     assert conf[DAEMON_MODULE_CONF] == DAEMON_MODULE
+    printed = capsys.readouterr()  # the hook's log is Airflow's structured logger
+    line = next(x for x in (printed.out + printed.err).splitlines() if "'spark_default' is not set" in x)
+    assert "warning" in line.lower(), line
+    assert (
+        "Spark connection 'spark_default' is not set: running Spark local[*] on this Airflow worker. To run "
+        "on a cluster (host spark://host:7077, yarn, k8s://... or sc://host:15002): create it (Admin > "
+        "Connections, or AIRFLOW_CONN_SPARK_DEFAULT)"
+    ) in line
+
+
+@pytest.mark.unit
+def test_a_missing_spark_conn_id_is_an_error_naming_it() -> None:
+    hook = SparkSessionHook("spark_defualt")
+    with pytest.raises(SparkConnectionError) as caught:
+        hook.resolve()  # what the operator calls before MLflow or Spark is touched
+    assert str(caught.value) == (
+        "spark_conn_id 'spark_defualt': no such Airflow connection; create it (Admin > Connections, or "
+        "AIRFLOW_CONN_SPARK_DEFUALT) or leave spark_conn_id at its default 'spark_default' to run on "
+        "Spark local[*] on this worker"
+    )
+    with pytest.raises(SparkConnectionError, match="^spark_conn_id 'spark_defualt': no such"):
+        hook.get_session()
+    assert hook._session is None
 
 
 @pytest.mark.unit
@@ -276,7 +299,7 @@ def test_wrong_connection_type_names_the_field(monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.mark.integration
 def test_existing_session_is_reused_and_left_running(spark: Any) -> None:
-    hook = SparkSessionHook("no_such_spark_conn")
+    hook = SparkSessionHook()
     assert hook.get_session().sparkContext is spark.sparkContext
     hook.stop()
     assert spark.sparkContext.range(3).count() == 3  # still alive
@@ -330,7 +353,7 @@ def test_bad_input(
 ) -> None:
     if connection is not None:
         monkeypatch.setenv("AIRFLOW_CONN_BAD", connection)
-    hook = SparkSessionHook("bad" if connection is not None else "no_such_spark", **arguments)
+    hook = SparkSessionHook("bad" if connection is not None else "spark_default", **arguments)
     with pytest.raises(SparkConnectionError) as caught:
         hook.resolve()  # what the operator calls before MLflow or Spark is touched
     assert str(caught.value).startswith(expected), str(caught.value)

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,11 +41,11 @@ def test_plan_size_and_threshold_on_the_hook(tmp_path: Path) -> None:
     parts = [parquet(root / f"part-{i}.parquet") for i in range(3)]
     (root / "_SUCCESS").touch()
     size = sum(p.stat().st_size for p in parts)
-    hook = DataStagingHook("no_such_data_conn")
+    hook = DataStagingHook()  # fsspec_default is not set: fsspec's defaults
     assert hook.size(str(root)) == size
     plan = hook.plan(str(root))
     assert (plan.mode, plan.threshold_bytes, plan.format) == ("broadcast", BROADCAST_LIMIT_BYTES, "parquet")
-    small = DataStagingHook("no_such_data_conn", broadcast_threshold_bytes=f"{size - 1}B").plan(str(root))
+    small = DataStagingHook(None, broadcast_threshold_bytes=f"{size - 1}B").plan(str(root))
     assert (small.mode, small.threshold_bytes) == ("reload", size - 1)
     data = hook.open(plan)
     assert data.columns == ("x", "label") and data.rows == 192
@@ -114,11 +117,7 @@ def test_login_and_options_go_only_to_the_connections_host(monkeypatch: pytest.M
         "password": "pw-7f3a",
     }
     assert hook.get_storage_options("ftp://FILES.example.com:21/x.csv")["username"] == "ann"
-    for uri in (
-        "ftp://evil.example.org/x.csv",
-        "sftp://files.example.com.evil.org/x",
-        "ftp://files.example.com:2121/x",
-    ):
+    for uri in ("ftp://evil.example.org/x.csv", "sftp://files.example.com.evil.org/x"):
         with pytest.raises(
             StagingError, match=r"^data 's?ftp://.*': host '.*' is not the host of data_conn_id"
         ) as caught:
@@ -147,7 +146,7 @@ def test_allowed_prefixes_of_the_dag_author_and_of_the_connection(
     allowed.mkdir()
     other.mkdir()
     good, bad = parquet(allowed / "f.parquet"), parquet(other / "f.parquet")
-    hook = DataStagingHook("no_such_data_conn", allowed_prefixes=[str(allowed)])
+    hook = DataStagingHook(None, allowed_prefixes=[str(allowed)])
     assert hook.plan(str(good)).uri == str(good)
     for uri in (str(bad), str(allowed / ".." / "allowed-not" / "f.parquet"), "/etc/passwd"):
         with pytest.raises(
@@ -181,6 +180,12 @@ def test_allowed_prefixes_of_the_dag_author_and_of_the_connection(
         ("/etc/passwd", False),
         ("~/x", False),
         ("s3://elsewhere/_SUCCESS", False),
+        ("%2e%2e/_SUCCESS", False),  # '..' once decoded: an HTTP server resolves it
+        ("%2E%2E/%2e%2e/x", False),
+        (".%2e/_SUCCESS", False),
+        ("done%2f..%2f..%2fx", False),
+        ("{root}/%2e%2e/_SUCCESS", False),
+        ("{root}%2f..%2f_SUCCESS", False),
     ],
 )
 def test_a_success_marker_lies_in_the_dataset(tmp_path: Path, marker: str, inside: bool) -> None:
@@ -188,7 +193,7 @@ def test_a_success_marker_lies_in_the_dataset(tmp_path: Path, marker: str, insid
     root.mkdir()
     parquet(root / "part-0.parquet")
     marker = marker.format(root=root, parent=tmp_path)
-    hook = DataStagingHook("no_such_data_conn")
+    hook = DataStagingHook(None)
     if inside:
         hook.check_readiness(str(root), success_marker=marker, require_stable=False)
         return
@@ -210,10 +215,200 @@ def test_open_reports_its_input_to_airflow_s_hook_lineage(
     )
     lineage.get_hook_lineage_collector.cache_clear()
     try:
-        hook = DataStagingHook("no_such_data_conn")
+        hook = DataStagingHook(None)
         hook.open(hook.plan(str(root)))
         collected = lineage.get_hook_lineage_collector().collected_assets
     finally:
         lineage.get_hook_lineage_collector.cache_clear()
     assert [info.asset.uri for info in collected.inputs] == [f"file://{root}"]
     assert collected.inputs[0].context is hook and collected.outputs == []
+
+
+# -- prefixes on the URL the filesystem fetches; credentials to the connection's scheme, host, port --
+
+
+@contextmanager
+def http_files(root: Path) -> Iterator[tuple[str, list[str]]]:
+    """A loopback HTTP server (a thread of this test) serving ``root``; yields its URL and the paths
+    it was asked for."""
+    import functools
+    import http.server
+    import threading
+
+    from tests.servers import free_port
+
+    asked: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def send_head(self) -> Any:
+            asked.append(self.path)
+            return super().send_head()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", free_port()), functools.partial(Handler, directory=str(root))
+    )
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", asked
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+ESCAPES = [
+    "public/%2e%2e/private/x.csv",  # the issue's case: yarl decodes it and fetches /private/x.csv
+    "public/%2E%2E/private/x.csv",
+    "public/.%2e/private/x.csv",
+    "public/%2e./private/x.csv",
+]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("escape", ESCAPES)
+def test_an_encoded_parent_step_does_not_leave_the_allowed_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, escape: str
+) -> None:
+    """A real HTTP server behind the prefix: the private file is never asked for."""
+    for folder in ("public", "private"):
+        (tmp_path / folder).mkdir()
+        pd.DataFrame({"x": [1.0, 2.0]}).to_csv(tmp_path / folder / "x.csv", index=False)
+    with http_files(tmp_path) as (url, asked):
+        set_conn(monkeypatch, "web", extra={"allowed_prefixes": [f"{url}/public/"]})
+        hooks = {
+            "allowed_prefixes": DataStagingHook(None, allowed_prefixes=[f"{url}/public/"]),
+            "data_conn_id 'web': extra.allowed_prefixes": DataStagingHook("web"),
+        }
+        for where, hook in hooks.items():
+            assert hook.plan(f"{url}/public/x.csv").size_bytes > 0  # the prefix itself is readable
+            with pytest.raises(StagingError) as caught:
+                hook.plan(f"{url}/{escape}")
+            assert str(caught.value).startswith(
+                f"data: '{url}/{escape}' is not under the prefixes {where} allows ('{url}/public/'): its "
+                "path has a '..' segment once percent-decoded, which the filesystem or the server "
+                "resolves, climbing out of any prefix; write the path without '.' or '..' segments"
+            ), caught.value
+        assert asked and not any("private" in path for path in asked), asked
+
+
+@pytest.mark.unit
+def test_encoded_slashes_and_backslashes_do_not_leave_the_prefix() -> None:
+    hook = DataStagingHook(None, allowed_prefixes=["https://files.example.com/public/"])
+    assert hook.check_allowed("simplecache::https://files.example.com/public/x.csv")
+    for uri in (
+        "https://files.example.com/public/..%2fprivate/x.csv",
+        "https://files.example.com/public%2f..%2fprivate/x.csv",
+        "https://files.example.com/public/%252e%252e/private/x.csv",
+        "https://files.example.com/public/..%5cprivate/x.csv",
+        "https://files.example.com/public/..;/private/x.csv",
+        "simplecache::https://files.example.com/public/%2e%2e/private/x.csv",
+    ):
+        with pytest.raises(StagingError, match=r"^data: '.*' is not under .*: its path has a '\.\.' segment"):
+            hook.check_allowed(uri)
+    with pytest.raises(StagingError, match=r"a chained URL may only wrap the data in simplecache::"):
+        hook.check_allowed("zip://x.csv::https://files.example.com/public/a.zip")
+
+
+@pytest.mark.integration
+def test_a_connection_without_a_port_sends_its_credentials_to_the_default_port_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real FTP server on another port of the connection's host never sees the login."""
+    from tests.servers import ftp_server
+
+    served = tmp_path / "served"
+    served.mkdir()
+    parquet(served / "x.parquet")
+    with ftp_server(served, "ann", "pw-31c9") as ftp:
+        set_conn(monkeypatch, "files", host="127.0.0.1", login="ann", password="pw-31c9")  # no port
+        with pytest.raises(StagingError) as caught:
+            DataStagingHook("files").plan(ftp.uri("x.parquet"))
+        assert str(caught.value) == (
+            f"data '{ftp.uri('x.parquet')}': port {ftp.port} is not the port of data_conn_id 'files' (21: "
+            "the connection names no port, so ftp's default port), whose login, password and options go "
+            f"only to that server; read the data from port 21, or use a connection whose port is {ftp.port}"
+        )
+        assert (ftp.logins, ftp.refused) == (0, 0)  # nothing was sent
+        set_conn(monkeypatch, "files", host="127.0.0.1", port=ftp.port, login="ann", password="pw-31c9")
+        assert DataStagingHook("files").plan(ftp.uri("x.parquet")).size_bytes > 0
+        assert ftp.logins >= 1 and ftp.refused == 0
+
+
+@pytest.mark.unit
+def test_credentials_go_to_the_connections_scheme_and_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, "web", host="https://files.example.com", extra={"headers": {"X-Token": "t-1"}})
+    web = DataStagingHook("web")
+    assert web.get_storage_options("https://files.example.com/x.csv") == {"headers": {"X-Token": "t-1"}}
+    assert web.get_storage_options("https://files.example.com:443/x.csv")["headers"]
+    with pytest.raises(StagingError) as caught:
+        web.get_storage_options("http://files.example.com/x.csv")
+    assert str(caught.value) == (
+        "data 'http://files.example.com/x.csv': scheme 'http' is not the scheme of data_conn_id 'web' "
+        "('https'), whose login, password and options go only to https://files.example.com; read the data "
+        "over https, or use a connection for http://files.example.com"
+    )
+    with pytest.raises(StagingError, match=r"^data '.*': port 8443 is not the port of data_conn_id 'web' "):
+        web.get_storage_options("https://files.example.com:8443/x.csv")
+    set_conn(monkeypatch, "files", host="files.example.com", port=2121, login="ann", password="pw")
+    files = DataStagingHook("files")
+    assert files.get_storage_options("ftp://files.example.com:2121/x")["username"] == "ann"
+    with pytest.raises(StagingError, match=r"port 21 is not the port of data_conn_id 'files' \(2121\)"):
+        files.get_storage_options("ftp://files.example.com/x")  # the URI's default port: 21
+    set_conn(monkeypatch, "ssh", host="sftp://files.example.com", login="ann", password="pw")
+    assert DataStagingHook("ssh").get_storage_options("ssh://files.example.com/x")["username"] == "ann"
+    with pytest.raises(StagingError, match=r"^data '.*': its server cannot be read"):
+        DataStagingHook("ssh").get_storage_options("sftp://files.example.com:port/x")
+
+
+# -- a data connection the DAG names and Airflow cannot find ------------------------------------------
+
+
+@pytest.mark.unit
+def test_a_missing_data_conn_id_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = parquet(tmp_path / "f.parquet")
+    with pytest.raises(StagingError) as caught:
+        DataStagingHook("fsspec_defualt").plan(str(path))
+    assert str(caught.value) == (
+        "data_conn_id 'fsspec_defualt': no such Airflow connection; create it (Admin > Connections, or "
+        "AIRFLOW_CONN_FSSPEC_DEFUALT) or leave data_conn_id at its default 'fsspec_default' to read with "
+        "fsspec's defaults (environment variables, instance roles), or set it to None for no connection"
+    )
+
+
+@pytest.mark.unit
+def test_the_absent_default_data_connection_is_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = parquet(tmp_path / "f.parquet")
+    assert DataStagingHook().plan(str(path)).size_bytes > 0
+    printed = capsys.readouterr()  # the hook's log is Airflow's structured logger
+    line = next(x for x in (printed.out + printed.err).splitlines() if "'fsspec_default' is not set" in x)
+    assert "warning" in line.lower() and "AIRFLOW_CONN_FSSPEC_DEFAULT" in line, line
+    assert DataStagingHook(None).plan(str(path)).size_bytes > 0  # None: no connection, nothing to say
+    printed = capsys.readouterr()
+    assert "is not set" not in printed.out + printed.err
+
+
+@pytest.mark.unit
+def test_a_failed_lineage_report_is_a_warning_with_the_redacted_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from airflow.sdk import lineage
+
+    class Failing:
+        def add_input_asset(self, **kwargs: Any) -> None:
+            raise ValueError(f"cannot make an asset of {kwargs['uri']}")
+
+    monkeypatch.setattr(lineage, "get_hook_lineage_collector", lambda: Failing())
+    hook = DataStagingHook(None)
+    hook._report_input("ftp://ann:pw-0d7e@files.example.com/ds/x.parquet")
+    printed = capsys.readouterr()
+    text = printed.out + printed.err
+    line = next(x for x in text.splitlines() if "hook lineage" in x)
+    assert "warning" in line.lower(), line
+    assert "ftp://files.example.com/ds/x.parquet was not recorded (ValueError: cannot make" in line, line
+    assert "pw-0d7e" not in text
