@@ -77,12 +77,19 @@ class HyperoptSparkOperator(BaseOperator):
         SparkTrials loop, one Spark job per trial; classic Spark only).
     :param spark_conn_id: connection of type ``spark`` (a master, or ``sc://...``) or ``spark_connect``
         (see :doc:`/cluster`); missing: Spark ``local[*]``.
-    :param spark_conf: Spark conf applied over the connection's. An entry that came out of a template
-        (run conf, params) may not load code, move the job or change Spark's security
-        (``spark.master``, ``spark.jars``, listeners, plugins, Java options, ...) unless its key is in
-        ``allowed_templated_spark_conf``; see :doc:`/security`.
-    :param allowed_templated_spark_conf: Spark conf keys (or glob patterns) a rendered template may set
-        although they can carry code or hosts: the DAG author's explicit choice.
+    :param spark_conf: Spark conf applied over the connection's. What the DAG file writes out is used
+        as it is. An entry that came out of a template (run conf, params, XCom) or from ``expand()``
+        (a mapped task's values; what ``partial()`` writes stays the DAG file's) may set only the keys
+        on the provider's allow-list of data (resources, shuffle and SQL tuning, timeouts, such as
+        ``spark.executor.memory``, ``spark.sql.shuffle.partitions``, ``spark.network.timeout``), each
+        to a value of its kind (a count, a size such as ``4g``, a duration such as ``120s``, a
+        boolean, a fraction), and the keys in ``allowed_templated_spark_conf``; anything else
+        (``spark.master``, ``spark.jars``, Java options, ...) fails the task before Spark starts.
+        Every key, written or not, must be a Spark conf key (no ``=``, whitespace, quotes or control
+        characters) and no value may hold a line break or NUL. See :doc:`/security`.
+    :param allowed_templated_spark_conf: Spark conf keys (or glob patterns such as
+        ``"spark.hadoop.fs.s3a.*"``) a rendered template or a mapped task's values may set to any
+        value, beyond the provider's allow-list: the DAG author's explicit choice.
     :param spark_connect_timeout: seconds to wait for executors on a cluster master, or for a Spark
         Connect server and the tasks connecting back from it, before failing; ``None``: 60 s.
     :param mlflow_conn_id: connection of type ``mlflow``; missing: ``MLFLOW_TRACKING_URI``, else
@@ -201,7 +208,10 @@ class HyperoptSparkOperator(BaseOperator):
         self.spark_conn_id = spark_conn_id
         self.spark_conf = spark_conf
         self.allowed_templated_spark_conf = allowed_templated_spark_conf
-        self._spark_conf_as_written = spark_conf  # what the DAG file wrote; rendering replaces spark_conf
+        # What the DAG file wrote (rendering replaces spark_conf). A mapped task's __init__ gets the
+        # values expand() resolved from XCom or run conf: none of them is the DAG author's.
+        self._spark_conf_from_mapping = bool(getattr(self, "_BaseOperator__from_mapped", False))
+        self._spark_conf_as_written = None if self._spark_conf_from_mapping else spark_conf
         self.spark_connect_timeout = spark_connect_timeout
         self.mlflow_conn_id = mlflow_conn_id
         self.mlflow_experiment = mlflow_experiment
@@ -260,7 +270,7 @@ class HyperoptSparkOperator(BaseOperator):
             for name in setting_names()
         }
 
-    def _check_arguments(self) -> None:
+    def _check_arguments(self, context: Context | None = None) -> None:
         """The operator's own arguments (the spec checks the budget): fail before any I/O."""
         from airflow_provider_sparktune.operators.spark_conf import check_templated_conf
         from airflow_provider_sparktune.tuning.session import check_tuning_key
@@ -275,9 +285,27 @@ class HyperoptSparkOperator(BaseOperator):
         if arguments.name("tuning_key", self.tuning_key) is not None:
             check_tuning_key(self.tuning_key)
         self.spark_conf = arguments.mapping("spark_conf", self.spark_conf)
-        # An operator not built by the DAG file (no record of what it wrote) treats all of it as templated.
-        written = getattr(self, "_spark_conf_as_written", None)
-        check_templated_conf(self.spark_conf, written, self.allowed_templated_spark_conf)
+        check_templated_conf(
+            self.spark_conf, self._spark_conf_written(context), self.allowed_templated_spark_conf
+        )
+
+    def _spark_conf_written(self, context: Context | None) -> Any:
+        """``spark_conf`` as the DAG file wrote it; for a mapped task, as its ``partial()`` wrote it.
+
+        A mapped task's values came from XCom (so from run conf, perhaps): only what ``partial()``
+        holds is the DAG author's. Mapping is told by the task instance's map index as well as by
+        how Airflow built the operator, so either alone is enough. An operator not built by the
+        DAG file (no record of what it wrote) treats all of it as templated.
+        """
+        ti = context.get("ti") if context is not None else None
+        map_index = getattr(ti, "map_index", None)
+        mapped = isinstance(map_index, int) and map_index >= 0
+        if not (mapped or getattr(self, "_spark_conf_from_mapping", False)):
+            return getattr(self, "_spark_conf_as_written", None)
+        dag = self.get_dag()
+        task = dag.task_dict.get(self.task_id) if dag is not None else None
+        partial_kwargs = getattr(task, "partial_kwargs", None)
+        return partial_kwargs.get("spark_conf") if isinstance(partial_kwargs, Mapping) else None
 
     def _warm_start_k(self) -> int:
         from airflow_provider_sparktune.tuning.spec import check_count
@@ -301,7 +329,7 @@ class HyperoptSparkOperator(BaseOperator):
 
         log_through_root()
         logging.getLogger("hyperopt.tpe").setLevel(logging.WARNING)  # two lines per suggestion otherwise
-        self._check_arguments()
+        self._check_arguments(context)
         prepared = prepare_run(
             self.search_space,
             self.objective,
