@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG
+from airflow.sdk import DAG, Param
 
 from airflow_provider_sparktune.operators.hyperopt_spark import HyperoptSparkOperator
 from airflow_provider_sparktune.sensors.staged_data import StagedDataSensor
@@ -31,10 +31,15 @@ with DAG(dag_id="missing_spark_connection", schedule=None, start_date=START) as 
         spark_conn_id="spark_defualt",  # a typo: no such connection
     )
 
-with DAG(dag_id="missing_data_connection", schedule=None, start_date=START) as missing_data:
+with DAG(
+    dag_id="missing_data_connection",
+    schedule=None,
+    start_date=START,
+    params={"uri": Param("/nonexistent", type="string")},
+) as missing_data:
     StagedDataSensor(
         task_id="wait_for_data",
-        uri="/tmp",
+        uri="{{ params.uri }}",
         data_conn_id="fsspec_defualt",  # a typo: no such connection
         poke_interval=0.2,
         timeout=30,

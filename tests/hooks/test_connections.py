@@ -139,12 +139,15 @@ def test_a_dag_naming_a_missing_spark_connection_fails_naming_it_and_starts_no_s
 
 @pytest.mark.integration
 def test_a_dag_naming_a_missing_data_connection_fails_naming_it(
-    airflow_db: Any, capfd: pytest.CaptureFixture[str]
+    airflow_db: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
+    """The dataset is there and ready: only the missing connection fails the sensor."""
+    import pandas as pd
     from airflow.dag_processing.dagbag import DagBag
 
+    pd.DataFrame({"x": [1.0, 2.0]}).to_parquet(tmp_path / "part-0.parquet")
     dag = DagBag(dag_folder=str(TEST_DAGS / "missing_connection.py")).get_dag("missing_data_connection")
-    dag_run = dag.test()
+    dag_run = dag.test(run_conf={"uri": str(tmp_path)})
     assert dag_run.state == "failed"
     output = capfd.readouterr().out
     assert "data_conn_id 'fsspec_defualt': no such Airflow connection; create it" in output, output[-4000:]
