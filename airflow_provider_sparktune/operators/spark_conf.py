@@ -24,32 +24,38 @@ from typing import Any
 
 from airflow_provider_sparktune.exceptions import TuningConfigError
 
-# What a value of each kind looks like, what to call it in an error, and an example. Digits, units
-# and true/false only: no value of these kinds can carry a path, a host, a class or an option.
-VALUE_KINDS: dict[str, tuple[re.Pattern[str], str, str]] = {
-    "count": (re.compile(r"[0-9]{1,9}"), "a whole number", "4"),
+# What a value of each kind looks like, its name, what it is when the name does not say, and an
+# example. Digits, units and true/false only: no value of these kinds can carry a path, a host, a
+# class or an option.
+_UNITS = "a whole number with an optional unit"
+VALUE_KINDS: dict[str, tuple[re.Pattern[str], str, str, str]] = {
+    "count": (re.compile(r"[0-9]{1,9}"), "a whole number", "", "4"),
     "size": (
         re.compile(r"[0-9]{1,15}(?:b|[kmgtp]b?)?", re.IGNORECASE),
-        "a size (a whole number with an optional unit b, k, m, g, t or p)",
+        "a size",
+        f"{_UNITS} b, k, m, g, t or p",
         "4g",
     ),
     "size_or_off": (
         re.compile(r"-1|[0-9]{1,15}(?:b|[kmgtp]b?)?", re.IGNORECASE),
-        "a size (a whole number with an optional unit b, k, m, g, t or p), or -1 for off",
+        "a size or -1",
+        f"{_UNITS} b, k, m, g, t or p; -1 turns it off",
         "10m",
     ),
     "duration": (
         re.compile(r"[0-9]{1,15}(?:us|ms|s|m|min|h|d)?", re.IGNORECASE),
-        "a duration (a whole number with an optional unit us, ms, s, m, min, h or d)",
+        "a duration",
+        f"{_UNITS} us, ms, s, m, min, h or d",
         "120s",
     ),
-    "boolean": (re.compile(r"true|false", re.IGNORECASE), "true or false", "true"),
+    "boolean": (re.compile(r"true|false", re.IGNORECASE), "true or false", "", "true"),
     "fraction": (
         re.compile(r"0(?:\.[0-9]{1,9})?|1(?:\.0{1,9})?|\.[0-9]{1,9}"),
-        "a fraction from 0 to 1",
+        "a fraction",
+        "a decimal number from 0 to 1",
         "0.6",
     ),
-    "number": (re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?"), "a decimal number", "5.0"),
+    "number": (re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?"), "a decimal number", "", "5.0"),
 }
 
 # The Spark conf a template may set: (exact key, kind of value, why it is data). Exact keys only, no
@@ -272,7 +278,7 @@ def template_problem(key: str, value: str, allowed: Sequence[str] = ()) -> str |
     kind = _KIND_OF.get(key)
     if kind is None:
         return "is not on the list of Spark conf keys a template may set"
-    pattern, name, _ = VALUE_KINDS[kind]
+    pattern, name, _, _ = VALUE_KINDS[kind]
     return None if pattern.fullmatch(value) else f"is not {name}"
 
 
@@ -302,11 +308,11 @@ def check_templated_conf(rendered: Mapping[str, Any] | None, written: Any, allow
     key, problem = refused[0]
     others = f" (also refused: {', '.join(repr(k) for k, _ in refused[1:])})" if refused[1:] else ""
     if key in _KIND_OF:
-        _, name, example = VALUE_KINDS[_KIND_OF[key]]
+        _, name, detail, example = VALUE_KINDS[_KIND_OF[key]]
         raise TuningConfigError(
-            f"spark_conf.{key}: {_TEMPLATED} and {problem}; a template may set {key!r} only to {name}, "
-            f"such as {example!r}: send such a value, or write {key!r} with its value in the DAG file"
-            f"{others}"
+            f"spark_conf.{key}: {_TEMPLATED} and {problem}; a template may set {key!r} only to {name}"
+            f"{f' ({detail})' if detail else ''}, such as {example!r}: send such a value, or write "
+            f"{key!r} with its value in the DAG file{others}"
         )
     raise TuningConfigError(
         f"spark_conf.{key}: {_TEMPLATED} and {problem}, which holds only data (resources, shuffle and "

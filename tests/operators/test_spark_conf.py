@@ -103,7 +103,8 @@ WRONG_KIND = [
     ("spark.executor.cores", "2.5", "a whole number"),
     ("spark.network.timeout", "300 s", "a duration"),
     ("spark.dynamicAllocation.enabled", "yes", "true or false"),
-    ("spark.memory.fraction", "1.5", "a fraction from 0 to 1"),
+    ("spark.memory.fraction", "1.5", "a fraction"),
+    ("spark.sql.autoBroadcastJoinThreshold", "-2", "a size or -1"),
     ("spark.sql.shuffle.partitions", "org.example.Evil", "a whole number"),
 ]
 
@@ -142,7 +143,7 @@ def test_a_value_of_the_wrong_kind_is_refused_naming_the_kind_and_an_example(
         f"spark_conf.{key}: came from a rendered template (run conf, params, XCom or mapped values) "
         f"and is not {kind}"
     )
-    example = VALUE_KINDS[KIND_OF[key]][2]
+    example = VALUE_KINDS[KIND_OF[key]][3]
     assert f"a template may set {key!r} only to {kind}" in message and f"such as {example!r}" in message
     assert value not in message
 
@@ -153,7 +154,7 @@ def test_every_allow_list_entry_is_an_exact_key_with_a_kind_and_a_reason() -> No
     for key, kind, reason in TEMPLATABLE_SPARK_CONF:
         assert not any(ch in key for ch in "*?[]"), key  # no globs: a later Spark key could match one
         assert kind in VALUE_KINDS and reason.strip(), key
-        check_conf_syntax({key: VALUE_KINDS[kind][2]})
+        check_conf_syntax({key: VALUE_KINDS[kind][3]})
 
 
 def test_several_refused_keys_name_the_first_off_the_list_then_the_others() -> None:
@@ -305,7 +306,7 @@ keys = st.one_of(
     st.text(_ATTACK_ALPHABET, max_size=30),
     st.from_regex(r"spark(\.[a-zA-Z]{1,8}){1,4}", fullmatch=True),
 )
-_KIND_EXAMPLES = st.sampled_from([example for _, _, example in VALUE_KINDS.values()])
+_KIND_EXAMPLES = st.sampled_from([example for _, _, _, example in VALUE_KINDS.values()])
 values = st.one_of(
     _KIND_EXAMPLES,
     st.builds(lambda v, s: v + s, _KIND_EXAMPLES, st.text(_ATTACK_ALPHABET, min_size=1, max_size=12)),
