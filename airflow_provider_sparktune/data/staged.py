@@ -54,7 +54,7 @@ class StagedData:
     @classmethod
     def open(cls, plan: StagingPlan, storage_options: Mapping[str, Any] | None = None) -> StagedData:
         """Check on the driver that the data is readable and not empty, without loading it."""
-        info = inspect_dataset(plan.uri, plan.format, storage_options)
+        info = inspect_dataset(plan.safe_uri, plan.format, storage_options)
         return cls(plan, storage_options=storage_options, columns=info.columns, rows=info.rows)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -105,7 +105,7 @@ class StagedData:
         if self._driver_path and os.path.exists(self._driver_path):
             return self._driver_path
         raise StagingError(
-            f"data {self.plan.uri!r}: the staged copy {self._shipped} is not on this executor (it is "
+            f"data {self.plan.safe_uri!r}: the staged copy {self._shipped} is not on this executor (it is "
             "removed when the run ends); set broadcast_threshold_bytes below the data's size to re-read "
             "it from storage instead"
         )
@@ -120,9 +120,11 @@ class StagedData:
         if self.plan.mode != "broadcast" or self.attached:
             return self.plan
         started = time.monotonic()
-        listing = list_dataset(self.plan.uri, self._storage_options)
+        listing = list_dataset(self.plan.safe_uri, self._storage_options)
         if listing is None:
-            raise StagingError(f"data {self.plan.uri!r}: no such file or directory (it existed when planned)")
+            raise StagingError(
+                f"data {self.plan.safe_uri!r}: no such file or directory (it existed when planned)"
+            )
         if listing.size_bytes >= self.plan.threshold_bytes:
             self.plan = replace(self.plan, size_bytes=listing.size_bytes)
             return self._fall_back_to_reload(decide(listing.size_bytes, self.plan.threshold_bytes)[1])
@@ -149,13 +151,13 @@ class StagedData:
             self.release()
             return self._fall_back_to_reload(
                 f"{format_bytes(self.plan.size_bytes)} of data files: shipping the copy to the executors "
-                f"failed ({type(err).__name__}: {str(err)[:200]}): fell back to reload, trials read it from "
+                f"failed ({type(err).__name__}: {self.plan.safe_uri.hide_in(str(err))[:200]}): fell back to reload, trials read it from "
                 "storage once per executor"
             )
         self._shipped = name
         log.info(
             "data %s: %s of data files, %s uncompressed: read once on the driver and %s (%.1f s)",
-            self.plan.uri,
+            self.plan.safe_uri,
             format_bytes(self.plan.size_bytes),
             format_bytes(size),
             how,
@@ -179,7 +181,7 @@ class StagedData:
 
     def _fall_back_to_reload(self, reason: str) -> StagingPlan:
         self.plan = replace(self.plan, mode="reload", reason=reason)
-        log.warning("data %s: %s", self.plan.uri, reason)
+        log.warning("data %s: %s", self.plan.safe_uri, reason)
         return self.plan
 
     @property
@@ -204,10 +206,10 @@ class StagedData:
             import shutil
 
             shutil.rmtree(folder, ignore_errors=True)
-        log.info("data %s: the driver's staged copy removed", self.plan.uri)
+        log.info("data %s: the driver's staged copy removed", self.plan.safe_uri)
 
     def __repr__(self) -> str:  # never shows the storage options: they may hold credentials
-        return f"StagedData(uri={self.plan.uri!r}, format={self.plan.format!r}, mode={self.plan.mode!r})"
+        return f"StagedData(uri={self.plan.safe_uri!r}, format={self.plan.format!r}, mode={self.plan.mode!r})"
 
 
 def _driver_files_dir(spark: Any, connect: bool) -> str:

@@ -7,7 +7,8 @@ local copy (``host_copy``), so memory does not grow with parallelism. The decisi
 the dataset's size (broadcast below ``broadcast_threshold_bytes``, 2 GiB by default, so that the
 Airflow worker never holds and serves more than that), recorded in a JSON ``StagingPlan`` that
 travels through XCom, and hidden from objectives: they always receive a ``StagedData``
-(``data/staged.py``) and read ``data.value``, whichever way the data travelled.
+(``data/staged.py``) and read ``data.value``, whichever way the data travelled. Messages name the
+dataset through ``SafeUri`` (``StagingPlan.safe_uri``), never with the URI's credentials.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from airflow_provider_sparktune.data.storage import (
     normalize_uri,
 )
 from airflow_provider_sparktune.exceptions import StagingError
+from airflow_provider_sparktune.redaction import SafeUri, redact_uri
 
 BROADCAST_LIMIT_BYTES = 2 * 1024**3  # the default threshold: what the Airflow worker reads and ships
 MODES = ("broadcast", "reload")
@@ -44,6 +46,11 @@ class StagingPlan:
     threshold_bytes: int
     mode: Mode
     reason: str
+
+    @property
+    def safe_uri(self) -> SafeUri:
+        """The dataset's URI for messages and logs: its text is redacted."""
+        return SafeUri(self.uri)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,7 +77,7 @@ class StagingPlan:
                     value = ast.literal_eval(text)
                 except (ValueError, SyntaxError):
                     raise StagingError(
-                        f"{field}: {text[:80]!r} is neither a dataset URI nor a staging plan; pass a URI or "
+                        f"{field}: {redact_uri(text)[:80]!r} is neither a dataset URI nor a staging plan; pass a URI or "
                         "the plan StagedDataSensor returned (e.g. \"{{ ti.xcom_pull(task_ids='wait') | tojson }}\")"
                     ) from None
         if not isinstance(value, Mapping):
@@ -91,7 +98,7 @@ class StagingPlan:
         except (TypeError, ValueError):
             raise StagingError(f"{field}: size_bytes and threshold_bytes must be integers") from None
         return cls(
-            uri=str(value["uri"]),
+            uri=value["uri"].raw if isinstance(value["uri"], SafeUri) else str(value["uri"]),
             format=str(value["format"]),
             size_bytes=size,
             threshold_bytes=threshold,
@@ -134,11 +141,11 @@ def plan_from_listing(listing: Listing, data_format: str | None, threshold_bytes
         )
     fmt = detect_format(listing.uri, listing, data_format)
     mode, reason = decide(listing.size_bytes, threshold_bytes)
-    return StagingPlan(listing.uri, fmt, listing.size_bytes, threshold_bytes, mode, reason)
+    return StagingPlan(listing.uri.raw, fmt, listing.size_bytes, threshold_bytes, mode, reason)
 
 
 def plan_dataset(
-    uri: str,
+    uri: str | SafeUri,
     *,
     data_format: str | None = None,
     threshold_bytes: Any = BROADCAST_LIMIT_BYTES,
@@ -146,7 +153,7 @@ def plan_dataset(
 ) -> StagingPlan:
     """Measure the dataset (metadata only, nothing is read) and decide broadcast or reload."""
     threshold = check_threshold(threshold_bytes)
-    uri = normalize_uri(uri)
+    uri = SafeUri(normalize_uri(uri))
     listing = list_dataset(uri, storage_options)
     if listing is None:
         raise StagingError(
@@ -167,7 +174,7 @@ class Readiness:
 
 
 def check_readiness(
-    uri: str,
+    uri: str | SafeUri,
     *,
     previous: Any = None,
     data_format: str | None = None,
@@ -177,8 +184,11 @@ def check_readiness(
     require_stable: bool = True,
     storage_options: Mapping[str, Any] | None = None,
 ) -> Readiness:
-    """Ready when the data exists, its marker is there, it is big enough and its size held since last poke."""
-    uri = normalize_uri(uri)
+    """Ready when the data exists, its marker is there, it is big enough and its size held since last poke.
+
+    ``message`` names the URI redacted: the sensor and the trigger log it at every poke.
+    """
+    uri = SafeUri(normalize_uri(uri))
     listing = list_dataset(uri, storage_options)
     if listing is None:
         return Readiness(False, f"{uri} does not exist yet")

@@ -5,6 +5,10 @@ Every protocol fsspec has a filesystem for works the same way (local paths, ``fi
 dataset of its data files; names starting with ``_`` or ``.`` (``_SUCCESS``, ``.crc``,
 ``_temporary/``) are not data, as pyarrow and Spark agree. Reading goes through pyarrow and numpy,
 never through hand-written parsers.
+
+A URI may carry credentials (``ftp://user:pw@host/x``): each function here holds it as a
+``SafeUri``, whose text is redacted, so every message names the URI without them and only ``.raw``
+reaches fsspec. A library's error text is cleaned of the URI's secrets before it is quoted.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_sparktune.exceptions import StagingError
+from airflow_provider_sparktune.redaction import SafeUri
 
 FORMATS = ("parquet", "csv", "npy", "npz")
 _SUFFIX_FORMATS = {
@@ -46,7 +51,7 @@ _VERSION_KEYS = (
 class Listing:
     """One look at a dataset's data files: enough to size it, detect its format and tell if it changed."""
 
-    uri: str
+    uri: SafeUri
     path: str
     is_dir: bool
     files: tuple[str, ...]
@@ -62,44 +67,46 @@ class DatasetInfo:
     rows: int | None
 
 
-def _first_line(err: BaseException, limit: int = 300) -> str:
-    text = str(err).strip().splitlines()
+def _first_line(err: BaseException, uri: SafeUri, limit: int = 300) -> str:
+    """The first line of a library's error, without ``uri``'s secrets (cleaned before it is cut)."""
+    text = uri.hide_in(str(err)).strip().splitlines()
     line = text[0] if text else type(err).__name__
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def normalize_uri(uri: str) -> str:
+def normalize_uri(uri: str | SafeUri) -> str:
     """Relative local paths become absolute: executors and later tasks may run in another directory."""
-    text = os.fspath(uri).strip()
+    text = (uri.raw if isinstance(uri, SafeUri) else os.fspath(uri)).strip()
     if "://" not in text and "::" not in text and not os.path.isabs(text):
         return os.path.abspath(text)
     return text
 
 
-def open_fs(uri: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+def open_fs(uri: str | SafeUri, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
     """The fsspec filesystem and the path inside it; unknown protocols fail with the fix."""
     import fsspec
     from fsspec.core import split_protocol
 
+    uri = SafeUri(uri)
     try:
-        return fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+        return fsspec.core.url_to_fs(uri.raw, **dict(storage_options or {}))
     except ValueError as err:
-        protocol = split_protocol(uri)[0] or "file"
+        protocol = split_protocol(uri.raw)[0] or "file"
         if "Protocol not known" in str(err):
             raise StagingError(
                 f"data {uri!r}: unknown protocol {protocol!r}; use a URI that fsspec can open: a local path, "
                 "file://, s3://, gs://, abfs://, hdfs://, ... (fsspec.available_protocols() lists them all)"
             ) from None
-        raise StagingError(f"data {uri!r}: cannot open its filesystem ({_first_line(err)})") from None
+        raise StagingError(f"data {uri!r}: cannot open its filesystem ({_first_line(err, uri)})") from None
     except ImportError as err:
-        protocol = split_protocol(uri)[0]
+        protocol = split_protocol(uri.raw)[0]
         raise StagingError(
-            f"data {uri!r}: the fsspec filesystem for {protocol!r} is not installed ({_first_line(err)}); "
+            f"data {uri!r}: the fsspec filesystem for {protocol!r} is not installed ({_first_line(err, uri)}); "
             "install it on the Airflow worker and the Spark executors"
         ) from None
     except Exception as err:  # e.g. hdfs without libhdfs/JVM, bad storage options
         raise StagingError(
-            f"data {uri!r}: cannot open its filesystem ({type(err).__name__}: {_first_line(err)}); check "
+            f"data {uri!r}: cannot open its filesystem ({type(err).__name__}: {_first_line(err, uri)}); check "
             "the URI and the credentials of the data connection"
         ) from None
 
@@ -116,8 +123,9 @@ def _version(info: Mapping[str, Any]) -> str:
     return ""
 
 
-def list_dataset(uri: str, storage_options: Mapping[str, Any] | None = None) -> Listing | None:
+def list_dataset(uri: str | SafeUri, storage_options: Mapping[str, Any] | None = None) -> Listing | None:
     """The dataset's data files and total size; ``None`` when nothing exists at the URI yet."""
+    uri = SafeUri(uri)
     fs, path = open_fs(uri, storage_options)
     try:
         info = fs.info(path)
@@ -125,7 +133,7 @@ def list_dataset(uri: str, storage_options: Mapping[str, Any] | None = None) -> 
         return None
     except OSError as err:
         raise StagingError(
-            f"data {uri!r}: cannot read its metadata ({_first_line(err)}); check the path and the "
+            f"data {uri!r}: cannot read its metadata ({_first_line(err, uri)}); check the path and the "
             "permissions or credentials of the data connection"
         ) from None
     if info.get("type") != "directory":
@@ -148,7 +156,7 @@ def list_dataset(uri: str, storage_options: Mapping[str, Any] | None = None) -> 
     return Listing(uri, path, is_dir, files, size, digest.hexdigest()[:16])
 
 
-def marker_exists(uri: str, marker: str, storage_options: Mapping[str, Any] | None = None) -> bool:
+def marker_exists(uri: str | SafeUri, marker: str, storage_options: Mapping[str, Any] | None = None) -> bool:
     """A success marker such as ``_SUCCESS``: relative to the dataset directory (a file's folder), or a URI."""
     if "://" in marker or marker.startswith("/"):
         fs, path = open_fs(marker, storage_options)
@@ -174,8 +182,9 @@ def _format_of_name(name: str) -> str | None:
     return _SUFFIX_FORMATS.get(posixpath.splitext(lowered)[1])
 
 
-def detect_format(uri: str, listing: Listing | None = None, given: str | None = None) -> str:
+def detect_format(uri: str | SafeUri, listing: Listing | None = None, given: str | None = None) -> str:
     """The format given, else the URI's suffix, else (a directory) the suffix all its data files share."""
+    uri = SafeUri(uri)
     hint = "pass data_format (parquet, csv, npy or npz)"
     if given:
         fmt = str(given).strip().lower()
@@ -184,7 +193,7 @@ def detect_format(uri: str, listing: Listing | None = None, given: str | None = 
                 f"data_format: {given!r} is not supported for {uri!r}; use one of {', '.join(FORMATS)}"
             )
     else:
-        fmt = _format_of_name(uri.rstrip("/")) or ""
+        fmt = _format_of_name(uri.raw.rstrip("/")) or ""
         if not fmt and listing is not None and listing.is_dir:
             found = {_format_of_name(name) for name in listing.files}
             if len(found) == 1 and None not in found:
@@ -207,24 +216,28 @@ def _without_content(line: str) -> str:
     return re.sub(r"(got \d+)\s*:.*$", r"\1", line)
 
 
-def read_error(uri: str, fmt: str, err: BaseException) -> StagingError:
+def read_error(uri: str | SafeUri, fmt: str, err: BaseException) -> StagingError:
+    uri = SafeUri(uri)
     return StagingError(
-        f"data {uri!r}: cannot read it as {fmt} ({type(err).__name__}: {_without_content(_first_line(err))}); "
+        f"data {uri!r}: cannot read it as {fmt} ({type(err).__name__}: {_without_content(_first_line(err, uri))}); "
         "check that the "
         f"upstream job finished writing it (StagedDataSensor with success_marker waits for that), that it "
         f"is not corrupt, and that data_format is right"
     )
 
 
-def _empty_error(uri: str, what: str) -> StagingError:
+def _empty_error(uri: SafeUri, what: str) -> StagingError:
     return StagingError(
         f"data {uri!r}: the dataset is empty ({what}); check that the upstream job wrote rows, or wait for "
         "them with StagedDataSensor(min_size_bytes=...)"
     )
 
 
-def inspect_dataset(uri: str, fmt: str, storage_options: Mapping[str, Any] | None = None) -> DatasetInfo:
+def inspect_dataset(
+    uri: str | SafeUri, fmt: str, storage_options: Mapping[str, Any] | None = None
+) -> DatasetInfo:
     """Check on the driver that the data can be read, without reading it: schema, footers, headers."""
+    uri = SafeUri(uri)
     fs, path = open_fs(uri, storage_options)
     try:
         if fmt == "parquet":
@@ -281,13 +294,14 @@ def _inspect_csv(fs: Any, path: str) -> DatasetInfo:
         return DatasetInfo(tuple(reader.schema.names), None if first.num_rows else 0)
 
 
-def read_dataset(uri: str, fmt: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+def read_dataset(uri: str | SafeUri, fmt: str, storage_options: Mapping[str, Any] | None = None) -> Any:
     """The whole dataset: a pandas DataFrame (parquet, csv), an array (npy) or a dict of arrays (npz)."""
     return to_value(read_raw(uri, fmt, storage_options))
 
 
-def read_raw(uri: str, fmt: str, storage_options: Mapping[str, Any] | None = None) -> Any:
+def read_raw(uri: str | SafeUri, fmt: str, storage_options: Mapping[str, Any] | None = None) -> Any:
     """The dataset as read: a pyarrow Table (parquet, csv), an array (npy) or a dict of arrays (npz)."""
+    uri = SafeUri(uri)
     fs, path = open_fs(uri, storage_options)
     try:
         if fmt == "parquet":
@@ -333,12 +347,13 @@ def _read_parquet(fs: Any, path: str) -> Any:
 
 
 def parquet_column_chunks(
-    uri: str, storage_options: Mapping[str, Any] | None = None
+    uri: str | SafeUri, storage_options: Mapping[str, Any] | None = None
 ) -> tuple[Any, int, Iterator[tuple[int, int, Any]]]:
     """(schema, rows, chunks) of a Parquet dataset, its columns as ``pyarrow.parquet.read_table`` gives
     them (hive partitions as dictionary columns). Each chunk is (column index, first row, array): one
     column of one row group at a time, so a reader holds one column chunk, not the dataset. Errors
     while iterating are the caller's to wrap (``read_error``)."""
+    uri = SafeUri(uri)
     fs, path = open_fs(uri, storage_options)
     try:
         dataset = _parquet_dataset(fs, path)

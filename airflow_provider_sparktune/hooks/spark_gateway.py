@@ -14,7 +14,12 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from airflow_provider_sparktune.redaction import redact_uri
 from airflow_provider_sparktune.tracking.tracker import CREDENTIAL_ENV
+
+# Variables whose value is a URI that may carry credentials (``MLFLOW_TRACKING_URI`` with
+# ``user:pass@``, a documented fallback): the JVM and its workers get them redacted.
+URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 # Spark's console pattern: "26/12/01 15:04:05 WARN NativeCodeLoader: ..."
 _JVM_LOG_LINE = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (TRACE|DEBUG|INFO|WARN|ERROR|FATAL) ")
@@ -46,13 +51,18 @@ class _WorkerPopenArgs(dict[str, Any]):
     pyspark's ``launch_gateway`` sets ``env`` to a copy of ``os.environ`` itself; the driver JVM,
     its Python workers and so every objective inherit it. The task's MLflow token is exposed in
     ``os.environ`` while the run writes to MLflow (``MlflowHook.credentials``); objectives must not
-    be able to read it.
+    be able to read it, nor the ``user:pass@`` of a tracking URI (the address itself stays).
     """
 
     def __setitem__(self, key: str, value: Any) -> None:
         if key == "env":
-            value = {k: v for k, v in value.items() if k not in CREDENTIAL_ENV}
+            value = worker_env(value)
         super().__setitem__(key, value)
+
+
+def worker_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for the driver JVM: without MLflow's credential variables, its URIs redacted."""
+    return {k: redact_uri(v) if k in URI_ENV else v for k, v in env.items() if k not in CREDENTIAL_ENV}
 
 
 def gateway_launch_supported(context: Any, launch: Callable[..., Any]) -> bool:

@@ -4,19 +4,19 @@ A tuning task with ``outlets=[tuning_asset(key)]`` emits one asset event per suc
 ``extra`` is the task's XCom value (the contract in docs/xcom-and-mlflow.md), so a DAG scheduled on the asset reads
 the same shape from ``triggering_asset_events`` as a downstream task reads from XCom. URIs use the
 provider's own scheme, ``sparktune://``: Airflow accepts a scheme without a registered normalizer.
+An event's ``extra`` is readable by everyone who sees the DAG: it goes through ``redaction.py`` first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 if TYPE_CHECKING:
     from airflow.sdk import Asset
 
 SCHEME = "sparktune"
-_CONTAINER_AT_ACCOUNT = ("abfs", "abfss", "wasb", "wasbs")  # Azure: container@account is the host
 
 
 def tuning_asset(tuning_key: str) -> Asset:
@@ -36,23 +36,6 @@ def model_asset(model_name: str, alias: str = "champion") -> Asset:
     )
 
 
-def redact_uri(uri: Any) -> Any:
-    """``uri`` without a user or password (``http://u:p@host/x`` -> ``http://host/x``); others as given.
-
-    XCom, asset events and OpenLineage facets are readable by everyone who sees the DAG: a credential
-    written into a tracking or data URI must not travel with them.
-    """
-    if not isinstance(uri, str) or "@" not in uri or "://" not in uri:
-        return uri
-    parts = urlsplit(uri)
-    if not parts.netloc or "@" not in parts.netloc:
-        return uri
-    userinfo, _, host = parts.netloc.rpartition("@")
-    if parts.scheme.lower() in _CONTAINER_AT_ACCOUNT and ":" not in userinfo:
-        return uri  # abfss://container@account...: the address, not a user
-    return urlunsplit(parts._replace(netloc=host))
-
-
 def event_assets(outlets: Iterable[Any]) -> list[Asset]:
     """The concrete assets among a task's outlets (aliases and references are not ours to fill)."""
     from airflow.sdk import Asset
@@ -61,10 +44,15 @@ def event_assets(outlets: Iterable[Any]) -> list[Asset]:
 
 
 def attach_extra(context: Mapping[str, Any], assets: Iterable[Asset], extra: Mapping[str, Any]) -> None:
-    """Put ``extra`` on this task's event for each asset (Airflow emits them when the task succeeds)."""
+    """Put ``extra`` on this task's event for each asset (Airflow emits them when the task succeeds).
+
+    Every string in it (parameter values aside) passes through the redactor, whatever the caller did.
+    """
+    from airflow_provider_sparktune.operators.xcom import redacted
+
     events = context["outlet_events"]
     for asset in assets:
-        events[asset].extra = dict(extra)
+        events[asset].extra = redacted(extra)
 
 
 def latest_event(context: Mapping[str, Any], asset: Asset) -> dict[str, Any]:

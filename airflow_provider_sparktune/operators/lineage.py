@@ -4,7 +4,7 @@ Imported only by the ``get_openlineage_facets_on_*`` methods, which the OpenLine
 (``pip install airflow-provider-sparktune[openlineage]``); without it nothing here is imported.
 Datasets are named by the OpenLineage naming spec from the data URI; the tuning run is an output
 dataset in the MLflow tracking server's namespace; the summary is the ``sparktune_tuning`` run facet.
-No URI leaves here with a user or password in it.
+No URI leaves here with a user, a password or a credential query value in it (``redaction.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from airflow.providers.openlineage.extractors import OperatorLineage
 from openlineage.client.event_v2 import Dataset
 from openlineage.client.facet_v2 import RunFacet
 
-from airflow_provider_sparktune.operators.assets import redact_uri
+from airflow_provider_sparktune.redaction import redact_uri
 
 TUNING_FACET = "sparktune_tuning"
 STAGING_FACET = "sparktune_staging"
@@ -54,9 +54,13 @@ def dataset_name(uri: str) -> tuple[str, str]:
 
     A local path or ``file://`` URI: ``file`` and the absolute path; an object store or any other
     ``scheme://authority/path``: ``scheme://authority`` and the path within it (``s3://bucket`` and
-    ``features/ds=1``), as the spec names S3, GCS, Azure and HDFS datasets.
+    ``features/ds=1``), as the spec names S3, GCS, Azure and HDFS datasets. An fsspec chain
+    (``simplecache::ftp://host/x``) is named by its storage URL, the last part with a scheme.
     """
-    uri = str(redact_uri(uri.strip()))
+    uri = redact_uri(uri.strip())
+    if "::" in uri:  # a chain: the caching or archive layers in front of the storage URL
+        storage = [part for part in uri.split("::") if "://" in part]
+        uri = storage[-1] if storage else uri
     parts = urlsplit(uri)
     if not parts.scheme or parts.scheme == "file" or len(parts.scheme) == 1:  # "C:" is a drive
         path = parts.path if parts.scheme == "file" else uri
@@ -99,7 +103,7 @@ def tuning_lineage(value: Mapping[str, Any] | None, data_uri: str | None) -> Ope
     if mlflow.get("run_id"):
         outputs.append(
             Dataset(
-                namespace=str(redact_uri(mlflow.get("tracking_uri") or "mlflow")),
+                namespace=redact_uri(str(mlflow.get("tracking_uri") or "mlflow")),
                 name=f"experiments/{mlflow.get('experiment_id', '')}/runs/{mlflow['run_id']}",
             )
         )

@@ -107,7 +107,7 @@ class ModelRegistryGateOperator(BaseOperator):
 
     def _tags(self, context: Context) -> dict[str, str]:
         """The tuning run, the dataset and this task instance, for the new version."""
-        from airflow_provider_sparktune.operators.assets import redact_uri
+        from airflow_provider_sparktune.redaction import redact_uri
         from airflow_provider_sparktune.tracking import schema
 
         tuning = arguments.mapping("tuning", self.tuning) or {}
@@ -121,13 +121,13 @@ class ModelRegistryGateOperator(BaseOperator):
             tags[schema.TUNING_RUN_ID] = str(run_id)
         data_uri = (tuning.get("staging") or {}).get("uri")
         if data_uri:
-            tags[schema.DATA_URI] = str(redact_uri(data_uri))
+            tags[schema.DATA_URI] = redact_uri(str(data_uri))
         if tuning.get("tuning_key"):
             tags[schema.TUNING_KEY] = str(tuning["tuning_key"])
         return tags
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_provider_sparktune.operators.assets import redact_uri
+        from airflow_provider_sparktune.redaction import redact_uri
         from airflow_provider_sparktune.tracking.registry import gate_model
         from airflow_provider_sparktune.tracking.store import open_client, telemetry_off_unless_asked
         from airflow_provider_sparktune.values import json_native

@@ -52,20 +52,24 @@ def _front(result: TuningResult) -> dict[str, Any]:
     }
 
 
+# Parameter values are the search space's own data, returned as they are: a consumer trains with them.
+_PARAMETER_KEYS = ("best_params", "argmin", "pareto_front")
+
+
+def redacted(value: Mapping[str, Any]) -> dict[str, Any]:
+    """``value`` with every string but the parameter values through the redactor (``redaction.py``):
+    URIs lose their userinfo and credential query values (``tracking_uri``, ``staging.uri``, ...)."""
+    from airflow_provider_sparktune.redaction import redact_values
+
+    return {k: v if k in _PARAMETER_KEYS else redact_values(v) for k, v in value.items()}
+
+
 def with_comparison(
     value: Mapping[str, Any], *, tuning_key: str, improved: bool | None, previous_best_loss: float | None
 ) -> dict[str, Any]:
     """The XCom value the operator returns and its asset events carry: ``value`` with the comparison
-    against earlier runs of the tuning key, and no user or password in any URI it holds."""
-    from airflow_provider_sparktune.operators.assets import redact_uri
-
-    out = dict(value)
-    out["mlflow"] = {
-        **out.get("mlflow", {}),
-        "tracking_uri": redact_uri(out.get("mlflow", {}).get("tracking_uri", "")),
-    }
-    if isinstance(out.get("staging"), Mapping):
-        out["staging"] = {**out["staging"], "uri": redact_uri(out["staging"].get("uri"))}
+    against earlier runs of the tuning key, and no credentials in any URI it holds."""
+    out = redacted(value)
     out["tuning_key"] = tuning_key
     out["improved"] = improved
     out["previous_best_loss"] = previous_best_loss

@@ -19,7 +19,7 @@ from airflow_provider_sparktune.data.staging import (
 )
 from airflow_provider_sparktune.exceptions import StagingError
 from airflow_provider_sparktune.hooks.staging import DataStagingHook, check_marker
-from airflow_provider_sparktune.redaction import redact_uri, redact_values
+from airflow_provider_sparktune.redaction import SafeUri, redact_text, redact_values
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -47,6 +47,9 @@ class StagedDataSensor(BaseSensorOperator):
     :param allowed_data_prefixes: URI prefixes ``uri`` must be under (``["s3://bucket/features/"]``);
         the connection's extra ``allowed_prefixes`` applies too. ``None``: any URI (not templated).
     :param deferrable: wait in the triggerer instead of a worker slot.
+
+    ``uri`` may carry credentials (``ftp://user:pw@host/x``): every poke's log line, error, the plan in
+    XCom and lineage name it redacted, and its secrets are registered with Airflow's secrets masker.
     """
 
     template_fields: Sequence[str] = (
@@ -99,6 +102,7 @@ class StagedDataSensor(BaseSensorOperator):
     def _conditions(self) -> dict[str, Any]:
         if not self.uri or not str(self.uri).strip():
             raise StagingError("uri: empty; pass the dataset URI (file or directory)")
+        _mask(SafeUri(str(self.uri)))
         uri = self.hook.check_allowed(str(self.uri), "uri")  # before any poke, and before deferring
         if self.success_marker:
             check_marker(uri, str(self.success_marker))
@@ -174,8 +178,10 @@ class StagedDataSensor(BaseSensorOperator):
             self._plan = redact_values(plan.to_dict())  # also for lineage
             return self._plan
         if status == "timeout":
-            raise AirflowSensorTimeout(f"Sensor has timed out: {event.get('message')}")
-        raise StagingError(str(event.get("message") or f"the trigger sent no usable event: {event!r}"))
+            raise AirflowSensorTimeout(f"Sensor has timed out: {redact_text(str(event.get('message')))}")
+        raise StagingError(
+            redact_text(str(event.get("message") or f"the trigger sent no usable event: {event!r}"))
+        )
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the dataset waited for (input) and the staging plan as a run facet."""
@@ -187,9 +193,18 @@ class StagedDataSensor(BaseSensorOperator):
         self.log.info(
             "dataset ready%s: %s (%s, %d bytes) -> %s: %s",
             f" after {pokes} pokes" if pokes else "",
-            redact_uri(plan.uri),
+            plan.safe_uri,
             plan.format,
             plan.size_bytes,
             plan.mode,
             plan.reason,
         )
+
+
+def _mask(uri: SafeUri) -> None:
+    """Register the URI's own secrets with Airflow's secrets masker: a library's message quoting
+    them anywhere in this task's log is masked too."""
+    from airflow.sdk.log import mask_secret
+
+    for secret in uri.secrets:
+        mask_secret(secret)

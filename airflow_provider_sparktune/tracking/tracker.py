@@ -17,7 +17,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_sparktune.exceptions import TrackingError
-from airflow_provider_sparktune.redaction import redact_uri
+from airflow_provider_sparktune.redaction import redact_text, redact_uri
 from airflow_provider_sparktune.tracking import schema
 from airflow_provider_sparktune.tracking.store import is_server_uri, open_client, sqlite_path
 from airflow_provider_sparktune.values import json_native
@@ -202,7 +202,7 @@ class TuningTracker:
                 self.client.log_dict(self.run_id, json_native(search_space), "search_space.json")
         except Exception as err:
             raise TrackingError(
-                f"MLflow store {redact_uri(self.tracking_uri)} refused to start the run: {err}"
+                f"MLflow store {redact_uri(self.tracking_uri)} refused to start the run: {redact_text(str(err))}"
             ) from err
         return self.run_id
 

@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_provider_sparktune.redaction import redact_text
+
 log = logging.getLogger(__name__)
 
 SERVER_WRITERS = 8  # writer threads against a tracking server
@@ -180,7 +182,7 @@ class RetryingWriter:
             except Exception as err:
                 with self._cond:
                     self.failures += 1
-                    self.last_error = f"{type(err).__name__}: {str(err)[:300]}"
+                    self.last_error = f"{type(err).__name__}: {redact_text(str(err))[:300]}"
                     if is_refused(err):  # the same request would be refused again: it fails alone
                         log.error(
                             "MLflow refused a write (%s): %s; it is not retried, the other writes go on",

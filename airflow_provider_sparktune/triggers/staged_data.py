@@ -10,6 +10,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_sparktune.data.staging import BROADCAST_LIMIT_BYTES
+from airflow_provider_sparktune.redaction import SafeUri
 
 
 class StagedDataTrigger(BaseTrigger):
@@ -18,7 +19,8 @@ class StagedDataTrigger(BaseTrigger):
     Storage calls are blocking (fsspec), so each poke runs in a thread and the event loop stays free.
     The size seen at the previous poke lives in the trigger, so the stability check needs no store.
     The event is ``{"status": "success", "plan": {...}}``, ``{"status": "timeout", ...}`` once
-    ``timeout_at`` (epoch seconds) passes, or ``{"status": "error", "message": ...}``.
+    ``timeout_at`` (epoch seconds) passes, or ``{"status": "error", "message": ...}``. The URI may
+    carry credentials: its log lines, events and ``repr`` (the triggerer logs it) name it redacted.
     """
 
     def __init__(
@@ -64,6 +66,11 @@ class StagedDataTrigger(BaseTrigger):
             },
         )
 
+    def __repr__(self) -> str:
+        classpath, kwargs = self.serialize()
+        shown = {**kwargs, "uri": SafeUri(self.uri)}
+        return f"<{classpath} {', '.join(f'{k}={v}' for k, v in shown.items())}>"
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_sparktune.hooks.staging import DataStagingHook
 
@@ -72,6 +79,7 @@ class StagedDataTrigger(BaseTrigger):
             broadcast_threshold_bytes=self.broadcast_threshold_bytes,
             allowed_prefixes=self.allowed_prefixes,
         )
+        uri = SafeUri(self.uri)
         previous: list[int] | None = None
         pokes = 0
         while True:
@@ -87,7 +95,8 @@ class StagedDataTrigger(BaseTrigger):
                     require_stable=self.require_stable,
                 )
             except Exception as err:
-                yield TriggerEvent({"status": "error", "message": f"{type(err).__name__}: {err}"})
+                message = f"{type(err).__name__}: {uri.hide_in(str(err))}"
+                yield TriggerEvent({"status": "error", "message": message})
                 return
             if readiness.ready and readiness.plan is not None:
                 self.log.info("poke %d: %s", pokes, readiness.message)
@@ -100,7 +109,7 @@ class StagedDataTrigger(BaseTrigger):
                 yield TriggerEvent(
                     {
                         "status": "timeout",
-                        "message": f"{self.uri} was not ready after {pokes} pokes: {readiness.message}",
+                        "message": f"{uri} was not ready after {pokes} pokes: {readiness.message}",
                         "pokes": pokes,
                     }
                 )

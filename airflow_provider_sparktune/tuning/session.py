@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_sparktune.exceptions import TrackingError, TuningCancelledError, TuningConfigError
-from airflow_provider_sparktune.redaction import redact_uri, redact_values
+from airflow_provider_sparktune.redaction import redact_text, redact_uri, redact_values
 from airflow_provider_sparktune.tracking import schema
 from airflow_provider_sparktune.tuning.prepare import PreparedRun, prepare_run
 from airflow_provider_sparktune.tuning.records import Progress, TrialCallback, TrialRecord, TuningResult
@@ -71,7 +71,7 @@ class TrackingOptions:
     warm_start_k: int = 5
     retry_timeout: float = 300.0  # how long to keep retrying MLflow writes after the last trial
     # Applied to error texts and URIs before they reach MLflow or the log (under Airflow: its secrets
-    # masker, then redact_uri); default: redact_uri alone.
+    # masker, then redact_text); default: redact_text alone.
     redact: Callable[[str], str] | None = None
 
     def __post_init__(self) -> None:
@@ -164,7 +164,7 @@ class TuningSession:
     def redact(self, text: str) -> str:
         """Secrets out of a text bound for MLflow or the log: the caller's masker, then URI credentials."""
         masked = self.options.redact(text) if self.options.redact is not None else text
-        return redact_uri(str(masked))
+        return redact_text(str(masked))
 
     def _redacted(self, record: TrialRecord) -> TrialRecord:
         """A trial's error text (an objective's traceback may quote a secret) through ``redact``."""
@@ -417,7 +417,7 @@ class TuningSession:
             return
         self.log.info(
             "data %s (%s, %d bytes, threshold %d bytes) staged by %s: %s",
-            redact_uri(plan.uri),
+            plan.safe_uri,
             plan.format,
             plan.size_bytes,
             plan.threshold_bytes,
@@ -427,7 +427,7 @@ class TuningSession:
         extra.update(
             {
                 "staging_mode": plan.mode,
-                "staging_uri": redact_uri(plan.uri),
+                "staging_uri": str(plan.safe_uri),
                 "staging_format": plan.format,
                 "staging_size_bytes": plan.size_bytes,
                 "staging_threshold_bytes": plan.threshold_bytes,

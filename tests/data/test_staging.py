@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,83 @@ def test_handle_pickles_and_never_shows_credentials(tmp_path: Path) -> None:
     assert "hunter2" not in repr(data)
     copy = cloudpickle.loads(cloudpickle.dumps(data))
     assert copy.plan == plan and copy.shipped_copy is None
+
+
+# --------------------------------------------------------------------------------------------------
+# a URI's own credentials: used to read, never written in a message, a log line or a repr
+# --------------------------------------------------------------------------------------------------
+
+FTP_USER, FTP_PASSWORD = "ann", "it's-p@ss:4b1d"
+
+
+@pytest.fixture
+def ftp_data(tmp_path: Path) -> Iterator[tuple[Any, Path]]:
+    from tests.servers import ftp_server
+
+    root = tmp_path / "ftp"
+    (root / "empty").mkdir(parents=True)
+    (root / "empty" / "_SUCCESS").touch()
+    with ftp_server(root, FTP_USER, FTP_PASSWORD) as server:
+        yield server, root
+
+
+def logged_in(server: Any, path: str) -> str:
+    return server.uri(path).replace("ftp://", f"ftp://{FTP_USER}:{FTP_PASSWORD}@", 1)
+
+
+def assert_hidden(text: str) -> None:
+    from urllib.parse import quote
+
+    for form in (FTP_PASSWORD, quote(FTP_PASSWORD, safe=""), quote(FTP_PASSWORD), f"{FTP_USER}:"):
+        assert form not in text, text
+
+
+@pytest.mark.unit
+def test_plans_and_readiness_name_the_uri_without_its_login(
+    ftp_data: tuple[Any, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, root = ftp_data
+    for path, fragment in (("missing/", "no such file or directory"), ("empty", "holds no data files")):
+        with pytest.raises(StagingError) as caught:
+            plan_dataset(logged_in(server, path))
+        assert str(caught.value).startswith(f"data '{server.uri(path)}'") and fragment in str(caught.value)
+        assert_hidden(str(caught.value))
+    messages = [check_readiness(logged_in(server, "ds/"), success_marker="_SUCCESS").message]
+    (root / "ds").mkdir()
+    write_features(root / "ds" / "part-0.parquet")
+    messages.append(check_readiness(logged_in(server, "ds/"), success_marker="_SUCCESS").message)
+    (root / "ds" / "_SUCCESS").touch()
+    first = check_readiness(logged_in(server, "ds/"), success_marker="_SUCCESS")
+    ready = check_readiness(logged_in(server, "ds/"), previous=first.observed, success_marker="_SUCCESS")
+    messages += [first.message, ready.message]
+    assert ready.ready and ready.plan is not None
+    assert ready.plan.uri == logged_in(server, "ds/")  # the plan keeps what reads the data
+    assert messages[0] == f"{server.uri('ds/')} does not exist yet"
+    assert "waiting for its success marker" in messages[1] and "is ready" in messages[3]
+    for message in messages:
+        assert message.startswith(server.uri("ds/")), message
+        assert_hidden(message)
+    with caplog.at_level(logging.INFO):
+        data = StagedData.open(ready.plan)
+        assert data.rows == 400  # the login in the URI read the data
+        assert_hidden(repr(data))
+        data._fall_back_to_reload("a reason")
+        data.release()
+    assert caplog.text and server.uri("ds/") in caplog.text
+    assert_hidden(caplog.text)
+
+
+@pytest.mark.unit
+def test_text_that_is_no_plan_is_quoted_without_credentials() -> None:
+    text = (
+        "ftp://ann:"
+        + FTP_PASSWORD
+        + "@files.example.com/some/long/path/to/a/dataset/that/goes/on/features.parquet"
+    )
+    with pytest.raises(StagingError) as caught:
+        StagingPlan.from_value(text + " and (", "data")
+    assert str(caught.value).startswith("data: 'ftp://files.example.com/some/long")
+    assert_hidden(str(caught.value))
 
 
 # --------------------------------------------------------------------------------------------------

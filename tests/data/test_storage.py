@@ -5,7 +5,9 @@ from __future__ import annotations
 import gzip
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -274,3 +276,79 @@ def test_a_parse_error_does_not_quote_the_files_contents(tmp_path: Path) -> None
         read_raw(str(path), "csv")
     assert "cannot read it as csv" in str(exc.value) and "got 3" in str(exc.value)
     assert "hunter2" not in str(exc.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# a URI's own credentials never reach a message (a real FTP server that needs them)
+# --------------------------------------------------------------------------------------------------
+
+FTP_USER, FTP_PASSWORD = "ann", "p@ss'w0rd:7c1e"  # an @, a quote and a colon in the password
+
+
+@pytest.fixture
+def ftp(tmp_path: Path) -> Iterator[Any]:
+    from tests.servers import ftp_server
+
+    root = tmp_path / "ftp"
+    root.mkdir()
+    frame().to_parquet(root / "features.parquet")
+    (root / "corrupt.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
+    (root / "notes.txt").write_text("x")
+    with ftp_server(root, FTP_USER, FTP_PASSWORD) as server:
+        yield server
+
+
+def with_login(uri: str, password: str = FTP_PASSWORD) -> str:
+    return uri.replace("ftp://", f"ftp://{FTP_USER}:{password}@", 1)
+
+
+def assert_no_secret(text: str, *secrets: str) -> None:
+    from urllib.parse import quote
+
+    for secret in secrets:
+        for form in (secret, quote(secret, safe=""), quote(secret)):
+            assert form not in text, text
+
+
+def test_the_uri_s_login_reads_the_server_and_its_messages_hide_it(ftp: Any) -> None:
+    """The credentials in the URI are used for I/O (the read works) and appear in no message."""
+    good = with_login(ftp.uri("features.parquet"))
+    listing = list_dataset(good)
+    assert listing is not None and listing.size_bytes > 0
+    assert str(listing.uri) == ftp.uri("features.parquet") and listing.uri.raw == good
+    assert inspect_dataset(good, "parquet").rows == 50
+    cases = [
+        (
+            lambda: inspect_dataset(with_login(ftp.uri("missing.parquet")), "parquet"),
+            "no such file or directory",
+        ),
+        (
+            lambda: inspect_dataset(with_login(ftp.uri("corrupt.parquet")), "parquet"),
+            "cannot read it as parquet",
+        ),
+        (
+            lambda: read_dataset(with_login(ftp.uri("corrupt.parquet")), "parquet"),
+            "cannot read it as parquet",
+        ),
+        (lambda: detect_format(with_login(ftp.uri("notes.txt"))), "unknown format"),
+        (
+            lambda: list_dataset(with_login(ftp.uri("features.parquet"), "wrong:pw@x")),
+            "cannot open its filesystem",
+        ),
+    ]
+    for call, what in cases:
+        with pytest.raises(StagingError) as caught:
+            call()
+        message = str(caught.value)
+        assert f"data '{ftp.uri('')}" in message and what in message, message
+        assert_no_secret(message, FTP_PASSWORD, "wrong:pw@x", f"{FTP_USER}:")
+    assert ftp.logins >= 1 and ftp.refused >= 1  # a real login, and a real refusal
+
+
+def test_a_protocol_error_names_the_uri_without_its_credentials() -> None:
+    secret = "tok-3f9a'/@x"
+    for uri in (f"nosuchfs://ann:{secret}@bucket/f.parquet", f"simplecache::nosuchfs://ann:{secret}@b/f"):
+        with pytest.raises(StagingError) as caught:
+            list_dataset(uri)
+        assert str(caught.value).startswith("data '") and "unknown protocol" in str(caught.value)
+        assert_no_secret(str(caught.value), secret, "ann:")

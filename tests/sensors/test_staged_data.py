@@ -238,3 +238,27 @@ def test_deferrable_waits_in_the_trigger(airflow_db: Any, tmp_path: Path) -> Non
 def test_deferrable_timeout_with_soft_fail_skips(airflow_db: Any, tmp_path: Path) -> None:
     dag_run = run("staged_data_deferrable_soft_fail", uri=str(tmp_path / "never"))
     assert state_of(dag_run) == "skipped"
+
+
+@pytest.mark.integration
+def test_every_poke_logs_the_uri_without_its_login(
+    airflow_db: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A URI from run conf with a login (a real FTP server checks it): the task log of every poke, the
+    timeout, and the deferred wait name the URI without it."""
+    from tests.operators.test_hyperopt_spark import task_log
+    from tests.servers import ftp_server
+
+    password = "p@ss'w0rd:91c3"
+    (tmp_path / "ftp").mkdir()
+    with ftp_server(tmp_path / "ftp", "ann", password) as server:
+        uri = server.uri("never/").replace("ftp://", f"ftp://ann:{password}@", 1)
+        poked = run("staged_data_timeout", uri=uri)
+        deferred = run("staged_data_deferrable_soft_fail", uri=uri)
+        captured = capfd.readouterr()
+    assert server.logins >= 2 and server.refused == 0  # each wait read the server with the URI's login
+    assert poked.state == "failed" and state_of(deferred) == "skipped"
+    log = task_log(poked.run_id, captured.out + captured.err) + task_log(deferred.run_id)
+    assert log.count(f"not ready: {server.uri('never/')} does not exist yet") >= 2, log[-3000:]
+    for secret in (password, "p%40ss", "ann:"):
+        assert secret not in log, log[-3000:]

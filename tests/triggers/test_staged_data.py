@@ -77,3 +77,36 @@ def test_bad_uri_is_an_error_event_naming_it() -> None:
     event = first_event(StagedDataTrigger(uri="nosuchfs://bucket/d/", poke_interval=0.1, data_conn_id=None))
     assert event["status"] == "error"
     assert "data 'nosuchfs://bucket/d/': unknown protocol 'nosuchfs'" in event["message"]
+
+
+def test_events_log_lines_and_repr_name_the_uri_without_its_login(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The triggerer logs the trigger and every poke, and stores its events: no login of the URI in any."""
+    import logging
+
+    from tests.servers import ftp_server
+
+    password = "it's-p@ss:0d5e"
+    (tmp_path / "ftp").mkdir()
+    with ftp_server(tmp_path / "ftp", "ann", password) as server, caplog.at_level(logging.INFO):
+        public = server.uri("never/")
+        uri = public.replace("ftp://", f"ftp://ann:{password}@", 1)
+        trigger = StagedDataTrigger(
+            uri=uri, poke_interval=0.2, timeout_at=time.time() + 0.7, data_conn_id=None
+        )
+        timeout = first_event(trigger)
+        wrong = uri.replace(password, password + "-wrong")
+        error = first_event(StagedDataTrigger(uri=wrong, poke_interval=0.1, data_conn_id=None))
+        shown = repr(trigger)
+    assert trigger.serialize()[1]["uri"] == uri  # the triggerer still reads with the login
+    assert timeout["status"] == "timeout" and timeout["message"].startswith(f"{public} was not ready after")
+    assert error["status"] == "error" and f"data '{public}'" in error["message"]
+    assert server.logins >= 2 and server.refused >= 1
+    assert f"uri={public}," in shown
+    captured = capfd.readouterr()
+    logged = captured.out + captured.err + caplog.text  # structlog writes to the console
+    assert "poke 2: not ready: " in logged and f"{public} does not exist yet" in logged, logged[-3000:]
+    for text in (timeout["message"], error["message"], shown, logged):
+        for secret in (password, "p%40ss", "ann:"):
+            assert secret not in text, text
