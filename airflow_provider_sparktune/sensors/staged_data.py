@@ -99,6 +99,13 @@ class StagedDataSensor(BaseSensorOperator):
     def _threshold(self) -> int:
         return check_threshold(self.broadcast_threshold_bytes)
 
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Render, then register the rendered URI's secrets with Airflow's secrets masker before the
+        rendered fields are stored (the UI shows them) and before anything is logged."""
+        super().render_template_fields(context, jinja_env)
+        if isinstance(self.uri, str):
+            _mask(SafeUri(self.uri))
+
     def _conditions(self) -> dict[str, Any]:
         if not self.uri or not str(self.uri).strip():
             raise StagingError("uri: empty; pass the dataset URI (file or directory)")

@@ -10,7 +10,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_sparktune.data.staging import BROADCAST_LIMIT_BYTES
-from airflow_provider_sparktune.redaction import SafeUri
+from airflow_provider_sparktune.redaction import SafeUri, redact_values
 
 
 class StagedDataTrigger(BaseTrigger):
@@ -100,7 +100,8 @@ class StagedDataTrigger(BaseTrigger):
                 return
             if readiness.ready and readiness.plan is not None:
                 self.log.info("poke %d: %s", pokes, readiness.message)
-                yield TriggerEvent({"status": "success", "plan": readiness.plan.to_dict(), "pokes": pokes})
+                plan = redact_values(readiness.plan.to_dict())  # the event is stored: no credentials in it
+                yield TriggerEvent({"status": "success", "plan": plan, "pokes": pokes})
                 return
             self.log.info("poke %d: not ready: %s", pokes, readiness.message)
             previous = readiness.observed

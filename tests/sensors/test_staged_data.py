@@ -260,5 +260,18 @@ def test_every_poke_logs_the_uri_without_its_login(
     assert poked.state == "failed" and state_of(deferred) == "skipped"
     log = task_log(poked.run_id, captured.out + captured.err) + task_log(deferred.run_id)
     assert log.count(f"not ready: {server.uri('never/')} does not exist yet") >= 2, log[-3000:]
+    rendered = repr([rendered_fields(run) for run in (poked, deferred)])  # what the UI shows
+    assert "ftp://***@127.0.0.1" in rendered, rendered
     for secret in (password, "p%40ss", "ann:"):
         assert secret not in log, log[-3000:]
+    for piece in (password, "w0rd", "p%40ss"):
+        assert piece not in rendered, rendered
+
+
+def rendered_fields(dag_run: Any) -> Any:
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = dag_run.get_task_instance("wait_for_data", session=session)
+        return RenderedTaskInstanceFields.get_templated_fields(ti, session=session)

@@ -110,3 +110,19 @@ def test_events_log_lines_and_repr_name_the_uri_without_its_login(
     for text in (timeout["message"], error["message"], shown, logged):
         for secret in (password, "p%40ss", "ann:"):
             assert secret not in text, text
+
+
+def test_the_stored_success_event_holds_the_plan_without_the_login(tmp_path: Path) -> None:
+    """The event is stored in Airflow's database and read back by the sensor: its plan is redacted."""
+    from tests.servers import ftp_server
+
+    password = "it's-p@ss:77aa"
+    (tmp_path / "ftp" / "ds").mkdir(parents=True)
+    pd.DataFrame({"x": np.arange(100.0)}).to_parquet(tmp_path / "ftp" / "ds" / "part-0.parquet")
+    with ftp_server(tmp_path / "ftp", "ann", password) as server:
+        uri = server.uri("ds/").replace("ftp://", f"ftp://ann:{password}@", 1)
+        event = first_event(
+            StagedDataTrigger(uri=uri, poke_interval=0.1, require_stable=False, data_conn_id=None)
+        )
+    assert event["status"] == "success" and event["plan"]["uri"] == server.uri("ds/")
+    assert password not in repr(event) and "ann:" not in repr(event)
