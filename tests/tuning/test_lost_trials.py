@@ -196,3 +196,21 @@ def test_lost_trial_retries_is_a_templated_setting_with_a_default_of_two() -> No
     assert templated_settings()["lost_trial_retries"] is int
     assert TuningSpec(lost_trial_retries=0).as_params()["lost_trial_retries"] == 0
     assert json.dumps(TuningSpec(lost_trial_retries=10).as_params()["lost_trial_retries"]) == "10"
+
+
+@pytest.mark.integration
+def test_sparktrials_says_that_it_does_not_run_lost_trials_again(
+    spark: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from airflow_provider_sparktune.tuning.session import run_tuning
+
+    with caplog.at_level(logging.INFO, logger="airflow_provider_sparktune"):
+        result = run_tuning(
+            SPACE, lambda p: p["x"], spark=spark, max_evals=2, parallelism=1, seed=0, timeout=120,
+            dispatcher="sparktrials",
+        )  # fmt: skip
+    assert (result.trials_ok, result.trials_lost) == (2, 0)
+    assert (
+        "dispatcher='sparktrials': a trial whose Spark task is lost fails (only Spark's own task retries, "
+        "spark.task.maxFailures, apply); lost_trial_retries=2 applies to dispatcher='resident'"
+    ) in caplog.text

@@ -3,6 +3,11 @@
 Kept for comparison and for code that relies on SparkTrials' exact behaviour. Its loop does not show
 results as they arrive, so the stop rules run from the watcher (:meth:`observe`) and act by
 cancelling, and its timeout is SparkTrials' own (the book was made with ``timeout``).
+
+A trial whose Spark task is lost is not run again here: SparkTrials runs each trial as a Spark job of
+its own from a private thread and marks it failed when that job fails, and re-running it would mean
+reaching into that thread. Spark's own task retries (``spark.task.maxFailures``, 4 on a cluster, 1 in
+local mode) still apply to that one-task job; ``lost_trial_retries`` is the resident dispatcher's.
 """
 
 from __future__ import annotations
@@ -37,6 +42,13 @@ class SparkTrialsDispatcher(Dispatcher):
         from hyperopt import fmin
 
         plan = self.plan
+        if plan.spec.lost_trial_retries:
+            log.info(
+                "dispatcher='sparktrials': a trial whose Spark task is lost fails (only Spark's own task "
+                "retries, spark.task.maxFailures, apply); lost_trial_retries=%d applies to "
+                "dispatcher='resident'",
+                plan.spec.lost_trial_retries,
+            )
         with job_group(plan.spark, plan.job_group, "sparktune trials"):
             fmin(
                 fn=plan.objective,
