@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -110,9 +111,10 @@ class StagedDataSensor(BaseSensorOperator):
         if not self.uri or not str(self.uri).strip():
             raise StagingError("uri: empty; pass the dataset URI (file or directory)")
         _mask(SafeUri(str(self.uri)))
-        uri = self.hook.check_allowed(str(self.uri), "uri")  # before any poke, and before deferring
-        if self.success_marker:
-            check_marker(uri, str(self.success_marker))
+        with _without_secrets_of(self.uri):
+            uri = self.hook.check_allowed(str(self.uri), "uri")  # before any poke, and before deferring
+            if self.success_marker:
+                check_marker(uri, str(self.success_marker))
         return {
             "data_format": self.data_format or None,
             "success_marker": self.success_marker or None,
@@ -137,12 +139,13 @@ class StagedDataSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
         conditions = self._conditions()
-        readiness = self.hook.check_readiness(self.uri, previous=self._previous(context), **conditions)
-        if readiness.awaiting_stability and self._cannot_remember(context):
-            # Reschedule mode without a task state store: nothing survives to the next poke, so look
-            # twice now, a short while apart.
-            time.sleep(min(float(self.poke_interval), STABILITY_WAIT_S))
-            readiness = self.hook.check_readiness(self.uri, previous=readiness.observed, **conditions)
+        with _without_secrets_of(self.uri):
+            readiness = self.hook.check_readiness(self.uri, previous=self._previous(context), **conditions)
+            if readiness.awaiting_stability and self._cannot_remember(context):
+                # Reschedule mode without a task state store: nothing survives to the next poke, so
+                # look twice now, a short while apart.
+                time.sleep(min(float(self.poke_interval), STABILITY_WAIT_S))
+                readiness = self.hook.check_readiness(self.uri, previous=readiness.observed, **conditions)
         if readiness.ready and readiness.plan is not None:
             self._log_plan(readiness.plan)
             self._plan = redact_values(readiness.plan.to_dict())  # also for lineage
@@ -215,3 +218,15 @@ def _mask(uri: SafeUri) -> None:
 
     for secret in uri.secrets:
         mask_secret(secret)
+
+
+@contextmanager
+def _without_secrets_of(uri: Any) -> Iterator[None]:
+    """A refusal raised below (a hook, a filesystem) names ``uri`` without its secrets, however it was built."""
+    try:
+        yield
+    except StagingError as err:
+        shown = SafeUri(str(uri)).hide_in(str(err))
+        if shown == str(err):
+            raise
+        raise StagingError(shown) from None

@@ -138,6 +138,24 @@ def test_the_plan_in_xcom_carries_no_password_of_the_uri() -> None:
     assert "pw-5b90" not in repr(done.xcom_value)
 
 
+@pytest.mark.unit
+def test_a_refusal_names_the_uri_without_its_login() -> None:
+    """Refusals raised by the hook (a marker outside the dataset, a URI outside the prefixes) before any
+    read: the URI in them has no login, however the message was built."""
+    uri = "ftp://ann:p@ss'w0rd@files.example.com/ds/"
+    for arguments, field in (
+        ({"success_marker": "../_SUCCESS"}, "success_marker"),
+        ({"allowed_data_prefixes": ["ftp://files.example.com/other/"]}, "uri"),
+    ):
+        sensor = StagedDataSensor(task_id="s", uri=uri, data_conn_id=None, **arguments)  # type: ignore[arg-type]
+        with pytest.raises(StagingError) as caught:
+            sensor.poke({})  # type: ignore[arg-type]
+        message = str(caught.value)
+        assert message.startswith(f"{field}: ") and "ftp://files.example.com/ds" in message, message
+        for piece in ("p@ss", "w0rd", "ann:"):
+            assert piece not in message, message
+
+
 # --------------------------------------------------------------------------------------------------
 # dag.test() runs
 # --------------------------------------------------------------------------------------------------
