@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, overload
 from urllib.parse import quote, quote_plus, unquote
@@ -56,6 +57,7 @@ _CONTAINER = re.compile(r"\$?[A-Za-z0-9][A-Za-z0-9-]{0,62}")
 _SCHEME = re.compile(r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 _CHAIN = re.compile(r"::(?=[A-Za-z][A-Za-z0-9+.-]*://)")  # fsspec's chain: simplecache::ftp://...
 _WHITESPACE = re.compile(r"\s")
+_DELIMITER = re.compile(r"[/?#]")
 _ONE_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*(://|::)")
 # key=value after ? & ; #; a value already hidden stays as it is (the redactor may run twice)
 _QUERY_IN_URI = re.compile(r"(?P<lead>[?&;#])(?P<key>[^=&;#?]*)=(?P<value>\*\*\*(?=[&;#]|$)|[^&;#]*)")
@@ -73,46 +75,47 @@ def is_credential_key(key: str) -> bool:
     return any(word in normalized for word in CREDENTIAL_WORDS)
 
 
-def _is_userinfo(text: str) -> bool:
-    """``text`` (what precedes an ``@`` after ``scheme://``) reads as a userinfo, not a host and path."""
-    cut = min((i for i in (text.find("/"), text.find("?"), text.find("#")) if i >= 0), default=len(text))
-    return cut == len(text) or ":" in text[:cut]
+def _first_at_or_after(positions: list[int], index: int, default: int) -> int:
+    found = bisect_left(positions, index)
+    return positions[found] if found < len(positions) else default
 
 
-def _userinfo_end(region: str) -> int:
-    """Index of the ``@`` that ends the userinfo at the start of ``region``, or -1: the last one that can."""
-    at = region.rfind("@")
-    while at >= 0:
-        if _is_userinfo(region[:at]):
-            return at
-        at = region.rfind("@", 0, at)
-    return -1
+def _last_in(positions: list[int], low: int, high: int) -> int:
+    """The last position in ``[low, high)``, or -1."""
+    found = bisect_left(positions, high) - 1
+    return positions[found] if found >= 0 and positions[found] >= low else -1
 
 
 def _scan(text: str, whole: bool) -> tuple[str, list[str]]:
-    """``text`` redacted, and what was hidden (userinfos, query values). ``whole``: ``text`` is one URI."""
+    """``text`` redacted, and what was hidden (userinfos, query values). ``whole``: ``text`` is one URI.
+
+    After ``scheme://`` the userinfo ends at an ``@`` before the next whitespace (free text) or chain
+    separator. The text before that ``@`` reads as a userinfo when it holds no ``/``, ``?`` or ``#``,
+    or has a ``:`` before the first of them; of the ``@`` that qualify, the last one wins (it hides
+    more). Positions are found once, so a long or hostile text costs linear time.
+    """
     hidden: list[str] = []
     out: list[str] = []
+    ats = [found.start() for found in re.finditer("@", text)]
+    chains = [found.start() for found in _CHAIN.finditer(text)]
+    spaces = [] if whole else [found.start() for found in _WHITESPACE.finditer(text)]
     pos = 0
     for match in _SCHEME.finditer(text):
         if match.start() < pos:
             continue  # inside a userinfo already dropped
         start = match.end()
-        end = len(text)
-        if not whole:
-            space = _WHITESPACE.search(text, start)
-            end = space.start() if space else len(text)
-        chained = _CHAIN.search(text, start, end)
-        region = text[start : chained.start() if chained else end]
-        at = _userinfo_end(region)
+        end = min(_first_at_or_after(spaces, start, len(text)), _first_at_or_after(chains, start, len(text)))
+        delimiter = _DELIMITER.search(text, start, end)
+        cut = delimiter.start() if delimiter else end
+        at = _last_in(ats, start, end if ":" in text[start:cut] else cut)
         if at < 0:
             continue
-        userinfo = region[:at]
+        userinfo = text[start:at]
         if match["scheme"].lower() in _CONTAINER_SCHEMES and _CONTAINER.fullmatch(userinfo):
             continue  # abfs://container@account: the address, not a user
         hidden.append(userinfo)
         out.append(text[pos:start])
-        pos = start + at + 1
+        pos = at + 1
     out.append(text[pos:])
     query = _QUERY_IN_URI if whole else _QUERY_IN_TEXT
 

@@ -342,7 +342,10 @@ def test_the_uri_s_login_reads_the_server_and_its_messages_hide_it(ftp: Any) -> 
         message = str(caught.value)
         assert f"data '{ftp.uri('')}" in message and what in message, message
         assert_no_secret(message, FTP_PASSWORD, "wrong:pw@x", f"{FTP_USER}:")
-    assert ftp.logins >= 1 and ftp.refused >= 1  # a real login, and a real refusal
+    from tests.servers import wait_until
+
+    wait_until(lambda: ftp.refused >= 1, 10, "the FTP server to count the refused login")
+    assert ftp.logins >= 1  # a real login, and a real refusal
 
 
 def test_a_protocol_error_names_the_uri_without_its_credentials() -> None:
