@@ -21,6 +21,11 @@ may not hold them, so every URI leaves the process without them. The rules:
 
 ``SafeUri`` carries a URI through code that builds messages: its ``str``, ``repr`` and ``format`` are
 the redacted form and ``.raw`` is for I/O only, so a message is redacted by construction.
+
+Read as every URL parser and fsspec read them: a user name (not a password) with an unencoded ``/``,
+``?`` or ``#`` ends the authority there, and a password holding ``::scheme://`` splits an fsspec
+chain; percent-encode such characters. ``SafeUri.hide_in`` looks for the URI's own secrets in a
+library's text only from 4 characters on.
 """
 
 from __future__ import annotations
