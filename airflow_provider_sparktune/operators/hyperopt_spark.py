@@ -441,16 +441,21 @@ class HyperoptSparkOperator(BaseOperator):
         run_id = str(context.get("run_id", ""))
         try_number = str(getattr(context["ti"], "try_number", ""))
         default_name = f"{self.dag_id}.{self.task_id}"
+        attempt = {
+            schema.AIRFLOW_DAG_ID: self.dag_id,
+            schema.AIRFLOW_TASK_ID: self.task_id,
+            schema.AIRFLOW_RUN_ID: run_id,
+        }
+        map_index = getattr(context["ti"], "map_index", None)
+        mapped = isinstance(map_index, int) and map_index >= 0
+        if mapped:  # each mapped instance resumes its own tries, not its siblings' trials
+            attempt[schema.AIRFLOW_MAP_INDEX] = str(map_index)
         return TrackingOptions(
             tracking_uri=self.mlflow_hook.get_tracking_uri(),
             experiment=self.mlflow_experiment or default_name,
-            run_name=f"{self.task_id} {run_id} try {try_number}",
+            run_name=f"{self.task_id}{f'[{map_index}]' if mapped else ''} {run_id} try {try_number}",
             tuning_key=self.tuning_key or default_name,
-            attempt_tags={
-                schema.AIRFLOW_DAG_ID: self.dag_id,
-                schema.AIRFLOW_TASK_ID: self.task_id,
-                schema.AIRFLOW_RUN_ID: run_id,
-            },
+            attempt_tags=attempt,
             tags={schema.AIRFLOW_TRY_NUMBER: try_number},
             warm_start=self._warm_start_enabled(context),
             warm_start_k=self._warm_start_k(),

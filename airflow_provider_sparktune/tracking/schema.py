@@ -37,6 +37,7 @@ AIRFLOW_DAG_ID = "airflow.dag_id"
 AIRFLOW_TASK_ID = "airflow.task_id"
 AIRFLOW_RUN_ID = "airflow.run_id"
 AIRFLOW_TRY_NUMBER = "airflow.try_number"
+AIRFLOW_MAP_INDEX = "airflow.map_index"  # a mapped task instance only: its tries are apart from its siblings'
 
 # Run statuses by trial status; a reader trusts only complete trial runs (FINISHED or FAILED)
 RUN_STATUS = {"ok": "FINISHED", "failed": "FAILED", "cancelled": "KILLED", "pruned": "FINISHED"}

@@ -229,3 +229,34 @@ def test_the_spark_hook_refuses_the_equals_key_from_its_argument_and_from_a_conn
     )
     with pytest.raises(SparkConnectionError, match=r"^spark_conn_id 'spark_attacked': extra\["):
         SparkSessionHook("spark_attacked").resolve()
+
+
+@pytest.mark.integration
+def test_mapped_instances_run_their_own_trials_and_resume_none_of_their_siblings(
+    spark: Any, airflow_db: Any, mlflow_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each mapped instance is a task try of its own in MLflow: tagged with its map index, it runs its
+    own ``max_evals`` trials instead of taking a sibling's finished trials as its earlier try's."""
+    from airflow.dag_processing.dagbag import DagBag
+    from mlflow.tracking import MlflowClient
+
+    from airflow_provider_sparktune.tracking import schema
+
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_DEFAULT", json.dumps({"conn_type": "mlflow", "host": mlflow_uri}))
+    dag = DagBag(dag_folder=str(TEST_DAGS / "conf_attack.py")).get_dag("mapped_conf_tuning")
+    confs = [{"spark.sql.shuffle.partitions": "3"}, {"spark.sql.shuffle.partitions": "4"}]
+    dag_run = dag.test(run_conf={"spark_confs": confs})
+    assert mapped_task_states("mapped_conf_tuning", dag_run.run_id) == {0: "success", 1: "success"}
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("mapped_conf_tuning.tune")
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.`{schema.AIRFLOW_RUN_ID}` = '{dag_run.run_id}'"
+    )
+    parents = [r for r in runs if schema.PARENT_RUN not in r.data.tags]
+    assert sorted(r.data.tags.get(schema.AIRFLOW_MAP_INDEX) for r in parents) == ["0", "1"]
+    for parent in parents:
+        assert schema.RESUMED_TRIALS not in parent.data.tags, parent.data.tags
+        children = client.search_runs(
+            [experiment.experiment_id], f"tags.`{schema.PARENT_RUN}` = '{parent.info.run_id}'"
+        )
+        assert sorted(c.data.tags.get(schema.ORIGIN) for c in children) == ["new", "new"]
