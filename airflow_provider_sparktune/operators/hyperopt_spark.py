@@ -76,7 +76,8 @@ class HyperoptSparkOperator(BaseOperator):
         :doc:`/performance`; classic Spark or Spark Connect) or ``sparktrials`` (hyperopt's own
         SparkTrials loop, one Spark job per trial; classic Spark only).
     :param spark_conn_id: connection of type ``spark`` (a master, or ``sc://...``) or ``spark_connect``
-        (see :doc:`/cluster`); missing: Spark ``local[*]``.
+        (see :doc:`/cluster`). The default id, when no such connection exists: Spark ``local[*]`` on
+        this worker, with a warning in the task log; any other id that does not exist fails the task.
     :param spark_conf: Spark conf applied over the connection's. What the DAG file writes out is used
         as it is. An entry that came out of a template (run conf, params, XCom) or from ``expand()``
         (a mapped task's values; what ``partial()`` writes stays the DAG file's) may set only the keys
@@ -92,8 +93,9 @@ class HyperoptSparkOperator(BaseOperator):
         value, beyond the provider's allow-list: the DAG author's explicit choice.
     :param spark_connect_timeout: seconds to wait for executors on a cluster master, or for a Spark
         Connect server and the tasks connecting back from it, before failing; ``None``: 60 s.
-    :param mlflow_conn_id: connection of type ``mlflow``; missing: ``MLFLOW_TRACKING_URI``, else
-        ``sqlite:///$AIRFLOW_HOME/mlflow.db``.
+    :param mlflow_conn_id: connection of type ``mlflow``. The default id, when no such connection
+        exists: ``MLFLOW_TRACKING_URI``, else ``sqlite:///$AIRFLOW_HOME/mlflow.db``, with a warning;
+        any other id that does not exist fails the task.
     :param mlflow_experiment: MLflow experiment name; ``None``: ``"<dag_id>.<task_id>"``.
     :param data: the training data: a dataset URI (planned by the task), or the plan a
         ``StagedDataSensor`` returned (dict, ``sensor.output``, or its JSON/rendered text such as
@@ -103,8 +105,9 @@ class HyperoptSparkOperator(BaseOperator):
     :param broadcast_threshold_bytes: broadcast below this size, reload at or above (``2147483648``,
         ``"512MiB"``, ``"2GiB"``); ``None``: 2 GiB. With a sensor's plan, ``None`` keeps the plan's
         decision and a value decides again.
-    :param data_conn_id: connection of type ``fsspec`` with the storage credentials; missing: fsspec's
-        defaults.
+    :param data_conn_id: connection of type ``fsspec`` with the storage credentials. The default id,
+        when no such connection exists: fsspec's defaults, with a warning; ``None``: no connection;
+        any other id that does not exist fails the task.
     :param allowed_data_prefixes: URI prefixes ``data`` must be under (``["s3://bucket/features/"]``);
         the connection extra's ``allowed_prefixes`` applies too. ``None``: any URI.
     :param warm_start: start from the best points of the latest successful runs of ``tuning_key``;
