@@ -142,7 +142,7 @@ def test_the_plan_in_xcom_carries_no_password_of_the_uri() -> None:
 def test_a_refusal_names_the_uri_without_its_login() -> None:
     """Refusals raised by the hook (a marker outside the dataset, a URI outside the prefixes) before any
     read: the URI in them has no login, however the message was built."""
-    uri = "ftp://ann:p@ss'w0rd@files.example.com/ds/"
+    uri = "ftp://bob:s3cr'et@r3fused@files.example.com/ds/"
     for arguments, field in (
         ({"success_marker": "../_SUCCESS"}, "success_marker"),
         ({"allowed_data_prefixes": ["ftp://files.example.com/other/"]}, "uri"),
@@ -152,7 +152,7 @@ def test_a_refusal_names_the_uri_without_its_login() -> None:
             sensor.poke({})  # type: ignore[arg-type]
         message = str(caught.value)
         assert message.startswith(f"{field}: ") and "ftp://files.example.com/ds" in message, message
-        for piece in ("p@ss", "w0rd", "ann:"):
+        for piece in ("s3cr", "r3fused", "bob:"):
             assert piece not in message, message
 
 
@@ -267,10 +267,10 @@ def test_every_poke_logs_the_uri_without_its_login(
     from tests.operators.test_hyperopt_spark import task_log
     from tests.servers import ftp_server
 
-    password = "p@ss'w0rd:91c3"
+    user, password = "carol", "s@fe'k3y:91c3"  # no other test registers these with Airflow's masker
     (tmp_path / "ftp").mkdir()
-    with ftp_server(tmp_path / "ftp", "ann", password) as server:
-        uri = server.uri("never/").replace("ftp://", f"ftp://ann:{password}@", 1)
+    with ftp_server(tmp_path / "ftp", user, password) as server:
+        uri = server.uri("never/").replace("ftp://", f"ftp://{user}:{password}@", 1)
         poked = run("staged_data_timeout", uri=uri)
         deferred = run("staged_data_deferrable_soft_fail", uri=uri)
         captured = capfd.readouterr()
@@ -280,10 +280,9 @@ def test_every_poke_logs_the_uri_without_its_login(
     assert log.count(f"not ready: {server.uri('never/')} does not exist yet") >= 2, log[-3000:]
     rendered = repr([rendered_fields(run) for run in (poked, deferred)])  # what the UI shows
     assert "ftp://***@127.0.0.1" in rendered, rendered
-    for secret in (password, "p%40ss", "ann:"):
+    for secret in (password, "s%40fe", "k3y", f"{user}:"):
         assert secret not in log, log[-3000:]
-    for piece in (password, "w0rd", "p%40ss"):
-        assert piece not in rendered, rendered
+        assert secret not in rendered, rendered
 
 
 def rendered_fields(dag_run: Any) -> Any:
