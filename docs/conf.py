@@ -40,7 +40,7 @@ autodoc_default_options = {"show-inheritance": True}
 # nitpicky mode checks every reference into airflow_provider_sparktune and leaves these alone.
 nitpick_ignore_regex = [
     (r"py:.*", r"(airflow|pyspark|hyperopt|mlflow|pandas|pyarrow|numpy|fsspec|sklearn|optuna)(\..*)?"),
-    (r"py:.*", r"(typing|collections|collections\.abc|concurrent|threading|pathlib|datetime|logging)\..*"),
+    (r"py:.*", r"(typing|collections|collections\.abc|concurrent|threading|pathlib|datetime|logging|os)\..*"),
     (r"py:.*", r"(Any|Callable|Mapping|Sequence|Iterable|Iterator|Literal|Path|Context|Self)"),
     (r"py:.*", r"(Asset|BaseOperator|PokeReturnValue|TaskInstanceKey)"),  # Airflow's, named unqualified
     (r"py:.*", r"(int|float|str|bool|dict|list|tuple|set|object|bytes|type|None|Exception|RuntimeError)"),

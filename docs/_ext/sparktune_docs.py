@@ -1,9 +1,12 @@
-"""Sphinx extension: ``argument-reference``, an operator's argument table from its signature and docstring.
+"""Sphinx extension: tables generated from the code, so a page cannot drift from what runs.
 
-Usage (MyST)::
+``argument-reference``: an operator's argument table from its signature and docstring. Usage (MyST)::
 
     ```{argument-reference} airflow_provider_sparktune.operators.hyperopt_spark.HyperoptSparkOperator
     ```
+
+``spark-conf-allow-list``: the Spark conf keys a rendered template may set, each with its kind of
+value and why it is data, from ``operators/spark_conf.py``.
 
 The table is parsed as reStructuredText, as docstrings are. An argument without a ``:param`` entry (or an entry without an argument) is a warning, which
 ``make docs`` (``-W``) turns into a failed build.
@@ -64,15 +67,42 @@ class ArgumentReference(SphinxDirective):
                 f"     - {line}" if i == 0 else f"       {line}" for i, line in enumerate(_cell(arg.meaning))
             )
         # The docstrings are reStructuredText, whichever parser (MyST or rST) reads the page.
-        document = self.state.document
-        table = new_document(document["source"], document.settings)
-        table.reporter = document.reporter
-        Parser().parse("\n".join(lines), table)
-        container = nodes.container(classes=["argument-reference"])
-        container.extend(table.children)
-        return [container]
+        return [_parsed(self.state.document, lines, "argument-reference")]
+
+
+def _parsed(document: Any, lines: list[str], css_class: str) -> nodes.container:
+    table = new_document(document["source"], document.settings)
+    table.reporter = document.reporter
+    Parser().parse("\n".join(lines), table)
+    container = nodes.container(classes=[css_class])
+    container.extend(table.children)
+    return container
+
+
+class SparkConfAllowList(SphinxDirective):
+    """A list-table: key, value kind (with an example), why a template may set it."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        from airflow_provider_sparktune.operators.spark_conf import TEMPLATABLE_SPARK_CONF, VALUE_KINDS
+
+        lines = [
+            ".. list-table::",
+            "   :header-rows: 1",
+            "   :widths: 38 20 42",
+            "",
+            "   * - key",
+            "     - value",
+            "     - why it is data",
+        ]
+        for key, kind, reason in TEMPLATABLE_SPARK_CONF:
+            _, name, _, example = VALUE_KINDS[kind]
+            lines += [f"   * - ``{key}``", f"     - {name} (``{example}``)", f"     - {reason}"]
+        return [_parsed(self.state.document, lines, "spark-conf-allow-list")]
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("argument-reference", ArgumentReference)
+    app.add_directive("spark-conf-allow-list", SparkConfAllowList)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
