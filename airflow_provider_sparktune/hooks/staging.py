@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,10 +24,19 @@ from airflow_provider_sparktune.data.staging import (
 from airflow_provider_sparktune.data.storage import list_dataset, normalize_uri
 from airflow_provider_sparktune.exceptions import StagingError
 from airflow_provider_sparktune.hooks.connections import no_such_connection, warn_fallback
-from airflow_provider_sparktune.hooks.uri_scope import dot_segment, protocol, refusal
-from airflow_provider_sparktune.redaction import redact_uri
+from airflow_provider_sparktune.hooks.uri_scope import (
+    CACHE_LAYERS,
+    LOCAL_PROTOCOLS,
+    SERVER_PROTOCOLS,
+    chain,
+    control_character,
+    describe_control,
+    dot_segment,
+    protocol,
+    refusal,
+)
+from airflow_provider_sparktune.redaction import SafeUri, redact_uri, scrub
 
-_LOCAL_PROTOCOLS = ("file", "local")
 # Where a connection's login and password go in each filesystem's storage options.
 _CREDENTIAL_KEYS: dict[str, tuple[str, str | None]] = {
     "s3": ("key", "secret"),
@@ -41,9 +51,25 @@ _CREDENTIAL_KEYS: dict[str, tuple[str, str | None]] = {
     "hdfs": ("user", None),
     "webhdfs": ("user", None),
 }
-# Protocols whose URI names the server that receives the storage options: a connection's options go
-# only to the host the connection names, never to one a URI from run conf chose.
-_HOST_PROTOCOLS = ("sftp", "ssh", "ftp", "smb", "hdfs", "webhdfs", "http", "https")
+# Where a connection's login, password and options may go: an allow-list of protocols whose
+# destination this hook can check. Any other protocol fsspec knows (dbfs, github, jupyter, webdav,
+# oci, hf, reference, ...) gets them only once it is added here with the reason it is safe.
+# - SERVER_PROTOCOLS (ftp, sftp/ssh, smb, hdfs, webhdfs, http/https): the URI names the server, so its
+#   scheme, host and port must be the connection's (``_check_host``).
+# - The bucket protocols below: the URI names a bucket or container, and the server is the
+#   endpoint of the options (``client_kwargs.endpoint_url``, ``endpoint_url``, ``account_host``) or
+#   the cloud's own; the filesystem takes nothing from the URI that moves it:
+#   s3/s3a: s3fs reads only ``?versionId=`` from a URI, and botocore refuses a bucket name outside
+#   ``[a-zA-Z0-9._-]``, so a bucket cannot carry a host; gs/gcs: gcsfs reads only the generation;
+#   abfs/abfss/az: adlfs reads the storage account from a host ``<account>.dfs|blob.core.windows.net``
+#   in the URI, so such a URI must name the connection's own account (``_check_account``).
+# - memory: the process's own memory; the options reach no server.
+# Local paths (file://, local://) take no options at all: nothing there needs a credential.
+_BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "abfs", "abfss", "az")
+_AZURE_PROTOCOLS = ("abfs", "abfss", "az")
+_IN_PROCESS_PROTOCOLS = ("memory",)
+_AZURE_ACCOUNT_HOST = re.compile(r"([a-z0-9]+)\.(?:dfs|blob)\.core\.windows\.net")
+_AZURE_HOST_SUFFIX = re.compile(r"\.(?:dfs|blob)\.core\.windows\.net", re.IGNORECASE)
 # The port each of those filesystems connects to when the URI names none (fsspec's defaults; hdfs:
 # the namenode's usual RPC port): a connection without a port means this port, not every port.
 DEFAULT_PORTS = {
@@ -86,11 +112,31 @@ def check_prefixes(field_name: str, value: Any) -> tuple[str, ...]:
     return tuple(normalize_uri(p) for p in value)
 
 
+def check_characters(field_name: str, uri: str) -> None:
+    """A URI (or marker) holds no control character, raw or percent-encoded (``%00``, ``%0a``, ...).
+
+    A server or filesystem that decodes one takes it as the end of a protocol command or of a log
+    line (``%0d%0a`` in an FTP path sends a second command); no dataset path needs one.
+    """
+    found = control_character(uri)
+    if found is None:
+        return
+    char, level = found
+    # the redactor reads userinfo up to a line break: this URI's own secrets go first, by value
+    shown = redact_uri(scrub(uri, SafeUri(uri).secrets))
+    raise StagingError(
+        f"{field_name}: {shown!r} holds a control character ({describe_control(char)}"
+        f"{', percent-encoded' if level else ''}), which a filesystem or server that decodes it takes as "
+        "the end of a protocol command or a log line; write the URI without control characters"
+    )
+
+
 def check_marker(uri: str, marker: str) -> None:
     """A success marker lies in the dataset: a relative name without dot-segments, or a URI inside it.
 
     Judged as the filesystem fetches it: ``%2e%2e/_SUCCESS`` is ``../_SUCCESS`` to an HTTP server.
     """
+    check_characters("success_marker", marker)
     uri = normalize_uri(uri).rstrip("/")
     # the dataset directory, or a file dataset's folder (a file is told by its suffix, as formats are)
     folders = [uri, posixpath.dirname(uri)] if posixpath.splitext(uri)[1] else [uri]
@@ -133,6 +179,19 @@ def _protocol(uri: str) -> str:
     return (split_protocol(uri)[0] or "file").lower()
 
 
+def _layer(part: str) -> str:
+    """The protocol of an outer layer of a chained URL, as fsspec names it (``simplecache`` or
+    ``simplecache://``)."""
+    return part.split("://", 1)[0] if "://" in part else part
+
+
+def _allowed_protocols() -> str:
+    return (
+        f"{', '.join(SERVER_PROTOCOLS)} (the connection's host), {', '.join(_BUCKET_PROTOCOLS)} (the "
+        f"connection's endpoint) or {', '.join(_IN_PROCESS_PROTOCOLS)}"
+    )
+
+
 class DataStagingHook(BaseHook):
     """Measures datasets through fsspec and decides how trials get them; reads the connection lazily.
 
@@ -142,8 +201,9 @@ class DataStagingHook(BaseHook):
     own defaults apply (environment variables, instance roles). Local paths never use credentials.
 
     A URI from run conf must not send the connection's credentials elsewhere: for protocols whose URI
-    names a server ((s)ftp, smb, hdfs, http), the connection gives its options only to the host it
-    names. ``allowed_prefixes`` (the DAG author's) and the extra's ``allowed_prefixes`` (the
+    names a server ((s)ftp, smb, hdfs, http), the connection gives its options only to the scheme,
+    host and port it names; for s3, gs and abfs/az the endpoint stays the connection's; any other
+    protocol gets no login, password or options (an allow-list). ``allowed_prefixes`` (the DAG author's) and the extra's ``allowed_prefixes`` (the
     connection owner's) limit which URIs may be read at all; each list that is set must cover the URI.
     """
 
@@ -228,6 +288,7 @@ class DataStagingHook(BaseHook):
 
     def check_allowed(self, uri: str, field_name: str = "data") -> str:
         """``uri`` (normalized) when every prefix list that is set covers it; else a StagingError."""
+        check_characters(field_name, uri)
         uri = normalize_uri(uri)
         lists = [
             ("allowed_prefixes", check_prefixes("allowed_prefixes", self.allowed_prefixes)),
@@ -244,7 +305,7 @@ class DataStagingHook(BaseHook):
                 )
         return uri
 
-    def _check_host(self, uri: str, connection: DataConnection) -> None:
+    def _check_host(self, uri: str, connection: DataConnection, field_name: str = "data") -> None:
         """The connection's options go only to the server it names: its scheme, host and port.
 
         The URI's server is read as its filesystem reads it (yarl for HTTP, fsspec's own parsing for
@@ -255,7 +316,7 @@ class DataStagingHook(BaseHook):
         host, port = _server(uri, kind)
         if host is None:
             raise StagingError(
-                f"data {shown!r}: its server cannot be read (host, or a port that is not a number from 0 "
+                f"{field_name} {shown!r}: its server cannot be read (host, or a port that is not a number from 0 "
                 "to 65535); write it as scheme://host:port/path"
             )
         if connection.host is None:
@@ -265,13 +326,13 @@ class DataStagingHook(BaseHook):
             )
         if host != connection.host:
             raise StagingError(
-                f"data {shown!r}: host {host!r} is not the host of data_conn_id "
+                f"{field_name} {shown!r}: host {host!r} is not the host of data_conn_id "
                 f"{self.data_conn_id!r}, whose login, password and options go only to that host; read the "
                 "data from the connection's host, or use a connection for this one"
             )
         if connection.scheme is not None and kind != connection.scheme:
             raise StagingError(
-                f"data {shown!r}: scheme {kind!r} is not the scheme of data_conn_id {self.data_conn_id!r} "
+                f"{field_name} {shown!r}: scheme {kind!r} is not the scheme of data_conn_id {self.data_conn_id!r} "
                 f"({connection.scheme!r}), whose login, password and options go only to "
                 f"{connection.scheme}://{connection.host}; read the data over {connection.scheme}, or use a "
                 f"connection for {kind}://{host}"
@@ -285,22 +346,74 @@ class DataStagingHook(BaseHook):
                 else f"{expected}: the connection names no port, so {kind}'s default port"
             )
             raise StagingError(
-                f"data {shown!r}: port {port} is not the port of data_conn_id {self.data_conn_id!r} "
+                f"{field_name} {shown!r}: port {port} is not the port of data_conn_id {self.data_conn_id!r} "
                 f"({named}), whose login, password and options go only to that server; read the data from "
                 f"port {expected}, or use a connection whose port is {port}"
             )
 
-    def get_storage_options(self, uri: str) -> dict[str, Any]:
-        """fsspec storage options for ``uri``: the connection's extra plus its login/password."""
-        protocol = _protocol(uri)
-        if protocol in _LOCAL_PROTOCOLS:
+    def _check_account(self, uri: str, connection: DataConnection, field_name: str) -> None:
+        """An abfs/az URI that names a storage account (``container@<account>.dfs.core.windows.net``)
+        names the connection's own: adlfs would send the connection's credentials to that account."""
+        netloc = uri.split("://", 1)[-1].split("/", 1)[0]
+        host = netloc.rsplit("@", 1)[-1].rsplit(":", 1)[0].lower()
+        if "@" not in netloc and not _AZURE_HOST_SUFFIX.search(host):
+            return  # abfs://container/path: the connection's account
+        found = _AZURE_ACCOUNT_HOST.fullmatch(host)
+        own = str(connection.options.get("account_name") or connection.login or "").lower() or None
+        if found is not None and own is not None and found.group(1) == own:
+            return
+        named = (
+            f"its account {own!r}"
+            if own
+            else "its account (it names none: set its login or extra.account_name)"
+        )
+        raise StagingError(
+            f"{field_name} {redact_uri(uri)!r}: it names the storage account host {host!r}, but the login, "
+            f"password and options of data_conn_id {self.data_conn_id!r} go only to {named}; write the URI "
+            "without the account (abfs://container/path) to read from the connection's account, or use a "
+            "connection for that account"
+        )
+
+    def _check_destination(self, uri: str, connection: DataConnection, field_name: str) -> None:
+        """The connection's login, password and options go only where this hook can check the
+        destination (see the allow-list above); anything else is refused before any read."""
+        layers, target = chain(uri)
+        shown = redact_uri(uri)
+        for layer in layers:  # a chained URL (simplecache::ftp://...) names its server inside
+            if _layer(layer) not in CACHE_LAYERS:
+                raise StagingError(
+                    f"{field_name} {shown!r}: the chained layer {_layer(layer) + '::'!r} is not a cache "
+                    f"({', '.join(c + '::' for c in CACHE_LAYERS)}), so the login, password and options of "
+                    f"data_conn_id {self.data_conn_id!r} are not sent through it; read the data by its own "
+                    "URL, or use a connection without login, password or options"
+                )
+        kind = _protocol(target)
+        if kind in SERVER_PROTOCOLS:
+            self._check_host(target, connection, field_name)
+        elif kind in _AZURE_PROTOCOLS:
+            self._check_account(target, connection, field_name)
+        elif kind not in _BUCKET_PROTOCOLS and kind not in _IN_PROCESS_PROTOCOLS:
+            raise StagingError(
+                f"{field_name} {shown!r}: the protocol {kind!r} is not one whose server data_conn_id "
+                f"{self.data_conn_id!r} can be checked against, so its login, password and options are "
+                f"not sent; use a protocol of {_allowed_protocols()}, or a connection without login, "
+                "password or options"
+            )
+
+    def get_storage_options(self, uri: str, field_name: str = "data") -> dict[str, Any]:
+        """fsspec storage options for ``uri``: the connection's extra plus its login/password, when
+        its destination is the connection's; ``field_name`` names ``uri`` in the errors.
+
+        Local files (a local path, or a cache of one) take none: nothing there needs a credential.
+        """
+        check_characters(field_name, uri)
+        if _protocol(chain(uri)[1]) in LOCAL_PROTOCOLS:
             return {}
+        protocol = _protocol(uri)
         connection = self._connection()
         extra, login, password = connection.options, connection.login, connection.password
         if extra or login or password:
-            for part in uri.split("::"):  # a chained URL (simplecache::ftp://...) names its server inside
-                if _protocol(part) in _HOST_PROTOCOLS:
-                    self._check_host(part, connection)
+            self._check_destination(uri, connection, field_name)
         options = dict(extra)
         if login or password:
             keys = _CREDENTIAL_KEYS.get(protocol)
@@ -324,7 +437,7 @@ class DataStagingHook(BaseHook):
         uri = self.check_allowed(uri)
         listing = list_dataset(uri, self.get_storage_options(uri))
         if listing is None:
-            raise StagingError(f"data {uri!r}: no such file or directory; check the path")
+            raise StagingError(f"data {redact_uri(uri)!r}: no such file or directory; check the path")
         return listing.size_bytes
 
     def plan(self, uri: str, format: str | None = None) -> StagingPlan:
@@ -347,9 +460,19 @@ class DataStagingHook(BaseHook):
             uri,
             previous=previous,
             threshold_bytes=self.threshold_bytes,
-            storage_options=self.get_storage_options(uri),
+            storage_options=self._readiness_options(uri, conditions.get("success_marker")),
             **conditions,
         )
+
+    def _readiness_options(self, uri: str, marker: Any) -> dict[str, Any]:
+        """The storage options a sensor's poke reads ``uri`` (the field ``uri``) and an absolute
+        ``success_marker`` with: the marker is read with the dataset's options, so its destination is
+        checked too."""
+        options = self.get_storage_options(uri, "uri")
+        marker = str(marker or "")
+        if "://" in marker or "::" in marker:
+            self.get_storage_options(marker, "success_marker")
+        return options
 
     def open(self, plan: StagingPlan) -> StagedData:
         """The handle trials read ``data.value`` from, after checking the data can be read."""

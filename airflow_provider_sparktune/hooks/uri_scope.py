@@ -6,12 +6,17 @@ hands the URL to yarl, which decodes ``%2e%2e`` and resolves dot-segments, so
 ``%252e`` once more and resolve again. So a URI is in scope only when none of its decodings has a
 dot-segment (an encoded ``..`` has no honest use in a dataset path) and both the URL the filesystem
 fetches and its percent-decoded form lie under the same allowed prefix.
+
+Scheme and host compare case-insensitively (RFC 3986) where the URI names a server or a name that is
+lower case only; the path, and the netloc of any other protocol (an S3 bucket, ``memory://Dir``,
+``github://org:repo@ref``), compare as written: the filesystem reads them case-sensitively.
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -19,8 +24,16 @@ from urllib.parse import unquote
 # Outer layers of a chained URL (``simplecache::https://...``) that only cache what the inner URL
 # fetches; any other layer (an archive, a reference file system) is refused where prefixes apply.
 CACHE_LAYERS = ("simplecache", "filecache", "blockcache")
-_LOCAL_PROTOCOLS = ("file", "local")
+LOCAL_PROTOCOLS = ("file", "local")
 _HTTP_PROTOCOLS = ("http", "https")
+# Protocols whose URI names the server it connects to (host, port, and who logs in): the netloc after
+# the last '@' is a host, case-insensitive; what is before it is a login, not a place.
+SERVER_PROTOCOLS = ("ftp", "sftp", "ssh", "smb", "hdfs", "webhdfs", "http", "https")
+# Protocols whose netloc names a bucket, container or account that exists in lower case only (GCS
+# buckets; Azure containers and account hosts): a case variant names the same one, or none. An S3
+# bucket is left out on purpose: a legacy bucket may hold capitals, and 'MyBucket' is not 'mybucket'.
+_LOWER_CASE_NAMES = ("gs", "gcs", "abfs", "abfss", "az")
+_CONTROL_NAMES = {"\x00": "NUL", "\t": "tab", "\n": "line feed", "\r": "carriage return", "\x7f": "DEL"}
 _MAX_DECODINGS = 5  # %25 nests: each decoding a server might apply is checked
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
@@ -43,6 +56,26 @@ def decodings(text: str) -> list[str]:
             break
         found.append(decoded)
     return found
+
+
+def control_character(text: str) -> tuple[str, int] | None:
+    """(character, how many percent-decodings it took) of the first control character, or None.
+
+    C0 (``%00``, ``%0a``, ``%0d``, ...), DEL and C1, raw or encoded (once or more): no dataset path
+    holds one, and a filesystem or server that decodes it ends a log line or a protocol command
+    (an FTP command, an HTTP header) there.
+    """
+    for level, decoded in enumerate(decodings(text)):
+        for char in decoded:
+            if unicodedata.category(char) == "Cc":
+                return char, level
+    return None
+
+
+def describe_control(char: str) -> str:
+    """``U+000A line feed``: a control character named for an error message."""
+    name = _CONTROL_NAMES.get(char)
+    return f"U+{ord(char):04X}{' ' + name if name else ''}"
 
 
 def dot_segment(text: str) -> tuple[str, int] | None:
@@ -77,8 +110,11 @@ def fetched(uri: str) -> str | None:
 
     HTTP(S): the URL yarl builds from it (fsspec's ``encoded=False``): decoded, dot-segments resolved,
     host lower case, default port dropped. Local paths: fsspec's own reading (``file://~/x`` is in
-    the home directory), then normalized. Other protocols pass the path on as written. A URI's own
-    ``user:password@`` names who reads, not where: it is left out.
+    the home directory), then normalized. Other protocols pass the path on as written, the scheme
+    lower case. For the protocols that name a server, a URI's own ``user:password@`` names who
+    reads, not where: it is left out, and the host is lower case. Elsewhere the netloc is a name
+    (``abfs://container@account...``, ``github://org:repo@ref``): it stays, and only names that
+    exist in lower case only are lowered.
     """
     kind = protocol(uri)
     if kind in _HTTP_PROTOCOLS:
@@ -88,14 +124,18 @@ def fetched(uri: str) -> str | None:
             return str(yarl.URL(uri, encoded=False).with_user(None))
         except (ValueError, TypeError):
             return None
-    if kind in _LOCAL_PROTOCOLS:
+    if kind in LOCAL_PROTOCOLS:
         from fsspec.implementations.local import LocalFileSystem
 
         path = LocalFileSystem._strip_protocol(uri)
         return posixpath.normpath(path) if path.startswith("/") else path
-    scheme, _, rest = uri.partition("://")
+    _, _, rest = uri.partition("://")
     netloc, slash, path = rest.partition("/")
-    return f"{scheme}://{netloc.rsplit('@', 1)[-1]}{slash}{path}"  # as fsspec reads the server
+    if kind in SERVER_PROTOCOLS:  # as fsspec reads the server: the host after the last '@'
+        netloc = netloc.rsplit("@", 1)[-1].lower()
+    elif kind in _LOWER_CASE_NAMES:
+        netloc = netloc.lower()
+    return f"{kind}://{netloc}{slash}{path}"
 
 
 def decoded(uri: str) -> str:

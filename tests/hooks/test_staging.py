@@ -7,11 +7,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from airflow_provider_sparktune.data.staging import BROADCAST_LIMIT_BYTES
 from airflow_provider_sparktune.data.storage import open_fs
 from airflow_provider_sparktune.exceptions import StagingError
 from airflow_provider_sparktune.hooks.staging import DataStagingHook
+from airflow_provider_sparktune.redaction import redact_uri
 
 pytestmark = pytest.mark.unit
 
@@ -317,3 +320,257 @@ def test_a_failed_lineage_report_is_a_warning_with_the_redacted_uri(
     assert "warning" in line.lower(), line
     assert "ftp://files.example.com/ds/x.parquet was not recorded (ValueError: cannot make" in line, line
     assert "pw-0d7e" not in text
+
+
+# -- the connection's login, password and options go only to destinations the hook can check --------
+
+ALLOWED = (
+    "ftp, sftp, ssh, smb, hdfs, webhdfs, http, https (the connection's host), s3, s3a, gs, gcs, abfs, "
+    "abfss, az (the connection's endpoint) or memory"
+)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "dbfs://x",
+        "github://org:repo@main/data/x.csv",
+        "jupyter://files.example.com/x.csv",
+        "webdav://files.example.com/x.csv",
+        "oci://bucket@namespace/x.csv",
+        "hf://datasets/org/x.csv",
+        "arrow_hdfs://files.example.com/x",
+        "reference://x.json",
+        "dropbox://x.csv",
+    ],
+)
+def test_a_protocol_whose_server_cannot_be_checked_gets_no_credentials(
+    monkeypatch: pytest.MonkeyPatch, uri: str
+) -> None:
+    set_conn(monkeypatch, "fsspec_default", host="files.example.com", login="ann", password="pw-91ab")
+    kind = uri.split("://", 1)[0]
+    with pytest.raises(StagingError) as caught:
+        DataStagingHook().get_storage_options(uri)
+    assert str(caught.value) == (
+        f"data {redact_uri(uri)!r}: the protocol {kind!r} is not "
+        "one whose server data_conn_id 'fsspec_default' can be checked against, so its login, password "
+        f"and options are not sent; use a protocol of {ALLOWED}, or a connection without login, password "
+        "or options"
+    )
+    set_conn(monkeypatch, "opts", host="files.example.com", extra={"headers": {"Authorization": "t-1"}})
+    with pytest.raises(StagingError, match=rf"^data '.*': the protocol {kind!r} is not one whose server"):
+        DataStagingHook("opts").get_storage_options(uri)  # options alone are credentials too
+    set_conn(monkeypatch, "bare", host="files.example.com", extra={"allowed_prefixes": ["dbfs://x"]})
+    assert DataStagingHook("bare").get_storage_options(uri) == {}  # nothing to send: fsspec's defaults
+
+
+def test_a_chained_layer_that_is_not_a_cache_gets_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, "files", host="files.example.com", port=21, login="ann", password="pw")
+    hook = DataStagingHook("files")
+    for uri, layer in (
+        ("zip://x.csv::ftp://files.example.com/a.zip", "zip"),
+        ("tar::ftp://files.example.com/a.tar", "tar"),
+        ("simplecache::reference::ftp://files.example.com/r.json", "reference"),
+    ):
+        with pytest.raises(StagingError) as caught:
+            hook.get_storage_options(uri)
+        assert str(caught.value) == (
+            f"data {uri!r}: the chained layer '{layer}::' is not a cache (simplecache::, filecache::, "
+            "blockcache::), so the login, password and options of data_conn_id 'files' are not sent "
+            "through it; read the data by its own URL, or use a connection without login, password or options"
+        )
+    set_conn(monkeypatch, "opts", host="files.example.com", extra={"timeout": 30})
+    opts = DataStagingHook("opts")  # a cache layer: the server inside is checked
+    assert opts.get_storage_options("simplecache::ftp://files.example.com/x.csv") == {"timeout": 30}
+    with pytest.raises(StagingError, match=r"^data 'ftp://evil.example.org/x': host 'evil.example.org'"):
+        opts.get_storage_options("filecache::ftp://evil.example.org/x")
+
+
+def test_local_files_take_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, "lake", login="AKIA", password="secret", extra={"anon": False})
+    hook = DataStagingHook("lake")
+    for uri in (
+        "/data/x.parquet",
+        "file:///data/x.parquet",
+        "local:///data/x",
+        "simplecache::file:///data/x",
+    ):
+        assert hook.get_storage_options(uri) == {}, uri
+
+
+def test_an_azure_uri_names_the_connections_own_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    """adlfs reads the storage account from a host <account>.dfs.core.windows.net in the URI."""
+    set_conn(monkeypatch, "azure", login="acct", password="key-5e1f")
+    hook = DataStagingHook("azure")
+    for uri in (
+        "abfs://data/features/x.parquet",
+        "az://data/features/x.parquet",
+        "abfs://data@acct.dfs.core.windows.net/x.parquet",
+        "abfs://data@ACCT.blob.core.windows.net/x.parquet",
+    ):
+        assert hook.get_storage_options(uri)["account_key"] == "key-5e1f", uri
+    for uri, host in (
+        ("abfs://data@evil.dfs.core.windows.net/x.parquet", "evil.dfs.core.windows.net"),
+        ("az://evil.blob.core.windows.net/data/x.parquet", "evil.blob.core.windows.net"),
+        ("abfs://data@acct.dfs.core.windows.net.evil.org/x", "acct.dfs.core.windows.net.evil.org"),
+        ("abfs://data@files.example.com/x", "files.example.com"),
+    ):
+        with pytest.raises(StagingError) as caught:
+            hook.get_storage_options(uri)
+        assert str(caught.value) == (
+            f"data {uri!r}: it names the storage account host {host!r}, but the login, password and options "
+            "of data_conn_id 'azure' go only to its account 'acct'; write the URI without the account "
+            "(abfs://container/path) to read from the connection's account, or use a connection for that "
+            "account"
+        )
+    set_conn(monkeypatch, "sas", extra={"sas_token": "sv=2024&sig=abc"})  # no account named
+    with pytest.raises(StagingError, match=r"go only to its account \(it names none: set its login or extra"):
+        DataStagingHook("sas").get_storage_options("abfs://data@evil.dfs.core.windows.net/x")
+
+
+# a model of the allow-list, to hold the hook to with generated URIs
+_SERVERS = {"ftp": 21, "sftp": 22, "ssh": 22, "smb": 445, "hdfs": 8020, "webhdfs": 50070, "http": 80}
+_SERVERS["https"] = 443
+_BUCKETS = ("s3", "s3a", "gs", "gcs")
+
+
+def _may_get_credentials(uri: str) -> bool:
+    """Whether the connection (files.example.com, no port, no scheme) may send its login to ``uri``."""
+    from urllib.parse import urlsplit
+
+    *layers, target = uri.split("::")
+    if any(layer.split("://")[0] not in ("simplecache", "filecache", "blockcache") for layer in layers):
+        return False
+    kind = target.split("://", 1)[0].lower()
+    if kind in _BUCKETS or kind == "memory":
+        return True
+    if kind in ("abfs", "abfss", "az"):  # the connection's account is its login, 'ann'
+        netloc = target.split("://", 1)[1].split("/", 1)[0]
+        host = netloc.rsplit("@", 1)[-1].rsplit(":", 1)[0].lower()
+        names_one = "@" in netloc or ".core.windows.net" in host
+        return not names_one or host in ("ann.dfs.core.windows.net", "ann.blob.core.windows.net")
+    if kind not in _SERVERS:
+        return False
+    parts = urlsplit(target)
+    try:
+        port = parts.port or _SERVERS[kind]
+    except ValueError:
+        return False
+    return (parts.hostname or "").lower() == "files.example.com" and port == _SERVERS[kind]
+
+
+@st.composite
+def credential_uris(draw: st.DrawFn) -> str:
+    from fsspec.registry import known_implementations
+
+    kinds = sorted(known_implementations) + list(_SERVERS) + ["FTP", "Https", "wat", "s3 ", "x-y"]
+    kind = draw(st.sampled_from(kinds))
+    userinfo = draw(st.sampled_from(["", "ann@", "ann:pw@", "a@b@", "files.example.com@"]))
+    host = draw(
+        st.sampled_from(
+            [
+                "files.example.com",
+                "FILES.example.com",
+                "evil.org",
+                "files.example.com.evil.org",
+                "bucket",
+                "",
+                "ann.dfs.core.windows.net",
+                "evil.blob.core.windows.net",
+                "ann.blob.core.windows.net.evil.org",
+            ]
+        )
+    )
+    port = draw(st.sampled_from(["", ":21", ":22", ":443", ":80", ":2121", ":x"]))
+    layers = draw(
+        st.lists(st.sampled_from(["simplecache", "filecache::", "zip://a", "reference"]), max_size=2)
+    )
+    return "".join(f"{layer.removesuffix('::')}::" for layer in layers) + f"{kind}://{userinfo}{host}{port}/x"
+
+
+@settings(max_examples=600, deadline=None)
+@given(credential_uris())
+def test_the_password_goes_only_where_the_allow_list_says(uri: str) -> None:
+    import os
+
+    os.environ["AIRFLOW_CONN_ALLOWLIST"] = json.dumps(
+        {"conn_type": "fsspec", "host": "files.example.com", "login": "ann", "password": "pw-c0de"}
+    )
+    try:
+        options = DataStagingHook("allowlist").get_storage_options(uri)
+    except StagingError as err:
+        assert "pw-c0de" not in str(err)
+        return
+    finally:
+        del os.environ["AIRFLOW_CONN_ALLOWLIST"]
+    kind = uri.split("::")[-1].split("://", 1)[0].lower()
+    if kind in ("file", "local") and not options:
+        return
+    assert "pw-c0de" in options.values() and _may_get_credentials(uri), (uri, options)
+
+
+# -- control characters, and errors that name the caller's field --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown", "what"),
+    [
+        ("s3://bucket/x%00.csv", "s3://bucket/x%00.csv", "U+0000 NUL, percent-encoded"),
+        ("ftp://h/x%0D%0ARETR%20y", "ftp://h/x%0D%0ARETR%20y", "U+000D carriage return, percent-encoded"),
+        ("ftp://h/x%250a", "ftp://h/x%250a", "U+000A line feed, percent-encoded"),
+        ("s3://bucket/x\n.csv", "s3://bucket/x\\n.csv", "U+000A line feed"),
+        ("ftp://ann:pw-2b\n7@h/x", "ftp://h/x", "U+000A line feed"),  # its password is not repeated
+        ("/data/x\x1b[2J.csv", "/data/x\\x1b[2J.csv", "U+001B"),
+    ],
+)
+def test_a_control_character_in_data_is_refused(uri: str, shown: str, what: str) -> None:
+    expected = (
+        f"data: '{shown}' holds a control character ({what}), which a filesystem or server that decodes "
+        "it takes as the end of a protocol command or a log line; write the URI without control characters"
+    )
+    for call in (DataStagingHook(None).check_allowed, DataStagingHook(None).get_storage_options):
+        with pytest.raises(StagingError) as caught:
+            call(uri)
+        assert str(caught.value) == expected
+
+
+def test_a_control_character_in_the_sensors_uri_or_marker_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    root.mkdir()
+    parquet(root / "part-0.parquet")
+    hook = DataStagingHook(None)
+    with pytest.raises(StagingError, match=r"^uri: '.*x%0a' holds a control character \(U\+000A line feed"):
+        hook.check_readiness(f"{root}/x%0a", require_stable=False)
+    for marker in ("_SUCCESS%00", "_SUCCESS\r\n", f"file://{root}/_SUCCESS%0d%0a"):
+        with pytest.raises(StagingError, match=r"^success_marker: '.*' holds a control character \(U\+000"):
+            hook.check_readiness(str(root), success_marker=marker, require_stable=False)
+
+
+def test_the_sensors_uri_is_named_uri_in_host_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_conn(monkeypatch, "files", host="files.example.com", login="ann", password="pw")
+    hook = DataStagingHook("files")
+    with pytest.raises(
+        StagingError, match=r"^uri 'ftp://evil.example.org/x': host 'evil.example.org' is not"
+    ):
+        hook.check_readiness("ftp://evil.example.org/x", require_stable=False)
+    with pytest.raises(
+        StagingError, match=r"^uri 'ftp://files.example.com:2121/x': port 2121 is not the port"
+    ):
+        hook.check_readiness("ftp://files.example.com:2121/x", require_stable=False)
+    with pytest.raises(StagingError, match=r"^uri 'dbfs://x': the protocol 'dbfs' is not one whose server"):
+        hook.check_readiness("dbfs://x", require_stable=False)
+    with pytest.raises(StagingError, match=r"^data 'ftp://evil.example.org/x': host"):
+        hook.get_storage_options("ftp://evil.example.org/x")  # the operator's field
+    with pytest.raises(StagingError, match=r"^success_marker 'sftp://evil.example.org/_SUCCESS': host"):
+        hook._readiness_options("ftp://files.example.com/ds", "sftp://evil.example.org/_SUCCESS")
+
+
+def test_allowed_prefixes_compare_scheme_and_host_case_insensitively() -> None:
+    hook = DataStagingHook(None, allowed_prefixes=["ftp://Files.Example.com/public/"])
+    assert hook.check_allowed("ftp://FILES.example.com/public/x.csv")
+    assert hook.check_allowed("ftp://ann@files.example.COM/public/x.csv")
+    with pytest.raises(StagingError, match=r"^data: 'ftp://files.example.com/PUBLIC/x.csv' is not under"):
+        hook.check_allowed("ftp://files.example.com/PUBLIC/x.csv")
+    azure = DataStagingHook(None, allowed_prefixes=["abfs://public@acct.dfs.core.windows.net/features/"])
+    with pytest.raises(StagingError, match=r"^data: 'abfs://secret@acct.dfs.core.windows.net/features/x'"):
+        azure.check_allowed("abfs://secret@acct.dfs.core.windows.net/features/x")  # another container

@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_sparktune.hooks.uri_scope import dot_segment, fetched, in_scope, refusal
+from airflow_provider_sparktune.hooks.uri_scope import (
+    control_character,
+    describe_control,
+    dot_segment,
+    fetched,
+    in_scope,
+    refusal,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -143,3 +150,110 @@ def uris(draw: st.DrawFn) -> str:
 def test_an_accepted_uri_resolves_under_an_allowed_prefix(uri: str) -> None:
     if in_scope(uri, PREFIXES):
         assert any(_covered(uri, p) for p in PREFIXES), uri
+
+
+# -- control characters, raw or percent-encoded -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("uri", "char", "level"),
+    [
+        ("s3://bucket/x%00.csv", "\x00", 1),
+        ("ftp://files.example.com/x%0a.csv", "\n", 1),
+        ("ftp://files.example.com/x%0D%0ARETR%20/etc/passwd", "\r", 1),
+        ("https://files.example.com/x%1f", "\x1f", 1),
+        ("https://files.example.com/x%7f", "\x7f", 1),
+        ("https://files.example.com/x%C2%85", "\x85", 1),  # C1: NEL, a line break to str.splitlines
+        ("https://files.example.com/x%250a", "\n", 2),  # a server that decodes twice
+        ("/data/x\ny.csv", "\n", 0),
+        ("s3://bucket/x\t.csv", "\t", 0),
+    ],
+)
+def test_a_control_character_is_found_raw_or_encoded(uri: str, char: str, level: int) -> None:
+    assert control_character(uri) == (char, level)
+
+
+def test_names_that_are_not_control_characters_pass() -> None:
+    for uri in (
+        "s3://bucket/a b/x.csv",
+        "https://h/a%20b/%2e.x",
+        "/data/été/x.csv",
+        "s3://b/%25",
+        "s3://b/%",
+    ):
+        assert control_character(uri) is None, uri
+    assert describe_control("\n") == "U+000A line feed" and describe_control("\x1b") == "U+001B"
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(st.characters(codec="utf-8"), max_size=20),
+    st.characters(categories=["Cc"]),
+    st.text(st.characters(codec="utf-8"), max_size=20),
+    st.integers(0, 3),
+)
+def test_every_control_character_is_found_however_often_encoded(
+    before: str, char: str, after: str, times: int
+) -> None:
+    hidden = char
+    for _ in range(times):
+        hidden = quote(hidden, safe="")
+    assert control_character(f"s3://bucket/{before}{hidden}{after}") is not None
+
+
+# -- scheme and host compare case-insensitively where they name a server; paths never -----------------
+
+
+def test_scheme_and_host_compare_case_insensitively_where_they_name_a_server() -> None:
+    ftp = ["ftp://files.example.com/public/"]
+    assert in_scope("ftp://FILES.Example.com/public/x.csv", ftp)
+    assert in_scope("ftp://ann@Files.example.COM/public/x.csv", ftp)  # the login is not the place
+    assert in_scope("ftp://files.example.com/public/x.csv", ["FTP://Files.Example.com/public/"])
+    assert in_scope("SFTP://files.example.com/public/x", ["sftp://FILES.example.com/public/"])
+    assert in_scope("HTTPS://Files.Example.com/public/x.csv", [PUBLIC])
+    assert not in_scope("ftp://files.example.com/PUBLIC/x.csv", ftp)  # the path stays case-sensitive
+    assert not in_scope("https://files.example.com/Public/x.csv", [PUBLIC])
+    assert in_scope("S3://bucket/public/x", ["s3://bucket/public/"])  # schemes: always
+    assert in_scope("gs://Bucket/public/x", ["gs://bucket/public/"])  # GCS names are lower case only
+    assert in_scope("abfs://Data@Acct.dfs.core.windows.net/x", ["abfs://data@acct.dfs.core.windows.net/"])
+
+
+def test_a_netloc_that_is_a_name_compares_as_written() -> None:
+    # a legacy S3 bucket may hold capitals: 'Bucket' is another bucket
+    assert not in_scope("s3://Bucket/public/x", ["s3://bucket/public/"])
+    assert not in_scope("memory://DATA/public/x", ["memory://data/public/"])  # memory:// is a path
+    # before the last '@' is a place, not a login: an Azure container, a GitHub org and repository
+    assert not in_scope(
+        "abfs://secret@acct.dfs.core.windows.net/features/x",
+        ["abfs://public@acct.dfs.core.windows.net/features/"],
+    )
+    assert not in_scope("github://evil:repo@main/x.csv", ["github://org:repo@main/"])
+    assert fetched("github://org:repo@main/x.csv") == "github://org:repo@main/x.csv"
+
+
+SERVER_BASES = ["ftp://files.example.com/", "sftp://files.example.com/", "https://files.example.com/"]
+
+
+def _case_variant(draw: st.DrawFn, text: str) -> str:
+    flips = draw(st.lists(st.booleans(), min_size=len(text), max_size=len(text)))
+    return "".join(c.swapcase() if flip else c for c, flip in zip(text, flips, strict=True))
+
+
+@st.composite
+def server_uris(draw: st.DrawFn) -> tuple[str, str, bool]:
+    """(prefix, uri, whether the prefix's own path kept its case)."""
+    base = draw(st.sampled_from(SERVER_BASES))
+    scheme, _, host = base.rstrip("/").partition("://")
+    folder = _case_variant(draw, "public") if draw(st.booleans()) else "public"
+    rest = _case_variant(draw, draw(st.sampled_from(["x.csv", "a/b.parquet", "Mixed/X.csv"])))
+    uri = f"{_case_variant(draw, scheme)}://{_case_variant(draw, host)}/{folder}/{rest}"
+    return f"{base}public/", uri, folder == "public"
+
+
+@settings(max_examples=400, deadline=None)
+@given(server_uris())
+def test_a_case_variant_of_scheme_and_host_is_the_same_place_and_of_the_path_is_not(
+    case: tuple[str, str, bool],
+) -> None:
+    prefix, uri, same_path = case
+    assert in_scope(uri, [prefix]) == same_path, uri
