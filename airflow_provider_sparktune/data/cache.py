@@ -36,6 +36,7 @@ from airflow_provider_sparktune.data.host_copy import (
 from airflow_provider_sparktune.data.sizes import parse_bytes
 from airflow_provider_sparktune.data.storage import list_dataset, read_raw
 from airflow_provider_sparktune.exceptions import StagingError
+from airflow_provider_sparktune.redaction import SafeUri
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,9 @@ def load(uri: str, data_format: str, storage_options: Mapping[str, Any] | None =
     """The dataset for a trial: this process's mapping, else the executor's local copy, else storage."""
     listing = list_dataset(uri, storage_options)  # metadata only: the version check
     if listing is None:
-        raise StagingError(f"data {uri!r}: no such file or directory (it existed when it was planned)")
+        raise StagingError(
+            f"data {SafeUri(uri)!r}: no such file or directory (it existed when it was planned)"
+        )
     key = (uri, data_format)
     with _memory_lock:
         hit = _memory.get(key)
@@ -127,18 +130,22 @@ def _local_copy_or_read(
                 os.utime(path)  # recently used: the size cap removes the others first
                 return copy
             except Exception as err:  # a damaged copy: read from storage again
-                log.warning("local copy %s unreadable (%s); reading %s again", path, err, uri)
+                log.warning("local copy %s unreadable (%s); reading %s again", path, err, SafeUri(uri))
         started = time.monotonic()
         for old in glob.glob(f"{glob.escape(prefix)}-*"):  # earlier versions of this dataset
             remove_copy(old)
         try:
             copy_dataset(uri, data_format, storage_options, path)
         except OSError as err:  # e.g. a full local disk: this trial reads into memory, the next one again
-            log.warning("no local copy of %s (%s); later trials read it from storage again", uri, err)
+            log.warning(
+                "no local copy of %s (%s); later trials read it from storage again", SafeUri(uri), err
+            )
             _count_read(root, uri, fingerprint)
             return HostCopy.in_memory(read_raw(uri, data_format, storage_options))
         _count_read(root, uri, fingerprint)
-        log.info("read %s from storage in %.1f s (pid %d)", uri, time.monotonic() - started, os.getpid())
+        log.info(
+            "read %s from storage in %.1f s (pid %d)", SafeUri(uri), time.monotonic() - started, os.getpid()
+        )
         evict_over_cap(root, keep=path)
         return open_host_copy(path, data_format)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import sys
 import threading
@@ -34,7 +33,6 @@ from airflow_provider_sparktune.values import DEFAULT_SPARK_WAIT_S, positive_sec
 DEFAULT_MASTER = "local[*]"
 _MASTER_SCHEMES = ("local", "spark://", "yarn", "k8s://", "mesos://", "sc://")
 CONNECTION_TYPES = ("spark", "spark_connect")
-_TOKEN = re.compile(r"(token=)[^;]*")
 
 
 def resolve_master(host: str | None, port: int | None) -> str:
@@ -56,11 +54,6 @@ def resolve_master(host: str | None, port: int | None) -> str:
 
 def is_connect_url(master: str) -> bool:
     return master.startswith("sc://")
-
-
-def redact(url: str) -> str:
-    """A Spark URL without its token or ``user:password@``, for logs and error messages."""
-    return redact_uri(_TOKEN.sub(r"\1***", url))
 
 
 def conf_from_extra(extra: Mapping[str, Any]) -> dict[str, str]:
@@ -250,7 +243,7 @@ class SparkSessionHook(BaseHook):
             conf.setdefault("spark.driver.bindAddress", "127.0.0.1")
         elif "spark.pyspark.python" in conf:
             os.environ.setdefault("PYSPARK_PYTHON", conf["spark.pyspark.python"])
-        self.log.info("Starting SparkSession on %s (%s)", redact(master), json.dumps(sorted(conf)))
+        self.log.info("Starting SparkSession on %s (%s)", redact_uri(master), json.dumps(sorted(conf)))
         launch_logged_gateway({"spark.master": master, "spark.app.name": self.app_name, **conf})
         builder = SparkSession.builder.master(master).appName(self.app_name)
         for key, value in conf.items():
@@ -274,7 +267,7 @@ class SparkSessionHook(BaseHook):
         """
         from pyspark.sql.connect.session import SparkSession as ConnectSession
 
-        self.log.info("Connecting to Spark Connect at %s (%s)", redact(url), json.dumps(sorted(conf)))
+        self.log.info("Connecting to Spark Connect at %s (%s)", redact_uri(url), json.dumps(sorted(conf)))
         builder = ConnectSession.builder.remote(url)
         for key, value in conf.items():
             builder = builder.config(key, value)
@@ -316,7 +309,7 @@ class SparkSessionHook(BaseHook):
             return make()
         except Exception as err:
             raise SparkConnectionError(
-                f"spark_conn_id {self.spark_conn_id!r}: cannot start Spark on {redact(master)}: {err}"
+                f"spark_conn_id {self.spark_conn_id!r}: cannot start Spark on {redact_uri(master)}: {err}"
             ) from err
 
     def _build_within(self, make: Any, master: str, deadline: float, timeout: float) -> Any:
@@ -370,7 +363,7 @@ class SparkSessionHook(BaseHook):
     def _no_executor_error(self, master: str, timeout: float) -> SparkConnectionError:
         if is_connect_url(master):
             return SparkConnectionError(
-                f"spark_conn_id {self.spark_conn_id!r}: the Spark Connect server at {redact(master)} did not "
+                f"spark_conn_id {self.spark_conn_id!r}: the Spark Connect server at {redact_uri(master)} did not "
                 f"answer within {timeout:g} s; check that it is running and reachable from this worker "
                 "(host, port, use_ssl, token), or raise spark_connect_timeout"
             )
@@ -389,7 +382,7 @@ class SparkSessionHook(BaseHook):
             master = self.resolve()[0]
             if is_connect_url(master) and not connect_server_listening(master, 5.0):
                 self.log.warning(
-                    "The Spark Connect server at %s is gone; its session is closed here only", redact(master)
+                    "The Spark Connect server at %s is gone; its session is closed here only", redact_uri(master)
                 )
                 discard_connect_session(self._session)
             else:

@@ -14,6 +14,7 @@ from airflow_provider_sparktune.hooks.spark_session import SparkSessionHook
 from airflow_provider_sparktune.hooks.staging import DataStagingHook
 from airflow_provider_sparktune.links import MlflowRunLink
 from airflow_provider_sparktune.operators import arguments
+from airflow_provider_sparktune.operators.masking import mask_secrets, mask_uri_secrets
 from airflow_provider_sparktune.redaction import redact_uri
 from airflow_provider_sparktune.tuning.spec import setting_names, templated_settings
 
@@ -24,13 +25,6 @@ if TYPE_CHECKING:
     from airflow_provider_sparktune.data.staging import StagingPlan
     from airflow_provider_sparktune.tuning.run import RunControl
     from airflow_provider_sparktune.tuning.session import TrackingOptions, TuningSession
-
-
-def mask_secrets(text: str) -> str:
-    """Airflow's secrets masker over a text bound for MLflow: connection passwords, masked variables."""
-    from airflow.sdk._shared.secrets_masker import redact
-
-    return str(redact(text))
 
 
 class HyperoptSparkOperator(BaseOperator):
@@ -272,6 +266,12 @@ class HyperoptSparkOperator(BaseOperator):
             else getattr(self, name)
             for name in setting_names()
         }
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Render, then register a data URI's own secrets with Airflow's secrets masker before the
+        rendered fields are stored (the UI shows them) and before anything is logged."""
+        super().render_template_fields(context, jinja_env)
+        mask_uri_secrets(self.data)
 
     def _check_arguments(self, context: Context | None = None) -> None:
         """The operator's own arguments (the spec checks the budget): fail before any I/O."""

@@ -20,6 +20,7 @@ from airflow_provider_sparktune.data.staging import (
 )
 from airflow_provider_sparktune.exceptions import StagingError
 from airflow_provider_sparktune.hooks.staging import DataStagingHook, check_marker
+from airflow_provider_sparktune.operators.masking import mask_uri_secrets
 from airflow_provider_sparktune.redaction import SafeUri, redact_text, redact_values
 
 if TYPE_CHECKING:
@@ -105,12 +106,12 @@ class StagedDataSensor(BaseSensorOperator):
         rendered fields are stored (the UI shows them) and before anything is logged."""
         super().render_template_fields(context, jinja_env)
         if isinstance(self.uri, str):
-            _mask(SafeUri(self.uri))
+            mask_uri_secrets(self.uri)
 
     def _conditions(self) -> dict[str, Any]:
         if not self.uri or not str(self.uri).strip():
             raise StagingError("uri: empty; pass the dataset URI (file or directory)")
-        _mask(SafeUri(str(self.uri)))
+        mask_uri_secrets(str(self.uri))
         with _without_secrets_of(self.uri):
             uri = self.hook.check_allowed(str(self.uri), "uri")  # before any poke, and before deferring
             if self.success_marker:
@@ -209,15 +210,6 @@ class StagedDataSensor(BaseSensorOperator):
             plan.mode,
             plan.reason,
         )
-
-
-def _mask(uri: SafeUri) -> None:
-    """Register the URI's own secrets with Airflow's secrets masker: a library's message quoting
-    them anywhere in this task's log is masked too."""
-    from airflow.sdk.log import mask_secret
-
-    for secret in uri.secrets:
-        mask_secret(secret)
 
 
 @contextmanager

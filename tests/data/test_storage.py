@@ -355,3 +355,29 @@ def test_a_protocol_error_names_the_uri_without_its_credentials() -> None:
             list_dataset(uri)
         assert str(caught.value).startswith("data '") and "unknown protocol" in str(caught.value)
         assert_no_secret(str(caught.value), secret, "ann:")
+
+
+def test_the_executor_cache_logs_and_errors_name_the_uri_without_its_credentials(
+    ftp: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trial's read (data/cache.py) logs the URI on the executor and fails with it when the data
+    went away: both redacted, as the driver's messages are."""
+    import logging
+
+    from airflow_provider_sparktune.data import cache
+
+    monkeypatch.setenv(cache.CACHE_DIR_ENV, str(tmp_path / "executor-local"))
+    cache.clear_memory()
+    uri = with_login(ftp.uri("features.parquet"))
+    with caplog.at_level(logging.INFO, logger=cache.__name__):
+        assert cache.load(uri, "parquet").value is not None  # a real read with the URI's login
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert f"read {ftp.uri('features.parquet')} from storage" in logged
+    cache.clear_memory()
+    (tmp_path / "ftp" / "features.parquet").unlink()  # the ftp fixture serves tmp_path/ftp
+    with pytest.raises(StagingError) as caught:
+        cache.load(uri, "parquet")
+    assert "no such file or directory (it existed when it was planned)" in str(caught.value)
+    for text in (logged, str(caught.value)):
+        assert_no_secret(text, FTP_PASSWORD, f"{FTP_USER}:")
+    cache.clear_memory()

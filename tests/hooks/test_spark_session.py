@@ -17,9 +17,9 @@ from airflow_provider_sparktune.hooks.spark_gateway import gateway_launch_suppor
 from airflow_provider_sparktune.hooks.spark_session import (
     SparkSessionHook,
     conf_from_extra,
-    redact,
     resolve_master,
 )
+from airflow_provider_sparktune.redaction import redact_uri
 from airflow_provider_sparktune.tuning.dispatch.daemon import DAEMON_MODULE, DAEMON_MODULE_CONF
 from airflow_provider_sparktune.tuning.dispatch.launch import CALLBACK_HOST_CONF, CALLBACK_TIMEOUT_CONF
 from tests.servers import free_port, spark_connect_server
@@ -74,7 +74,7 @@ def test_a_spark_connect_connection_gives_the_providers_url_with_its_extras(
     assert "spark.ui.showConsoleProgress" not in conf  # static: a Connect server would refuse it
     assert DAEMON_MODULE_CONF not in conf  # the server's own: static as well
     assert timeout == 7
-    assert "s3cret-token" not in redact(url) and redact(url).endswith("token=***;use_ssl=True")
+    assert "s3cret-token" not in redact_uri(url) and redact_uri(url).endswith("token=***;use_ssl=True")
 
 
 @pytest.mark.unit

@@ -1206,6 +1206,7 @@ def test_secrets_of_every_connection_appear_nowhere(
         "XCom": [json.dumps(pushed, default=str).encode()],
         "MLflow": from_mlflow,
         "Spark event log": spark_events,
+        "rendered fields (the UI)": [json.dumps(rendered_fields(run_id, "tune"), default=str).encode()],
     }
     assert "trial 2/2" in done.stdout + done.stderr + task_log(run_id)  # the task log was read
     found = [
@@ -1215,6 +1216,20 @@ def test_secrets_of_every_connection_appear_nowhere(
         if any(secret.encode() in text for text in texts)
     ]
     assert found == []
+
+
+def rendered_fields(run_id: str, task_id: str) -> Any:
+    """A task's rendered template fields as stored for the UI."""
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        ti = session.scalars(
+            select(TaskInstance).where(TaskInstance.run_id == run_id, TaskInstance.task_id == task_id)
+        ).one()
+        return RenderedTaskInstanceFields.get_templated_fields(ti, session=session)
 
 
 @pytest.mark.integration
