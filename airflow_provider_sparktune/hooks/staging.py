@@ -203,8 +203,9 @@ class DataStagingHook(BaseHook):
     A URI from run conf must not send the connection's credentials elsewhere: for protocols whose URI
     names a server ((s)ftp, smb, hdfs, http), the connection gives its options only to the scheme,
     host and port it names; for s3, gs and abfs/az the endpoint stays the connection's; any other
-    protocol gets no login, password or options (an allow-list). ``allowed_prefixes`` (the DAG author's) and the extra's ``allowed_prefixes`` (the
-    connection owner's) limit which URIs may be read at all; each list that is set must cover the URI.
+    protocol gets no login, password or options (an allow-list). ``allowed_prefixes`` (the DAG
+    author's) and the extra's ``allowed_prefixes`` (the connection owner's) limit which URIs may be
+    read at all; each list that is set must cover the URI.
     """
 
     conn_name_attr = "data_conn_id"
@@ -316,8 +317,8 @@ class DataStagingHook(BaseHook):
         host, port = _server(uri, kind)
         if host is None:
             raise StagingError(
-                f"{field_name} {shown!r}: its server cannot be read (host, or a port that is not a number from 0 "
-                "to 65535); write it as scheme://host:port/path"
+                f"{field_name} {shown!r}: its server cannot be read (host, or a port that is not a number "
+                "from 0 to 65535); write it as scheme://host:port/path"
             )
         if connection.host is None:
             raise StagingError(
@@ -332,8 +333,8 @@ class DataStagingHook(BaseHook):
             )
         if connection.scheme is not None and kind != connection.scheme:
             raise StagingError(
-                f"{field_name} {shown!r}: scheme {kind!r} is not the scheme of data_conn_id {self.data_conn_id!r} "
-                f"({connection.scheme!r}), whose login, password and options go only to "
+                f"{field_name} {shown!r}: scheme {kind!r} is not the scheme of data_conn_id "
+                f"{self.data_conn_id!r} ({connection.scheme!r}), whose login, password and options go only to "
                 f"{connection.scheme}://{connection.host}; read the data over {connection.scheme}, or use a "
                 f"connection for {kind}://{host}"
             )
@@ -346,8 +347,8 @@ class DataStagingHook(BaseHook):
                 else f"{expected}: the connection names no port, so {kind}'s default port"
             )
             raise StagingError(
-                f"{field_name} {shown!r}: port {port} is not the port of data_conn_id {self.data_conn_id!r} "
-                f"({named}), whose login, password and options go only to that server; read the data from "
+                f"{field_name} {shown!r}: port {port} is not the port of data_conn_id "
+                f"{self.data_conn_id!r} ({named}), whose login, password and options go only to that server; read the data from "
                 f"port {expected}, or use a connection whose port is {port}"
             )
 
