@@ -134,7 +134,9 @@ def _scan(text: str, whole: bool) -> tuple[str, list[str]]:
 
 
 def _is_one_uri(text: str) -> bool:
-    return bool(_ONE_URI.match(text)) and "\n" not in text
+    """Text that starts with a scheme is one URI, spaces or line breaks and all (a password or a
+    query value may hold either), unless it holds both: then it is lines of free text."""
+    return bool(_ONE_URI.match(text)) and not ("\n" in text and " " in text)
 
 
 @overload

@@ -315,3 +315,22 @@ def test_a_safe_uri_is_immutable_and_compares_by_its_raw_text() -> None:
     assert uri == SafeUri(uri) and uri != SafeUri("ftp://h/x") and uri != "ftp://h/x"
     assert uri.secrets and "pw-1234" in uri.secrets
     assert SafeUri("/data/x").secrets == ()
+
+
+@pytest.mark.parametrize(
+    ("uri", "public", "secret"),
+    [
+        ("ftp://ann:pw\n1@h/x", "ftp://h/x", "pw\n1"),
+        ("ftp://a\r\n:pw0@h", "ftp://h", "pw0"),
+        ("ftp://ann:p\tw0@h/x", "ftp://h/x", "p\tw0"),
+        ("https://h/x?sig=ab\ncd&a=1", "https://h/x?sig=***&a=1", "ab\ncd"),
+        ("ftp://ann:pa ss@host/x", "ftp://host/x", "pa ss"),
+    ],
+)
+def test_a_line_break_or_space_inside_one_uri_hides_all_of_its_secret(
+    uri: str, public: str, secret: str
+) -> None:
+    """A raw line break or space in a userinfo or a query value does not end the part hidden."""
+    for shown in (redact_uri(uri), str(SafeUri(uri))):
+        assert shown == public
+        assert not any(part in shown for part in re.split(r"\s", secret) if len(part) > 1)
