@@ -113,7 +113,9 @@ class StagedDataSensor(BaseSensorOperator):
             raise StagingError("uri: empty; pass the dataset URI (file or directory)")
         mask_uri_secrets(str(self.uri))
         with _without_secrets_of(self.uri):
-            uri = self.hook.check_allowed(str(self.uri), "uri")  # before any poke, and before deferring
+            # before any poke, and before deferring: the prefixes, and where the credentials may go
+            uri = self.hook.check_allowed(str(self.uri), "uri")
+            self.hook.get_storage_options(uri, "uri")
             if self.success_marker:
                 check_marker(uri, str(self.success_marker))
         return {

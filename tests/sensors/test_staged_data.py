@@ -124,6 +124,25 @@ def test_a_uri_outside_the_allowed_prefixes_fails_before_deferring(tmp_path: Pat
 
 
 @pytest.mark.unit
+def test_a_uri_its_connection_may_not_send_credentials_to_fails_before_deferring(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The connection's login goes to its own host only: another host is refused before the task
+    defers, not in the triggerer's first poke."""
+    import json
+
+    conn = {"conn_type": "fsspec", "host": "files.example.com", "login": "ann", "password": "s3cr3t-pw"}
+    monkeypatch.setenv("AIRFLOW_CONN_FILES", json.dumps(conn))
+    sensor = StagedDataSensor(
+        task_id="s", uri="ftp://elsewhere.example.org/ds/", data_conn_id="files", deferrable=True
+    )
+    with pytest.raises(
+        StagingError, match=r"^uri 'ftp://elsewhere.example.org/ds/': host 'elsewhere.example.org' is not"
+    ):
+        sensor.execute({})  # type: ignore[arg-type]
+
+
+@pytest.mark.unit
 def test_the_plan_in_xcom_carries_no_password_of_the_uri() -> None:
     from airflow_provider_sparktune.data.storage import open_fs
 
