@@ -144,8 +144,8 @@ def check_marker(uri: str, marker: str) -> None:
     outside = refusal(marker, [f for f in folders if f]) is not None
     if dot_segment(marker) is not None or (absolute and outside):
         raise StagingError(
-            f"success_marker: {marker!r} is outside the dataset {uri!r}; use a name relative to the "
-            "dataset directory (a file's folder) such as '_SUCCESS'"
+            f"success_marker: {SafeUri(marker)!r} is outside the dataset {SafeUri(uri)!r}; use a name "
+            "relative to the dataset directory (a file's folder) such as '_SUCCESS'"
         )
 
 

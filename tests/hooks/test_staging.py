@@ -574,3 +574,16 @@ def test_allowed_prefixes_compare_scheme_and_host_case_insensitively() -> None:
     azure = DataStagingHook(None, allowed_prefixes=["abfs://public@acct.dfs.core.windows.net/features/"])
     with pytest.raises(StagingError, match=r"^data: 'abfs://secret@acct.dfs.core.windows.net/features/x'"):
         azure.check_allowed("abfs://secret@acct.dfs.core.windows.net/features/x")  # another container
+
+
+@pytest.mark.unit
+def test_a_marker_outside_the_dataset_is_named_without_the_credentials_of_either_uri() -> None:
+    from airflow_provider_sparktune.hooks.staging import check_marker
+
+    with pytest.raises(StagingError) as caught:
+        check_marker(
+            "ftp://ann:d4t4-pw@files.example.com/ds/", "ftp://bob:m4rk-pw@elsewhere.example.com/_SUCCESS"
+        )
+    message = str(caught.value)
+    assert message.startswith("success_marker: 'ftp://elsewhere.example.com/_SUCCESS' is outside the dataset")
+    assert "d4t4-pw" not in message and "m4rk-pw" not in message and "ann:" not in message
