@@ -382,7 +382,8 @@ class SparkSessionHook(BaseHook):
             master = self.resolve()[0]
             if is_connect_url(master) and not connect_server_listening(master, 5.0):
                 self.log.warning(
-                    "The Spark Connect server at %s is gone; its session is closed here only", redact_uri(master)
+                    "The Spark Connect server at %s is gone; its session is closed here only",
+                    redact_uri(master),
                 )
                 discard_connect_session(self._session)
             else:
