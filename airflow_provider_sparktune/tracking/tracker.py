@@ -35,6 +35,10 @@ MAX_ENTITIES_PER_BATCH = 1000
 MAX_BATCH_BYTES = 900_000  # under the request's 1 MB, with room for the JSON around keys and values
 MAX_PARAM_VALUE = 6000
 MAX_TAG_VALUE = 8000
+# Zombie-try checks that fail in a row before the log says, at ERROR, that the fence is off: one failure
+# is a blip (a restart, a timeout); three, at one check per finished trial and at most one per 30 s
+# (tuning/session.py), mean nothing stops this try should a later try of the run start.
+FENCE_OFF_AFTER = 3
 TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"  # where MLflow's REST client reads a tracking server's token
 # Every variable MLflow's REST client reads credentials from: kept out of what Spark workers inherit.
 CREDENTIAL_ENV = (
@@ -182,6 +186,8 @@ class TuningTracker:
         self.experiment_id = ""
         self.run_id = ""
         self.superseded_by: str | None = None  # the later try that closed this try's parent run
+        self.fence_failures = 0  # zombie-try checks failed in a row (poll_superseded)
+        self._fence_failing_since = 0.0
         self.trial_runs: dict[int, str] = {}  # trial id -> its trial run, as this try wrote them
 
     @property
@@ -356,6 +362,52 @@ class TuningTracker:
             self.superseded_by = self.client.get_run(self.run_id).data.tags.get(schema.SUPERSEDED_BY)
         return self.superseded_by is not None
 
+    def poll_superseded(self, redact: Callable[[str], str] | None = None, logger: Any = None) -> bool:
+        """The zombie-try check made while trials run: a store error is logged, not raised.
+
+        The trials go on without MLflow (their writes wait in the queue), but while the store does not
+        answer nothing stops this try once a later try has taken over. So the first failure is a
+        warning with its error, ``FENCE_OFF_AFTER`` failures in a row are an error that says the fence
+        is off and what to do, and the first answer after that says the check works again. The error
+        passes ``redact`` (the caller's masker), then the URI redactor: MLflow quotes the store's URI.
+        """
+        logger = logger or log
+        try:
+            superseded = self.check_superseded()
+        except Exception as err:
+            self.fence_failures += 1
+            error = f"{type(err).__name__}: {_first_line(str(err))}"
+            error = redact_uri(redact(error) if redact is not None else error)
+            store = redact_uri(self.tracking_uri)
+            if self.fence_failures == 1:
+                self._fence_failing_since = time.monotonic()
+                logger.warning(
+                    "zombie-try check: MLflow store %s did not say whether a later try of this run has "
+                    "taken over (%s); the trials go on and the check is made again",
+                    store,
+                    error,
+                )
+            elif self.fence_failures == FENCE_OFF_AFTER:
+                logger.error(
+                    "zombie-try check off: MLflow store %s failed the last %d checks, over %.0f s (%s). "
+                    "Should a later try of this run start meanwhile (a retry, a cleared task), nothing "
+                    "stops this try, and both run trials and write to MLflow: bring the store back, or "
+                    "stop this try by hand if a later one runs",
+                    store,
+                    self.fence_failures,
+                    time.monotonic() - self._fence_failing_since,
+                    error,
+                )
+            return False
+        if self.fence_failures:
+            logger.warning(
+                "zombie-try check: MLflow store %s answers again, after %d failed checks",
+                redact_uri(self.tracking_uri),
+                self.fence_failures,
+            )
+            self.fence_failures = 0
+        return superseded
+
     def supersede(self, parent_run_id: str) -> bool:
         """Close an earlier try's parent run that is still RUNNING; False when it is not (any more).
 
@@ -470,3 +522,10 @@ def loss_plot(records: Sequence[TrialRecord]) -> Any:
     axes.legend(loc="best")
     figure.tight_layout()
     return figure
+
+
+
+def _first_line(text: str) -> str:
+    """An error's first line, cut: a store's error may be a page of HTML or a traceback."""
+    lines = text.strip().splitlines()
+    return lines[0][:300] if lines else ""

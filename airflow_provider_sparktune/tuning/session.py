@@ -260,12 +260,12 @@ class TuningSession:
         )
 
     def _check_fence(self, tracker: TuningTracker) -> None:
-        """Stop this try once a later try has taken over (it closed this try's parent run)."""
-        try:
-            superseded = tracker.check_superseded()
-        except Exception:  # MLflow unreachable: the trial writes wait for it, this check need not
-            return
-        if superseded:
+        """Stop this try once a later try has taken over (it closed this try's parent run).
+
+        A store that does not answer is logged by the tracker (a warning, then an error that the
+        fence is off) and not raised: the trial writes wait for the store, this check need not.
+        """
+        if tracker.poll_superseded(self.redact, self.log):
             self.log.error("%s; stopping this try", self._superseded_error(tracker))
             self.control.cancel(f"superseded by MLflow run {tracker.superseded_by}, a later try of this run")
 

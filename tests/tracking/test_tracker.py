@@ -11,6 +11,7 @@ import pytest
 
 from airflow_provider_sparktune.exceptions import TrackingError
 from airflow_provider_sparktune.tracking.tracker import (
+    FENCE_OFF_AFTER,
     TuningTracker,
     batches,
     check_reachable,
@@ -21,7 +22,7 @@ from airflow_provider_sparktune.tracking.tracker import (
 from airflow_provider_sparktune.tracking.trials_artifact import read_trials
 from airflow_provider_sparktune.tuning.records import TrialRecord, TuningResult
 from airflow_provider_sparktune.tuning.spec import TuningSpec
-from tests.servers import free_port
+from tests.servers import RestartableMlflowServer, free_port
 
 
 def record(tid: int, status: str = "ok", loss: float | None = 1.0, **params: Any) -> TrialRecord:
@@ -302,3 +303,69 @@ def test_a_try_superseded_by_a_later_one_writes_no_summary_and_no_status_over_it
     assert not retry.supersede(finished.run_id)
     run = finished.client.get_run(finished.run_id)
     assert run.info.status == "FINISHED" and "sparktune.superseded_by" not in run.data.tags
+
+
+@pytest.mark.integration
+def test_a_store_that_stops_answering_the_zombie_try_check_is_logged_not_silent(
+    mlflow_outage_server: RestartableMlflowServer, experiment_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The check that stops a zombie try swallows store errors (the trials go on without MLflow): the
+    first is a warning with its error, three in a row an error that the fence is off, then a line
+    when the store answers again."""
+    server = mlflow_outage_server
+    tracker = TuningTracker(server.uri, experiment_name)
+    tracker.start(run_name="try 1", tags={})
+    logger = "airflow_provider_sparktune.tracking.tracker"
+    with client_settings(), caplog.at_level(logging.WARNING, logger=logger):  # requests fail in seconds
+        assert tracker.poll_superseded() is False
+        assert caplog.records == []
+        server.stop()
+        try:
+            assert [tracker.poll_superseded() for _ in range(FENCE_OFF_AFTER + 2)] == [False] * 5
+        finally:
+            server.start()
+        lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == logger]
+        assert len(lines) == 2, lines  # not one line per failed check
+        (first_level, first), (off_level, off) = lines
+        assert first_level == logging.WARNING
+        assert first.startswith(
+            f"zombie-try check: MLflow store {server.uri} did not say whether a later try"
+        )
+        assert "MlflowException: " in first and "the check is made again" in first
+        assert off_level == logging.ERROR
+        assert off.startswith(
+            f"zombie-try check off: MLflow store {server.uri} failed the last 3 checks, over "
+        )
+        assert "nothing stops this try, and both run trials and write to MLflow" in off
+        assert "bring the store back, or stop this try by hand if a later one runs" in off
+        caplog.clear()
+        assert tracker.poll_superseded() is False
+    assert [r.getMessage() for r in caplog.records if r.name == logger] == [
+        f"zombie-try check: MLflow store {server.uri} answers again, after 5 failed checks"
+    ]
+    assert tracker.fence_failures == 0
+
+
+@pytest.mark.integration
+def test_the_zombie_try_check_hides_credentials_of_the_store_in_its_lines(
+    mlflow_outage_server: RestartableMlflowServer, experiment_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = mlflow_outage_server
+    port = server.uri.rsplit(":", 1)[1]
+    tracker = TuningTracker(server.uri, experiment_name)
+    tracker.start(run_name="try 1", tags={})
+    tracker.tracking_uri = f"http://sparktune-user:s3cret-Pw@127.0.0.1:{port}"  # as a connection may name it
+    tracker.client = TuningTracker(tracker.tracking_uri, experiment_name).client
+    server.stop()
+    try:
+        with (
+            client_settings(),
+            caplog.at_level(logging.WARNING, logger="airflow_provider_sparktune.tracking.tracker"),
+        ):
+            for _ in range(FENCE_OFF_AFTER):
+                tracker.poll_superseded(lambda text: text.replace("sparktune-user", "***"))
+    finally:
+        server.start()
+    assert sum(r.name == "airflow_provider_sparktune.tracking.tracker" for r in caplog.records) == 2
+    assert "s3cret-Pw" not in caplog.text and "sparktune-user" not in caplog.text
+    assert f"MLflow store http://127.0.0.1:{port} did not say" in caplog.text
