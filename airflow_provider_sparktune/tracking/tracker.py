@@ -524,7 +524,6 @@ def loss_plot(records: Sequence[TrialRecord]) -> Any:
     return figure
 
 
-
 def _first_line(text: str) -> str:
     """An error's first line, cut: a store's error may be a page of HTML or a traceback."""
     lines = text.strip().splitlines()
