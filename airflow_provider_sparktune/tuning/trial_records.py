@@ -7,6 +7,7 @@ and named losses count only for a trial that finished ok (or was pruned, for the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import timezone
 from typing import Any
@@ -15,6 +16,8 @@ from airflow_provider_sparktune.tracking.history import EarlierTrial
 from airflow_provider_sparktune.tuning.records import TrialRecord, TrialStatus
 from airflow_provider_sparktune.tuning.trial import CURVE_KEY, LOSSES_KEY, PRUNED_STEP_KEY, losses_in_metrics
 from airflow_provider_sparktune.values import json_native
+
+log = logging.getLogger(__name__)
 
 _COUNTS_LOSS = ("ok", "pruned")
 
@@ -43,7 +46,7 @@ def record_from_doc(doc: Mapping[str, Any], space: Any, *, warm: EarlierTrial | 
         tid=int(doc["tid"]),
         status=status,
         loss=None if loss is None else float(loss),
-        params=_params(space, vals),
+        params=_params(space, vals, int(doc["tid"])),
         vals=json_native(vals),
         metrics=dict(result.get("metrics") or {}) if status == "ok" else {},
         error=error,
@@ -66,7 +69,7 @@ def record_from_earlier(tid: int, earlier: EarlierTrial, space: Any, *, named_lo
         tid=tid,
         status=earlier.status,
         loss=earlier.loss if ok else None,
-        params=_params(space, earlier.vals),
+        params=_params(space, earlier.vals, tid),
         vals=json_native(earlier.vals),
         metrics=dict(earlier.metrics) if ok else {},
         error=None if ok else earlier.error,
@@ -79,12 +82,22 @@ def record_from_earlier(tid: int, earlier: EarlierTrial, space: Any, *, named_lo
     )
 
 
-def _params(space: Any, vals: Mapping[str, Any]) -> dict[str, Any]:
+def _params(space: Any, vals: Mapping[str, Any], tid: int) -> dict[str, Any]:
+    """The space at ``vals``; ``{}`` when it cannot be evaluated there, said in the log with the reason:
+    a trial without its params in MLflow, XCom and trials.json is worth a line."""
     from hyperopt import space_eval
 
     try:
         params = json_native(space_eval(space, dict(vals)))
-    except Exception:  # a cancelled trial may carry partial vals
+    except Exception as err:  # a cancelled trial may carry partial vals; a changed space, others
+        log.warning(
+            "trial %d: its parameters could not be evaluated from its values %s (%s: %s); it is recorded "
+            "with no params (its values stay in vals)",
+            tid,
+            _short(dict(vals)),
+            type(err).__name__,
+            _short(err),
+        )
         return {}
     return params if isinstance(params, dict) else {"value": params}
 
@@ -102,3 +115,8 @@ def _error_text(error: Any) -> str | None:
         kind, detail = error
         return str(detail) if detail else str(kind)
     return str(error)
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if not isinstance(value, BaseException) else str(value)
+    return text if len(text) <= 300 else text[:297] + "..."
