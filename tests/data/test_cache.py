@@ -74,18 +74,46 @@ def test_numpy_copy_is_copy_on_write(cache_root: Path, tmp_path: Path) -> None:
     assert cache.read_count(uri) == 1
 
 
+# A first trial in a fresh worker: it waits at a start line with the others, and its storage read is
+# slow (one second), so that every worker reaches the cache while the first read is still going on.
+FIRST_TRIAL = """
+import os, sys, time
+from airflow_provider_sparktune.data import cache
+
+uri, start_line, me = sys.argv[1:4]
+real_copy = cache.copy_dataset
+
+def slow_copy(*args, **kwargs):
+    time.sleep(1.0)
+    return real_copy(*args, **kwargs)
+
+cache.copy_dataset = slow_copy
+open(os.path.join(start_line, me), "w").close()
+while not os.path.exists(os.path.join(start_line, "go")):
+    time.sleep(0.01)
+print(cache.load(uri, "parquet").value["y"].iloc[0])
+"""
+
+
 def test_concurrent_first_trials_wait_for_one_read(cache_root: Path, tmp_path: Path) -> None:
+    """Three workers at once, a read that takes a second: without the file lock each reads."""
     uri = str(write(tmp_path / "f.parquet", 5.0))
-    code = (
-        "import sys; from airflow_provider_sparktune.data import cache; "
-        "print(cache.load(sys.argv[1], 'parquet').value['y'].iloc[0])"
-    )
+    start_line = tmp_path / "start"
+    start_line.mkdir()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", code, uri], stdout=subprocess.PIPE, text=True, env={**os.environ}
+            [sys.executable, "-c", FIRST_TRIAL, uri, str(start_line), f"worker-{n}"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ},
         )
-        for _ in range(3)
+        for n in range(3)
     ]
+    deadline = time.monotonic() + 120
+    while len(list(start_line.glob("worker-*"))) < 3:  # each imported everything and waits
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+        time.sleep(0.05)
+    (start_line / "go").touch()
     outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert outputs == ["5.0"] * 3
     assert cache.read_count(uri) == 1
