@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -82,17 +83,35 @@ def log_through_root() -> None:
     quiet_locked_errors()
 
 
+_settings_lock = threading.Lock()
+_settings_holders = 0  # blocks inside client_settings, in any thread
+_settings_added: list[str] = []  # what the first of them set, removed when the last one leaves
+
+
 @contextmanager
 def client_settings() -> Iterator[None]:
-    """MLflow requests that fail within seconds and print nothing, for this block; settings made are kept."""
-    added = [key for key in CLIENT_SETTINGS if key not in os.environ]
-    for key in added:
-        os.environ[key] = CLIENT_SETTINGS[key]
+    """MLflow requests that fail within seconds and print nothing, for this block; settings made are kept.
+
+    The environment is the process's: blocks in several threads (a run still ending while the next
+    one starts) share one set of settings, taken away only when the last block ends, so one leaving
+    never takes them from another that is still inside.
+    """
+    global _settings_holders
+    with _settings_lock:
+        if _settings_holders == 0:
+            _settings_added[:] = [key for key in CLIENT_SETTINGS if key not in os.environ]
+            for key in _settings_added:
+                os.environ[key] = CLIENT_SETTINGS[key]
+        _settings_holders += 1
     try:
         yield
     finally:
-        for key in added:
-            os.environ.pop(key, None)
+        with _settings_lock:
+            _settings_holders -= 1
+            if _settings_holders == 0:
+                for key in _settings_added:
+                    os.environ.pop(key, None)
+                _settings_added.clear()
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -369,3 +369,33 @@ def test_the_zombie_try_check_hides_credentials_of_the_store_in_its_lines(
     assert sum(r.name == "airflow_provider_sparktune.tracking.tracker" for r in caplog.records) == 2
     assert "s3cret-Pw" not in caplog.text and "sparktune-user" not in caplog.text
     assert f"MLflow store http://127.0.0.1:{port} did not say" in caplog.text
+
+
+@pytest.mark.unit
+def test_client_settings_stay_while_any_block_is_inside_in_any_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run still ending in one thread leaves its block while the next run's block is inside: the
+    short MLflow retries must stay for the one still inside (else a check waits minutes)."""
+    import os
+    import threading
+
+    from airflow_provider_sparktune.tracking.tracker import CLIENT_SETTINGS
+
+    for key in CLIENT_SETTINGS:
+        monkeypatch.delenv(key, raising=False)
+    inside, leave = threading.Event(), threading.Event()
+
+    def ending_run() -> None:
+        with client_settings():
+            inside.set()
+            leave.wait(10)
+
+    thread = threading.Thread(target=ending_run)
+    thread.start()
+    assert inside.wait(10)
+    with client_settings():
+        leave.set()
+        thread.join(10)  # the other block has ended
+        assert os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES") == "1"
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # the last block out takes them away
