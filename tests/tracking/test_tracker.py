@@ -306,6 +306,7 @@ def test_a_try_superseded_by_a_later_one_writes_no_summary_and_no_status_over_it
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(300)  # with MLflow's default retries each failed check would take minutes
 def test_a_store_that_stops_answering_the_zombie_try_check_is_logged_not_silent(
     mlflow_outage_server: RestartableMlflowServer, experiment_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
