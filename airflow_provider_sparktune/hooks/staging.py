@@ -32,10 +32,11 @@ from airflow_provider_sparktune.hooks.uri_scope import (
     control_character,
     describe_control,
     dot_segment,
+    non_cache_layer,
     protocol,
     refusal,
 )
-from airflow_provider_sparktune.redaction import SafeUri, redact_uri, scrub
+from airflow_provider_sparktune.redaction import SafeUri, redact_uri
 
 # Where a connection's login and password go in each filesystem's storage options.
 _CREDENTIAL_KEYS: dict[str, tuple[str, str | None]] = {
@@ -122,10 +123,8 @@ def check_characters(field_name: str, uri: str) -> None:
     if found is None:
         return
     char, level = found
-    # the redactor reads userinfo up to a line break: this URI's own secrets go first, by value
-    shown = redact_uri(scrub(uri, SafeUri(uri).secrets))
     raise StagingError(
-        f"{field_name}: {shown!r} holds a control character ({describe_control(char)}"
+        f"{field_name}: {SafeUri(uri)!r} holds a control character ({describe_control(char)}"
         f"{', percent-encoded' if level else ''}), which a filesystem or server that decodes it takes as "
         "the end of a protocol command or a log line; write the URI without control characters"
     )
@@ -171,18 +170,6 @@ def _server(uri: str, kind: str) -> tuple[str | None, int | None]:
     host = parts.netloc.rsplit("@", 1)[-1]
     host = host.rsplit("]", 1)[0] + "]" if host.startswith("[") else host.rsplit(":", 1)[0]
     return host.lower().strip("[]") or None, port
-
-
-def _protocol(uri: str) -> str:
-    from fsspec.core import split_protocol
-
-    return (split_protocol(uri)[0] or "file").lower()
-
-
-def _layer(part: str) -> str:
-    """The protocol of an outer layer of a chained URL, as fsspec names it (``simplecache`` or
-    ``simplecache://``)."""
-    return part.split("://", 1)[0] if "://" in part else part
 
 
 def _allowed_protocols() -> str:
@@ -380,15 +367,15 @@ class DataStagingHook(BaseHook):
         destination (see the allow-list above); anything else is refused before any read."""
         layers, target = chain(uri)
         shown = redact_uri(uri)
-        for layer in layers:  # a chained URL (simplecache::ftp://...) names its server inside
-            if _layer(layer) not in CACHE_LAYERS:
-                raise StagingError(
-                    f"{field_name} {shown!r}: the chained layer {_layer(layer) + '::'!r} is not a cache "
-                    f"({', '.join(c + '::' for c in CACHE_LAYERS)}), so the login, password and options of "
-                    f"data_conn_id {self.data_conn_id!r} are not sent through it; read the data by its own "
-                    "URL, or use a connection without login, password or options"
-                )
-        kind = _protocol(target)
+        odd = non_cache_layer(layers)  # a chained URL (simplecache::ftp://...) names its server inside
+        if odd is not None:
+            raise StagingError(
+                f"{field_name} {shown!r}: the chained layer {odd + '::'!r} is not a cache "
+                f"({', '.join(c + '::' for c in CACHE_LAYERS)}), so the login, password and options of "
+                f"data_conn_id {self.data_conn_id!r} are not sent through it; read the data by its own "
+                "URL, or use a connection without login, password or options"
+            )
+        kind = protocol(target)
         if kind in SERVER_PROTOCOLS:
             self._check_host(target, connection, field_name)
         elif kind in _AZURE_PROTOCOLS:
@@ -408,19 +395,19 @@ class DataStagingHook(BaseHook):
         Local files (a local path, or a cache of one) take none: nothing there needs a credential.
         """
         check_characters(field_name, uri)
-        if _protocol(chain(uri)[1]) in LOCAL_PROTOCOLS:
+        if protocol(chain(uri)[1]) in LOCAL_PROTOCOLS:
             return {}
-        protocol = _protocol(uri)
+        kind = protocol(uri)
         connection = self._connection()
         extra, login, password = connection.options, connection.login, connection.password
         if extra or login or password:
             self._check_destination(uri, connection, field_name)
         options = dict(extra)
         if login or password:
-            keys = _CREDENTIAL_KEYS.get(protocol)
+            keys = _CREDENTIAL_KEYS.get(kind)
             if keys is None or (password and keys[1] is None):
                 raise StagingError(
-                    f"data_conn_id {self.data_conn_id!r}: its login/password cannot be used for {protocol}:// "
+                    f"data_conn_id {self.data_conn_id!r}: its login/password cannot be used for {kind}:// "
                     "URIs; put that filesystem's credentials in the connection extra as fsspec storage options"
                 )
             if login:

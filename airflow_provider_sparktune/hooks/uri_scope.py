@@ -100,9 +100,21 @@ def chain(uri: str) -> tuple[list[str], str]:
     return parts[:-1], parts[-1]
 
 
+def non_cache_layer(layers: Sequence[str]) -> str | None:
+    """The first outer layer of a chain that is not a cache (``zip``), as fsspec names it; None when
+    every layer is one of ``CACHE_LAYERS``."""
+    for layer in layers:
+        name = layer.strip().lower().split("://", 1)[0]
+        if name not in CACHE_LAYERS:
+            return name
+    return None
+
+
 def protocol(uri: str) -> str:
-    found = _SCHEME.match(uri)
-    return found.group(1).lower() if found else "file"
+    """The protocol fsspec opens ``uri`` with, read as fsspec reads it; ``file`` for a path."""
+    from fsspec.core import split_protocol
+
+    return (split_protocol(uri)[0] or "file").lower()
 
 
 def fetched(uri: str) -> str | None:
@@ -157,11 +169,11 @@ def _forms(uri: str) -> tuple[str, str] | None:
 def refusal(uri: str, prefixes: Sequence[str]) -> Refusal | None:
     """None when ``uri`` is in scope of ``prefixes``; else why not, with the fix."""
     layers, target = chain(uri)
-    odd = [layer for layer in layers if layer.strip().lower().removesuffix("://") not in CACHE_LAYERS]
-    if odd:
+    odd = non_cache_layer(layers)
+    if odd is not None:
         return Refusal(
             f": a chained URL may only wrap the data in {', '.join(c + '::' for c in CACHE_LAYERS)}, "
-            f"not {odd[0].split('://', 1)[0].strip() + '::'!r}",
+            f"not {odd + '::'!r}",
             "read the data by its own URL",
         )
     found = dot_segment(target)
