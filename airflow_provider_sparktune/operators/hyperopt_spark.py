@@ -27,6 +27,12 @@ if TYPE_CHECKING:
     from airflow_provider_sparktune.tuning.session import TrackingOptions, TuningSession
 
 
+def _map_index(context: Context) -> int | None:
+    """This task instance's map index when it is one instance of a mapped task, else None."""
+    index = getattr(context.get("ti"), "map_index", None)
+    return index if isinstance(index, int) and index >= 0 else None
+
+
 class HyperoptSparkOperator(BaseOperator):
     """Tune hyperparameters on the Spark cluster of a connection, with every trial tracked in MLflow.
 
@@ -208,7 +214,7 @@ class HyperoptSparkOperator(BaseOperator):
         # What the DAG file wrote (rendering replaces spark_conf). A mapped task's __init__ gets the
         # values expand() resolved from XCom or run conf: none of them is the DAG author's.
         self._spark_conf_from_mapping = bool(getattr(self, "_BaseOperator__from_mapped", False))
-        self._spark_conf_as_written = None if self._spark_conf_from_mapping else spark_conf
+        self._spark_conf_as_written = spark_conf
         self.spark_connect_timeout = spark_connect_timeout
         self.mlflow_conn_id = mlflow_conn_id
         self.mlflow_experiment = mlflow_experiment
@@ -300,9 +306,7 @@ class HyperoptSparkOperator(BaseOperator):
         how Airflow built the operator, so either alone is enough. An operator not built by the
         DAG file (no record of what it wrote) treats all of it as templated.
         """
-        ti = context.get("ti") if context is not None else None
-        map_index = getattr(ti, "map_index", None)
-        mapped = isinstance(map_index, int) and map_index >= 0
+        mapped = context is not None and _map_index(context) is not None
         if not (mapped or getattr(self, "_spark_conf_from_mapping", False)):
             return getattr(self, "_spark_conf_as_written", None)
         dag = self.get_dag()
@@ -449,14 +453,13 @@ class HyperoptSparkOperator(BaseOperator):
             schema.AIRFLOW_TASK_ID: self.task_id,
             schema.AIRFLOW_RUN_ID: run_id,
         }
-        map_index = getattr(context["ti"], "map_index", None)
-        mapped = isinstance(map_index, int) and map_index >= 0
-        if mapped:  # each mapped instance resumes its own tries, not its siblings' trials
+        map_index = _map_index(context)
+        if map_index is not None:  # each mapped instance resumes its own tries, not its siblings' trials
             attempt[schema.AIRFLOW_MAP_INDEX] = str(map_index)
         return TrackingOptions(
             tracking_uri=self.mlflow_hook.get_tracking_uri(),
             experiment=self.mlflow_experiment or default_name,
-            run_name=f"{self.task_id}{f'[{map_index}]' if mapped else ''} {run_id} try {try_number}",
+            run_name=f"{self.task_id}{'' if map_index is None else f'[{map_index}]'} {run_id} try {try_number}",
             tuning_key=self.tuning_key or default_name,
             attempt_tags=attempt,
             tags={schema.AIRFLOW_TRY_NUMBER: try_number},

@@ -105,8 +105,7 @@ class StagedDataSensor(BaseSensorOperator):
         """Render, then register the rendered URI's secrets with Airflow's secrets masker before the
         rendered fields are stored (the UI shows them) and before anything is logged."""
         super().render_template_fields(context, jinja_env)
-        if isinstance(self.uri, str):
-            mask_uri_secrets(self.uri)
+        mask_uri_secrets(self.uri)
 
     def _conditions(self) -> dict[str, Any]:
         if not self.uri or not str(self.uri).strip():
